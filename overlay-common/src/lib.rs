@@ -1,0 +1,322 @@
+//! Types shared by the overlay eBPF programs and user space.
+//!
+//! Every map key and value is `#[repr(C)]` with explicit padding so that the
+//! layout is identical on both sides; `tests` at the bottom pin the sizes.
+//! The packet helpers (`csum`, `vxlan`) are plain functions over byte slices
+//! that compile for the host too, so `cargo test` covers them.
+#![cfg_attr(not(test), no_std)]
+
+pub mod csum;
+pub mod vxlan;
+
+/// Default VXLAN UDP port (IANA, RFC 7348).
+pub const DEFAULT_VXLAN_PORT: u16 = 4789;
+/// Bytes VXLAN adds in front of an inner IPv4 packet's Ethernet frame:
+/// outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+/// Ethernet header length.
+pub const ETH_HLEN: usize = 14;
+/// IPv4 header length without options.
+pub const IPV4_HLEN: usize = 20;
+/// UDP header length.
+pub const UDP_HLEN: usize = 8;
+/// VXLAN header length.
+pub const VXLAN_HLEN: usize = 8;
+/// Everything in front of the inner IPv4 header of an encapsulated frame.
+pub const ENCAP_HLEN: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN;
+/// Outer UDP source ports are taken from this range, as the kernel's `udp_flow_src_port`.
+pub const SRC_PORT_MIN: u16 = 49152;
+/// Upper end (inclusive) of the outer UDP source port range.
+pub const SRC_PORT_MAX: u16 = 65535;
+
+/// Maximum number of peer subnets the dataplane holds.
+pub const MAX_PEERS: u32 = 16384;
+/// Maximum number of local endpoints the dataplane holds.
+pub const MAX_ENDPOINTS: u32 = 131072;
+
+/// Map names, as they appear in the object file and under the pin directory.
+pub mod maps {
+    /// `Array<Config>` with one entry: this host's settings.
+    pub const CONFIG: &str = "OVL_CONFIG";
+    /// `LpmTrie<[u8; 4], PeerValue>`: remote container subnet -> remote host.
+    pub const PEERS: &str = "OVL_PEERS";
+    /// `HashMap<u32, u32>`: remote host underlay IP (network order) -> number of subnets behind it.
+    pub const PEER_HOSTS: &str = "OVL_PEER_HOSTS";
+    /// `HashMap<u32, EndpointValue>`: local container IP (network order) -> delivery target.
+    pub const ENDPOINTS: &str = "OVL_ENDPOINTS";
+    /// `PerCpuArray<u64>` indexed by [`super::Counter`].
+    pub const COUNTERS: &str = "OVL_COUNTERS";
+    /// `PerCpuArray<u64>` indexed by [`super::DropReason`].
+    pub const DROPS: &str = "OVL_DROPS";
+}
+
+/// Program names, as they appear in the object file.
+pub mod programs {
+    /// tc ingress on a container's host-side veth (or the bridge): encapsulation.
+    pub const FROM_CONTAINER: &str = "ovl_from_container";
+    /// tc ingress on the underlay interface: decapsulation and delivery.
+    pub const FROM_UNDERLAY: &str = "ovl_from_underlay";
+    /// XDP on the underlay interface: early verdicts on VXLAN.
+    pub const XDP_UNDERLAY: &str = "ovl_xdp_underlay";
+}
+
+/// This host's settings, in the single entry of the `OVL_CONFIG` array.
+///
+/// Addresses and ports are stored in network byte order, exactly as they
+/// appear on the wire, so the programs compare and copy them without swaps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Underlay IPv4 address of this host (network order bytes).
+    pub local_ip: [u8; 4],
+    /// VXLAN network identifier, host order, lower 24 bits used.
+    pub vni: u32,
+    /// ifindex of the underlay interface.
+    pub underlay_ifindex: u32,
+    /// VXLAN UDP destination port, network order.
+    pub vxlan_port_be: u16,
+    /// MAC of the underlay interface (outer source MAC).
+    pub underlay_mac: [u8; 6],
+    /// This host's VTEP MAC (inner source MAC of what we send).
+    pub vtep_mac: [u8; 6],
+    /// MAC of the bridge holding the containers' gateway (source MAC of what we deliver).
+    pub gateway_mac: [u8; 6],
+    /// This host's container subnet (network order bytes).
+    pub subnet: [u8; 4],
+    /// Its netmask (network order bytes).
+    pub subnet_mask: [u8; 4],
+    /// `CONFIG_F_*` bits.
+    pub flags: u32,
+}
+
+/// `Config::flags`: the XDP program on the underlay already checked VNI and
+/// source of every VXLAN frame, so the tc program need not look them up again.
+pub const CONFIG_F_XDP_VALIDATES: u32 = 1;
+
+/// Value of the `OVL_PEERS` LPM trie: where a remote subnet lives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerValue {
+    /// Underlay IPv4 address of the remote host (network order bytes).
+    pub underlay_ip: [u8; 4],
+    /// MAC of the underlay next hop towards it; all zero while unresolved,
+    /// in which case the kernel's neighbour subsystem fills in the header.
+    pub nexthop_mac: [u8; 6],
+    /// Inner destination MAC: the remote VTEP's MAC.
+    pub vtep_mac: [u8; 6],
+}
+
+/// Key data of the `OVL_PEERS` LPM trie (the prefix length travels beside it).
+pub type PeerKey = [u8; 4];
+
+/// Value of the `OVL_ENDPOINTS` map: how to deliver to a local container.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointValue {
+    /// ifindex of the container's host-side veth (its peer is the container's interface).
+    pub ifindex: u32,
+    /// MAC of the container's interface.
+    pub mac: [u8; 6],
+    /// Explicit padding to a multiple of 4 bytes.
+    pub _pad: [u8; 2],
+}
+
+/// Packet counters, indexes into `OVL_COUNTERS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Packets encapsulated and sent to a peer.
+    EncapPackets = 0,
+    /// Bytes (inner frame) encapsulated.
+    EncapBytes = 1,
+    /// Packets decapsulated and delivered into a container.
+    DecapPackets = 2,
+    /// Bytes (inner frame) decapsulated.
+    DecapBytes = 3,
+    /// Packets from containers left to the kernel (not for a peer).
+    FromContainerPass = 4,
+    /// Packets on the underlay that were not our VXLAN, left to the kernel.
+    FromUnderlayPass = 5,
+    /// Decapsulated packets for a local address with no endpoint, handed to the kernel to route.
+    DecapToKernel = 6,
+    /// Encapsulated packets sent through the neighbour subsystem (next hop MAC unresolved).
+    EncapViaNeigh = 7,
+    /// VXLAN frames the XDP program let through to tc.
+    XdpVxlanPass = 8,
+    /// Frames the XDP program let through that are not our VXLAN.
+    XdpOtherPass = 9,
+}
+
+impl Counter {
+    /// Number of counters (size of `OVL_COUNTERS`).
+    pub const COUNT: u32 = 10;
+    /// All counters, in index order.
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Counter::EncapPackets,
+        Counter::EncapBytes,
+        Counter::DecapPackets,
+        Counter::DecapBytes,
+        Counter::FromContainerPass,
+        Counter::FromUnderlayPass,
+        Counter::DecapToKernel,
+        Counter::EncapViaNeigh,
+        Counter::XdpVxlanPass,
+        Counter::XdpOtherPass,
+    ];
+
+    /// Stable name used by `overlayctl status`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::EncapPackets => "encap_packets",
+            Counter::EncapBytes => "encap_bytes",
+            Counter::DecapPackets => "decap_packets",
+            Counter::DecapBytes => "decap_bytes",
+            Counter::FromContainerPass => "from_container_pass",
+            Counter::FromUnderlayPass => "from_underlay_pass",
+            Counter::DecapToKernel => "decap_to_kernel",
+            Counter::EncapViaNeigh => "encap_via_neigh",
+            Counter::XdpVxlanPass => "xdp_vxlan_pass",
+            Counter::XdpOtherPass => "xdp_other_pass",
+        }
+    }
+}
+
+/// Why a program dropped a packet; indexes into `OVL_DROPS`.
+///
+/// Modelled on Cilium's `drop_reasons.h`: every drop is counted under exactly
+/// one reason, and user space decodes the index with [`DropReason::name`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The `OVL_CONFIG` entry is missing or zero: the agent has not configured this host.
+    NoConfig = 0,
+    /// A VXLAN frame for us ended inside the outer IPv4 header.
+    TruncatedOuterIp = 1,
+    /// A VXLAN frame for us ended inside the outer UDP header.
+    TruncatedUdp = 2,
+    /// A frame to our VXLAN port ended inside the VXLAN header.
+    TruncatedVxlan = 3,
+    /// A VXLAN frame ended inside the inner Ethernet or IPv4 header.
+    TruncatedInner = 4,
+    /// VXLAN header without the I flag (RFC 7348: VNI not valid).
+    BadVxlanFlags = 5,
+    /// VXLAN with a VNI other than ours.
+    UnknownVni = 6,
+    /// VXLAN from an underlay address that is not a known peer.
+    UnknownPeer = 7,
+    /// Outer IPv4 header with options or fragmented: not produced by any VTEP we talk to.
+    BadOuterIp = 8,
+    /// Inner frame is not IPv4.
+    InnerNotIpv4 = 9,
+    /// `bpf_skb_adjust_room` failed (encapsulation).
+    EncapAdjustFailed = 10,
+    /// `bpf_skb_adjust_room` failed (decapsulation).
+    DecapAdjustFailed = 11,
+    /// The packet was too short after resizing (should not happen).
+    HeaderWriteFailed = 12,
+    /// Inner destination is not in this host's subnet and not an endpoint.
+    NotLocal = 13,
+}
+
+impl DropReason {
+    /// Number of drop reasons (size of `OVL_DROPS`).
+    pub const COUNT: u32 = 14;
+    /// All reasons, in index order.
+    pub const ALL: [DropReason; Self::COUNT as usize] = [
+        DropReason::NoConfig,
+        DropReason::TruncatedOuterIp,
+        DropReason::TruncatedUdp,
+        DropReason::TruncatedVxlan,
+        DropReason::TruncatedInner,
+        DropReason::BadVxlanFlags,
+        DropReason::UnknownVni,
+        DropReason::UnknownPeer,
+        DropReason::BadOuterIp,
+        DropReason::InnerNotIpv4,
+        DropReason::EncapAdjustFailed,
+        DropReason::DecapAdjustFailed,
+        DropReason::HeaderWriteFailed,
+        DropReason::NotLocal,
+    ];
+
+    /// Stable name used by `overlayctl status`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::NoConfig => "no_config",
+            DropReason::TruncatedOuterIp => "truncated_outer_ip",
+            DropReason::TruncatedUdp => "truncated_udp",
+            DropReason::TruncatedVxlan => "truncated_vxlan",
+            DropReason::TruncatedInner => "truncated_inner",
+            DropReason::BadVxlanFlags => "bad_vxlan_flags",
+            DropReason::UnknownVni => "unknown_vni",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::BadOuterIp => "bad_outer_ip",
+            DropReason::InnerNotIpv4 => "inner_not_ipv4",
+            DropReason::EncapAdjustFailed => "encap_adjust_failed",
+            DropReason::DecapAdjustFailed => "decap_adjust_failed",
+            DropReason::HeaderWriteFailed => "header_write_failed",
+            DropReason::NotLocal => "not_local",
+        }
+    }
+}
+
+/// The VTEP MAC of a host, derived from its underlay address and the VNI.
+///
+/// Rule (documented in docs/design.md): `02:VV:A:B:C:D` where `VV` is the
+/// low byte of the VNI and `A.B.C.D` the underlay IPv4 address. The `02`
+/// marks it locally administered unicast. Hosts running overlayd derive each
+/// other's VTEP MAC with this rule; foreign VTEPs are given with `--vtep-mac`.
+pub const fn vtep_mac(underlay_ip: [u8; 4], vni: u32) -> [u8; 6] {
+    [
+        0x02,
+        (vni & 0xff) as u8,
+        underlay_ip[0],
+        underlay_ip[1],
+        underlay_ip[2],
+        underlay_ip[3],
+    ]
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all four are #[repr(C)], Copy, made only of integers and byte
+    // arrays, and have no implicit padding (the size tests below pin that).
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::PeerValue {}
+    unsafe impl aya::Pod for super::EndpointValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn map_types_have_pinned_sizes() {
+        assert_eq!(size_of::<Config>(), 44);
+        assert_eq!(size_of::<PeerValue>(), 16);
+        assert_eq!(size_of::<EndpointValue>(), 12);
+        assert_eq!(size_of::<PeerKey>(), 4);
+        assert_eq!(ENCAP_HLEN, 64);
+        assert_eq!(VXLAN_OVERHEAD as usize, ENCAP_HLEN - ETH_HLEN);
+    }
+
+    #[test]
+    fn counter_and_drop_tables_are_dense() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+
+    #[test]
+    fn vtep_mac_rule() {
+        assert_eq!(
+            vtep_mac([192, 168, 56, 5], 42),
+            [0x02, 42, 192, 168, 56, 5]
+        );
+        assert_eq!(vtep_mac([10, 0, 0, 1], 0x1_0001), [2, 1, 10, 0, 0, 1]);
+    }
+}

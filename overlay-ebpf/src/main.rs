@@ -1,0 +1,22 @@
+//! The overlay dataplane: one thin entry function per attach point, each
+//! calling a `try_*` function that returns `Result<Verdict, DropReason>`;
+//! one match turns that into the program's return code and counts every
+//! drop under its reason (as Cilium's `bpf_overlay.c` does).
+#![no_std]
+#![no_main]
+
+mod maps;
+mod packet;
+mod tc;
+mod underlay;
+mod xdp;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,63 @@
+//! The maps, pinned by name so that overlayd's restarts keep their content.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+};
+use overlay_common::{
+    Config, Counter, DropReason, EndpointValue, PeerKey, PeerValue, MAX_ENDPOINTS, MAX_PEERS,
+};
+
+#[map(name = "OVL_CONFIG")]
+pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+
+#[map(name = "OVL_PEERS")]
+pub static PEERS: LpmTrie<PeerKey, PeerValue> = LpmTrie::pinned(MAX_PEERS, BPF_F_NO_PREALLOC);
+
+#[map(name = "OVL_PEER_HOSTS")]
+pub static PEER_HOSTS: HashMap<[u8; 4], u32> = HashMap::pinned(MAX_PEERS, 0);
+
+#[map(name = "OVL_ENDPOINTS")]
+pub static ENDPOINTS: HashMap<[u8; 4], EndpointValue> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "OVL_COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
+
+#[map(name = "OVL_DROPS")]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);
+
+/// This host's settings, or `NoConfig` before overlayd wrote them.
+#[inline(always)]
+pub fn config() -> Result<&'static Config, DropReason> {
+    match CONFIG.get(0) {
+        Some(c) if c.underlay_ifindex != 0 => Ok(c),
+        _ => Err(DropReason::NoConfig),
+    }
+}
+
+/// Adds `n` to a per-CPU counter.
+#[inline(always)]
+pub fn count(c: Counter, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: a per-CPU array slot is only touched by this CPU, and the
+        // pointer is valid for the program's run.
+        unsafe { *p += n };
+    }
+}
+
+/// Counts one drop under `reason`.
+#[inline(always)]
+pub fn count_drop(reason: DropReason) {
+    if let Some(p) = DROPS.get_ptr_mut(reason as u32) {
+        // SAFETY: as in `count`.
+        unsafe { *p += 1 };
+    }
+}
+
+/// True when the underlay source address is a known peer host.
+#[inline(always)]
+pub fn is_peer_host(ip: &[u8; 4]) -> bool {
+    // SAFETY: the value is only read for presence; no reference escapes.
+    unsafe { PEER_HOSTS.get(ip).is_some() }
+}

@@ -1,0 +1,180 @@
+//! tc programs: encapsulation on the way out of a container, decapsulation
+//! and delivery on the underlay.
+
+use aya_ebpf::{
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
+        TC_ACT_OK, TC_ACT_SHOT,
+    },
+    helpers::generated::{bpf_get_hash_recalc, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    macros::classifier,
+    programs::TcContext,
+};
+use aya_log_ebpf::warn;
+use overlay_common::{
+    vxlan::{self, ETH_P_IP},
+    Config, Counter, DropReason, PeerValue, CONFIG_F_XDP_VALIDATES, ENCAP_HLEN, ETH_HLEN,
+    IPV4_HLEN, VXLAN_OVERHEAD,
+};
+
+use crate::{
+    maps::{self, count, count_drop, ENDPOINTS, PEERS},
+    packet::Packet,
+    underlay::{classify, Underlay},
+};
+
+/// What a tc program does with a packet it does not drop.
+enum Verdict {
+    /// Leave it to the kernel.
+    Pass,
+    /// The return value of a redirect helper (TC_ACT_REDIRECT on success).
+    Redirect(i64),
+}
+
+#[inline(always)]
+fn verdict(r: Result<Verdict, DropReason>) -> i32 {
+    match r {
+        Ok(Verdict::Pass) => TC_ACT_OK,
+        Ok(Verdict::Redirect(ret)) => ret as i32,
+        Err(reason) => {
+            count_drop(reason);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+/// tc ingress of a container's host-side veth (or of the bridge).
+#[classifier]
+pub fn ovl_from_container(ctx: TcContext) -> i32 {
+    verdict(try_from_container(&ctx))
+}
+
+/// tc ingress of the underlay interface.
+#[classifier]
+pub fn ovl_from_underlay(ctx: TcContext) -> i32 {
+    verdict(try_from_underlay(&ctx))
+}
+
+const ENCAP_FLAGS: u64 = (BPF_F_ADJ_ROOM_FIXED_GSO
+    | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+    | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
+    | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
+    | ((ETH_HLEN as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
+
+#[inline(always)]
+fn try_from_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
+    let cfg = maps::config()?;
+    // SAFETY: ptr_at checked Ethernet plus a minimal IPv4 header are in bounds.
+    let Some(hdr) = ctx.ptr_at::<[u8; ETH_HLEN + IPV4_HLEN]>(0) else {
+        count(Counter::FromContainerPass, 1);
+        return Ok(Verdict::Pass);
+    };
+    // SAFETY: in bounds (checked above), byte array.
+    let hdr = unsafe { &*hdr };
+    if u16::from_be_bytes([hdr[12], hdr[13]]) != ETH_P_IP {
+        count(Counter::FromContainerPass, 1);
+        return Ok(Verdict::Pass);
+    }
+    let dst = [hdr[30], hdr[31], hdr[32], hdr[33]];
+    let tos = hdr[15];
+    let Some(peer) = PEERS.get(aya_ebpf::maps::lpm_trie::Key::new(32, dst)) else {
+        count(Counter::FromContainerPass, 1);
+        return Ok(Verdict::Pass);
+    };
+    let peer: PeerValue = *peer;
+    encapsulate(ctx, cfg, &peer, tos)
+}
+
+#[inline(always)]
+fn encapsulate(
+    ctx: &TcContext,
+    cfg: &Config,
+    peer: &PeerValue,
+    tos: u8,
+) -> Result<Verdict, DropReason> {
+    let inner_ip_len = ctx.len() - ETH_HLEN as u32;
+    // SAFETY: the helper only reads the skb the program was given.
+    let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+    let header = vxlan::encap_header(cfg, peer, inner_ip_len, vxlan::flow_src_port(hash), tos);
+    if let Err(e) = ctx.adjust_room(VXLAN_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS) {
+        warn!(ctx, "encap: adjust_room failed: {}", e);
+        return Err(DropReason::EncapAdjustFailed);
+    }
+    // SAFETY: ptr_at checked the 64 header bytes just made room for.
+    let Some(out) = ctx.ptr_at::<[u8; ENCAP_HLEN]>(0) else {
+        return Err(DropReason::HeaderWriteFailed);
+    };
+    // SAFETY: in bounds (checked above); a byte array has no alignment.
+    unsafe { *out = header };
+    count(Counter::EncapPackets, 1);
+    count(Counter::EncapBytes, u64::from(inner_ip_len) + ETH_HLEN as u64);
+    let ret = if peer.nexthop_mac == [0; 6] {
+        count(Counter::EncapViaNeigh, 1);
+        // SAFETY: no neighbour parameters: the kernel looks up the route itself.
+        unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) }
+    } else {
+        // SAFETY: plain helper call with an ifindex and no flags (egress).
+        unsafe { bpf_redirect(cfg.underlay_ifindex, 0) }
+    };
+    Ok(Verdict::Redirect(ret))
+}
+
+#[inline(always)]
+fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
+    let cfg = maps::config()?;
+    let check = cfg.flags & CONFIG_F_XDP_VALIDATES == 0;
+    let inner_dst = match classify(ctx, cfg, check)? {
+        Underlay::Other => {
+            count(Counter::FromUnderlayPass, 1);
+            return Ok(Verdict::Pass);
+        }
+        Underlay::Vxlan { inner_dst } => inner_dst,
+    };
+    // SAFETY: the value is copied out before the packet changes.
+    let endpoint = unsafe { ENDPOINTS.get(&inner_dst) }.copied();
+    let local = subnet_contains(cfg, &inner_dst);
+    if endpoint.is_none() && !local {
+        return Err(DropReason::NotLocal);
+    }
+    let inner_len = u64::from(ctx.len()) - (ETH_HLEN + IPV4_HLEN + 16) as u64;
+    if ctx
+        .adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO as u64)
+        .is_err()
+    {
+        return Err(DropReason::DecapAdjustFailed);
+    }
+    // SAFETY: ptr_at checked the Ethernet header of the resized packet.
+    let Some(eth) = ctx.ptr_at::<[u8; ETH_HLEN]>(0) else {
+        return Err(DropReason::HeaderWriteFailed);
+    };
+    // SAFETY: in bounds (checked above), byte array.
+    let eth = unsafe { &mut *eth };
+    match endpoint {
+        Some(ep) => {
+            if ep.mac != [0; 6] {
+                eth[0..6].copy_from_slice(&ep.mac);
+            }
+            eth[6..12].copy_from_slice(&cfg.gateway_mac);
+            count(Counter::DecapPackets, 1);
+            count(Counter::DecapBytes, inner_len);
+            // SAFETY: plain helper call; the target is a veth whose peer is the container's.
+            Ok(Verdict::Redirect(unsafe { bpf_redirect_peer(ep.ifindex, 0) }))
+        }
+        None => {
+            // A local address the agent has not learned yet: let the kernel
+            // route it to the bridge (which resolves it) until it has.
+            eth[0..6].copy_from_slice(&cfg.underlay_mac);
+            count(Counter::DecapToKernel, 1);
+            Ok(Verdict::Pass)
+        }
+    }
+}
+
+#[inline(always)]
+fn subnet_contains(cfg: &Config, ip: &[u8; 4]) -> bool {
+    let a = u32::from_ne_bytes(*ip);
+    let n = u32::from_ne_bytes(cfg.subnet);
+    let m = u32::from_ne_bytes(cfg.subnet_mask);
+    m != 0 && a & m == n
+}

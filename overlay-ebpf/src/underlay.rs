@@ -1,0 +1,94 @@
+//! Classification of frames arriving on the underlay, shared by the XDP
+//! and the tc program.
+
+use overlay_common::{
+    vxlan::{self, ETH_P_IP, IPPROTO_UDP},
+    Config, DropReason, ETH_HLEN, IPV4_HLEN, UDP_HLEN, VXLAN_HLEN,
+};
+
+use crate::{maps, packet::Packet};
+
+/// Offset of the inner Ethernet header in a VXLAN frame without IP options.
+pub const INNER_ETH: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN;
+/// Offset of the inner IPv4 header.
+pub const INNER_IP: usize = INNER_ETH + ETH_HLEN;
+
+/// What a frame on the underlay is.
+pub enum Underlay {
+    /// Not VXLAN for this host: the kernel handles it.
+    Other,
+    /// Our VXLAN, checked; the inner IPv4 destination.
+    Vxlan { inner_dst: [u8; 4] },
+}
+
+/// Reads the outer headers; `check_source` also looks up the sender among
+/// the peer hosts and checks the VNI (skipped by tc when XDP already did).
+#[inline(always)]
+pub fn classify<P: Packet>(
+    p: &P,
+    cfg: &Config,
+    check_source: bool,
+) -> Result<Underlay, DropReason> {
+    // SAFETY: ptr_at checked that 14 bytes lie inside the packet.
+    let Some(eth) = p.ptr_at::<[u8; ETH_HLEN]>(0) else {
+        return Ok(Underlay::Other);
+    };
+    // SAFETY: `eth` is in bounds (checked above); byte arrays need no alignment.
+    let eth = unsafe { &*eth };
+    if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP {
+        return Ok(Underlay::Other);
+    }
+    // SAFETY: ptr_at checked the 20 bytes of the IPv4 header.
+    let Some(ip) = p.ptr_at::<[u8; IPV4_HLEN]>(ETH_HLEN) else {
+        return Ok(Underlay::Other);
+    };
+    // SAFETY: in bounds, byte array.
+    let ip = unsafe { &*ip };
+    if ip[9] != IPPROTO_UDP || ip[16..20] != cfg.local_ip {
+        return Ok(Underlay::Other);
+    }
+    let udp_off = ETH_HLEN + IPV4_HLEN;
+    // SAFETY: ptr_at checked the 8 bytes of the UDP header.
+    let Some(udp) = p.ptr_at::<[u8; UDP_HLEN]>(udp_off) else {
+        return Err(DropReason::TruncatedUdp);
+    };
+    // SAFETY: in bounds, byte array.
+    let udp = unsafe { &*udp };
+    if u16::from_ne_bytes([udp[2], udp[3]]) != cfg.vxlan_port_be {
+        return Ok(Underlay::Other);
+    }
+    // To our VXLAN port: from here on a malformed frame is dropped.
+    if ip[0] != 0x45 || (u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff) != 0 {
+        return Err(DropReason::BadOuterIp);
+    }
+    // SAFETY: ptr_at checked the 8 bytes of the VXLAN header.
+    let Some(vx) = p.ptr_at::<[u8; VXLAN_HLEN]>(udp_off + UDP_HLEN) else {
+        return Err(DropReason::TruncatedVxlan);
+    };
+    // SAFETY: in bounds, byte array.
+    let vx = unsafe { &*vx };
+    if check_source {
+        let Some(vni) = vxlan::vni(vx) else {
+            return Err(DropReason::BadVxlanFlags);
+        };
+        if vni != cfg.vni {
+            return Err(DropReason::UnknownVni);
+        }
+        let src = [ip[12], ip[13], ip[14], ip[15]];
+        if !maps::is_peer_host(&src) {
+            return Err(DropReason::UnknownPeer);
+        }
+    }
+    // SAFETY: ptr_at checked the inner Ethernet header and 20 bytes of inner IPv4.
+    let Some(inner) = p.ptr_at::<[u8; ETH_HLEN + IPV4_HLEN]>(INNER_ETH) else {
+        return Err(DropReason::TruncatedInner);
+    };
+    // SAFETY: in bounds, byte array.
+    let inner = unsafe { &*inner };
+    if u16::from_be_bytes([inner[12], inner[13]]) != ETH_P_IP {
+        return Err(DropReason::InnerNotIpv4);
+    }
+    Ok(Underlay::Vxlan {
+        inner_dst: [inner[30], inner[31], inner[32], inner[33]],
+    })
+}

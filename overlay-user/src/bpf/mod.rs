@@ -1,0 +1,333 @@
+//! The BPF dataplane: tc and XDP programs from overlay-ebpf, driven through
+//! pinned maps.
+
+pub mod loader;
+pub mod maps;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use aya::{programs::XdpMode as AyaXdpMode, Ebpf};
+use ipnet::Ipv4Net;
+use overlay_common::{programs, EndpointValue, PeerValue, CONFIG_F_XDP_VALIDATES};
+
+pub use loader::LoadError;
+use loader::Links;
+use maps::Maps;
+
+use crate::config::{AttachPoint, Config, XdpMode};
+use crate::dataplane::{Dataplane, DataplaneError, EndpointSpec, Mode, PeerSpec, Stats};
+use crate::netlink;
+
+const LINK_UNDERLAY: &str = "underlay-tc";
+const LINK_XDP: &str = "underlay-xdp";
+const LINK_BRIDGE: &str = "bridge-tc";
+const PORT_PREFIX: &str = "port-";
+
+/// The BPF implementation of [`Dataplane`].
+pub struct BpfDataplane {
+    ebpf: Ebpf,
+    maps: Maps,
+    links: Links,
+    pin_dir: PathBuf,
+    handle: rtnetlink::Handle,
+    underlay_index: u32,
+    bridge_index: u32,
+    attach: AttachPoint,
+    /// Bridge ports with the from-container program, by ifindex.
+    ports: BTreeMap<u32, String>,
+    /// Peers as added, to derive peer hosts and refresh next-hop MACs.
+    peers: BTreeMap<Ipv4Net, PeerValue>,
+    _logger: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl BpfDataplane {
+    /// Loads, configures and attaches everything for `cfg`. On failure,
+    /// whatever this attempt attached is detached again.
+    pub async fn start(cfg: &Config) -> Result<Self, LoadError> {
+        let handle = netlink::connect().map_err(|e| LoadError::Interface {
+            name: "netlink".into(),
+            reason: e.to_string(),
+        })?;
+        let iface = |name: &str, e: netlink::NetlinkError| LoadError::Interface {
+            name: name.to_string(),
+            reason: e.to_string(),
+        };
+        let underlay = netlink::link_by_name(&handle, &cfg.underlay_interface)
+            .await
+            .map_err(|e| iface(&cfg.underlay_interface, e))?;
+        let bridge = netlink::link_by_name(&handle, &cfg.bridge)
+            .await
+            .map_err(|e| iface(&cfg.bridge, e))?;
+        let local_ip = match cfg.underlay_ip {
+            Some(ip) => ip,
+            None => netlink::ipv4_addrs(&handle, underlay.index)
+                .await
+                .map_err(|e| iface(&cfg.underlay_interface, e))?
+                .first()
+                .map(|(ip, _)| *ip)
+                .ok_or_else(|| LoadError::Interface {
+                    name: cfg.underlay_interface.clone(),
+                    reason: "has no IPv4 address; set underlay_ip in the config".into(),
+                })?,
+        };
+
+        loader::ensure_bpffs(&cfg.pin_dir)?;
+        let mut ebpf = loader::load(Some(&cfg.pin_dir))?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(spawn_logger(logger)),
+            Err(e) => {
+                log::debug!("eBPF logs unavailable: {e}");
+                None
+            }
+        };
+        let mut maps = Maps::take(&mut ebpf)?;
+        let mut flags = 0;
+        if cfg.xdp != XdpMode::Off {
+            flags |= CONFIG_F_XDP_VALIDATES;
+        }
+        let bpf_cfg = overlay_common::Config {
+            local_ip: local_ip.octets(),
+            vni: cfg.vni,
+            underlay_ifindex: underlay.index,
+            vxlan_port_be: cfg.vxlan_port.to_be(),
+            underlay_mac: underlay.mac,
+            vtep_mac: overlay_common::vtep_mac(local_ip.octets(), cfg.vni),
+            gateway_mac: bridge.mac,
+            subnet: cfg.subnet.network().octets(),
+            subnet_mask: cfg.subnet.netmask().octets(),
+            flags,
+        };
+        maps.set_config(&bpf_cfg)?;
+
+        let mut dp = Self {
+            ebpf,
+            maps,
+            links: Links::new(&cfg.pin_dir),
+            pin_dir: cfg.pin_dir.clone(),
+            handle,
+            underlay_index: underlay.index,
+            bridge_index: bridge.index,
+            attach: cfg.attach,
+            ports: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            _logger: logger,
+        };
+        if let Err(e) = dp.attach_all(cfg).await {
+            let _ = dp.remove_everything();
+            return Err(e);
+        }
+        // Entries left in the pinned maps by a previous run: keep the
+        // peer table in step so peer hosts and MAC refresh stay right.
+        for (net, v) in dp.maps.peers()? {
+            dp.peers.insert(net, v);
+        }
+        Ok(dp)
+    }
+
+    async fn attach_all(&mut self, cfg: &Config) -> Result<(), LoadError> {
+        // XDP first, so that tc may rely on its checks from the first frame.
+        match cfg.xdp {
+            XdpMode::Off => self.links.detach(LINK_XDP),
+            XdpMode::Generic | XdpMode::Native => {
+                let mode = if cfg.xdp == XdpMode::Native { AyaXdpMode::Driver } else { AyaXdpMode::Skb };
+                self.links.attach_xdp(&mut self.ebpf, &cfg.underlay_interface, mode, LINK_XDP)?;
+            }
+        }
+        self.links.attach_tc(
+            &mut self.ebpf,
+            programs::FROM_UNDERLAY,
+            &cfg.underlay_interface,
+            LINK_UNDERLAY,
+        )?;
+        match cfg.attach {
+            AttachPoint::Bridge => {
+                self.links.attach_tc(&mut self.ebpf, programs::FROM_CONTAINER, &cfg.bridge, LINK_BRIDGE)?;
+                for name in self.links.pinned() {
+                    if name.starts_with(PORT_PREFIX) {
+                        self.links.detach(&name);
+                    }
+                }
+            }
+            AttachPoint::Veth => {
+                self.links.detach(LINK_BRIDGE);
+                self.sync_ports().await.map_err(LoadError::Dataplane)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the from-container program to every bridge port that lacks
+    /// it and forgets ports that went away.
+    async fn sync_ports(&mut self) -> Result<(), DataplaneError> {
+        if self.attach != AttachPoint::Veth {
+            return Ok(());
+        }
+        let ports = netlink::bridge_ports(&self.handle, self.bridge_index)
+            .await
+            .map_err(|e| DataplaneError::Netlink(e.to_string()))?;
+        let now: BTreeMap<u32, String> = ports.into_iter().map(|l| (l.index, l.name)).collect();
+        for (index, name) in &now {
+            if self.ports.get(index) != Some(name) {
+                self.attach_port(*index, name)?;
+            }
+        }
+        // Pins of ports that are gone (also those of an earlier run).
+        for pin in self.links.pinned() {
+            if let Some(idx) = pin.strip_prefix(PORT_PREFIX).and_then(|s| s.parse::<u32>().ok()) {
+                if !now.contains_key(&idx) {
+                    self.links.detach(&pin);
+                    self.ports.remove(&idx);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_port(&mut self, index: u32, name: &str) -> Result<(), DataplaneError> {
+        self.links
+            .attach_tc(&mut self.ebpf, programs::FROM_CONTAINER, name, &format!("{PORT_PREFIX}{index}"))
+            .map_err(|e| DataplaneError::Other(e.to_string()))?;
+        self.ports.insert(index, name.to_string());
+        log::info!("from-container program attached to {name} (ifindex {index})");
+        Ok(())
+    }
+
+    fn sync_peer_hosts(&mut self, touched: &[Ipv4Addr]) -> Result<(), DataplaneError> {
+        for ip in touched {
+            let n = self.peers.values().filter(|p| p.underlay_ip == ip.octets()).count() as u32;
+            self.maps.set_peer_host(*ip, n)?;
+        }
+        Ok(())
+    }
+
+    /// Next-hop MACs of peer hosts from the underlay's neighbour table.
+    async fn neighbour_macs(&self) -> BTreeMap<Ipv4Addr, [u8; 6]> {
+        match netlink::neighbours_v4(&self.handle, self.underlay_index).await {
+            Ok(list) => list
+                .into_iter()
+                .filter_map(|n| n.usable_mac().map(|mac| (n.ip, mac)))
+                .collect(),
+            Err(e) => {
+                log::warn!("reading the underlay's neighbour table: {e}");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    fn remove_everything(&mut self) -> std::io::Result<()> {
+        loader::remove_pins(&self.pin_dir)
+    }
+
+    /// The maps, for tests and the benchmark.
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+}
+
+fn spawn_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // SAFETY: the logger owns its ring buffer's fd for as long as the
+        // AsyncFd (which owns the logger) is registered.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        };
+        let Ok(mut fd) = registered else {
+            return;
+        };
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else { return };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    })
+}
+
+#[async_trait::async_trait]
+impl Dataplane for BpfDataplane {
+    fn mode(&self) -> Mode {
+        Mode::Ebpf
+    }
+
+    async fn add_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError> {
+        let ip = peer.underlay_ip;
+        let macs = self.neighbour_macs().await;
+        let value = PeerValue {
+            underlay_ip: ip.octets(),
+            nexthop_mac: macs.get(&ip).copied().unwrap_or([0; 6]),
+            vtep_mac: peer
+                .vtep_mac
+                .unwrap_or_else(|| overlay_common::vtep_mac(ip.octets(), self.maps.config().map(|c| c.vni).unwrap_or(0))),
+        };
+        let old = self.peers.insert(peer.subnet, value);
+        // Peer host first, so the answer to the first packet is not dropped.
+        let mut touched = vec![ip];
+        if let Some(old) = old {
+            touched.push(Ipv4Addr::from(old.underlay_ip));
+        }
+        self.sync_peer_hosts(&touched)?;
+        self.maps.add_peer(peer.subnet, &value)
+    }
+
+    async fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
+        self.maps.del_peer(subnet)?;
+        if let Some(old) = self.peers.remove(&subnet) {
+            self.sync_peer_hosts(&[Ipv4Addr::from(old.underlay_ip)])?;
+        }
+        Ok(())
+    }
+
+    async fn add_endpoint(&mut self, ep: &EndpointSpec) -> Result<(), DataplaneError> {
+        self.maps.add_endpoint(ep.ip, &EndpointValue { ifindex: ep.ifindex, mac: ep.mac, _pad: [0; 2] })?;
+        if self.attach == AttachPoint::Veth && !self.ports.contains_key(&ep.ifindex) {
+            self.attach_port(ep.ifindex, &ep.ifname)?;
+        }
+        Ok(())
+    }
+
+    async fn del_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        self.maps.del_endpoint(ip)
+    }
+
+    fn stats(&self) -> Result<Stats, DataplaneError> {
+        self.maps.stats()
+    }
+
+    async fn refresh(&mut self) -> Result<(), DataplaneError> {
+        self.sync_ports().await?;
+        let macs = self.neighbour_macs().await;
+        let mut changed = Vec::new();
+        for (net, v) in &self.peers {
+            let mac = macs.get(&Ipv4Addr::from(v.underlay_ip)).copied().unwrap_or([0; 6]);
+            if mac != v.nexthop_mac {
+                changed.push((*net, PeerValue { nexthop_mac: mac, ..*v }));
+            }
+        }
+        for (net, v) in changed {
+            self.maps.add_peer(net, &v)?;
+            self.peers.insert(net, v);
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
+        if cleanup {
+            self.remove_everything()
+                .map_err(|e| DataplaneError::Other(format!("removing {}: {e}", self.pin_dir.display())))?;
+        }
+        Ok(())
+    }
+}
+
+/// Unused ports of the past stay out of the way: exposed for tests.
+pub fn port_link_name(index: u32) -> String {
+    format!("{PORT_PREFIX}{index}")
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<BpfDataplane>();
+    let _: BTreeSet<u32> = BTreeSet::new();
+}

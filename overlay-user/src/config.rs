@@ -1,0 +1,744 @@
+//! overlayd's configuration file (TOML): the schema, loading and validation,
+//! and the strict parsers for CIDRs, addresses and MACs that the CLI and the
+//! API share with it.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// Where the from-container program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachPoint {
+    /// tc ingress on every host-side veth plugged into the bridge (skips the bridge).
+    #[default]
+    Veth,
+    /// tc ingress on the bridge device itself (one attach point).
+    Bridge,
+}
+
+impl fmt::Display for AttachPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachPoint::Veth => "veth",
+            AttachPoint::Bridge => "bridge",
+        })
+    }
+}
+
+/// How the XDP program is attached to the underlay interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Generic (skb) mode: works on every driver.
+    #[default]
+    Generic,
+    /// Native (driver) mode.
+    Native,
+    /// No XDP program; tc does every check.
+    Off,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Generic => "generic",
+            XdpMode::Native => "native",
+            XdpMode::Off => "off",
+        })
+    }
+}
+
+/// One `[[peers]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The remote host's container subnet.
+    #[serde(deserialize_with = "de_net")]
+    pub subnet: Ipv4Net,
+    /// The remote host's underlay address.
+    pub underlay_ip: Ipv4Addr,
+    /// The remote VTEP MAC, for hosts whose MAC does not follow our rule.
+    #[serde(default)]
+    pub vtep_mac: Option<String>,
+}
+
+/// The whole file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The interface that carries VXLAN (e.g. "eth1").
+    pub underlay_interface: String,
+    /// This host's underlay address; default: the first IPv4 address on `underlay_interface`.
+    #[serde(default)]
+    pub underlay_ip: Option<Ipv4Addr>,
+    /// This host's container subnet.
+    #[serde(deserialize_with = "de_net")]
+    pub subnet: Ipv4Net,
+    /// The bridge local containers attach to (e.g. "docker0").
+    pub bridge: String,
+    /// VXLAN network identifier (1..=16777215).
+    pub vni: u32,
+    /// VXLAN UDP port.
+    #[serde(default = "default_port")]
+    pub vxlan_port: u16,
+    /// Where the BPF programs' maps and links are pinned.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    /// Where state added through the API is kept across restarts.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Where the from-container program is attached.
+    #[serde(default)]
+    pub attach: AttachPoint,
+    /// XDP mode on the underlay interface.
+    #[serde(default)]
+    pub xdp: XdpMode,
+    /// Static peers.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// Deserialize a CIDR, with [`InputError::NotCidr`]'s message on failure.
+/// Host bits are accepted here and reported by [`Config::validate`] with the field name.
+fn de_net<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Ipv4Net, D::Error> {
+    let value = String::deserialize(de)?;
+    value.parse().map_err(|_| {
+        serde::de::Error::custom(InputError::NotCidr {
+            value: value.clone(),
+        })
+    })
+}
+
+fn default_port() -> u16 {
+    overlay_common::DEFAULT_VXLAN_PORT
+}
+
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/overlay")
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/overlay")
+}
+
+/// The largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = 16_777_215;
+
+/// The longest container-subnet prefix: a /30 still has room for the
+/// gateway (.1) and one container next to the network and broadcast addresses.
+pub const MAX_SUBNET_PREFIX: u8 = 30;
+
+/// Errors of [`Config::load`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read (missing, no permission, ...).
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not TOML or does not match the schema; the message has the line and column.
+    #[error("config file {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser reported (with line and column).
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// The file parsed but a value is not acceptable.
+    #[error("config file {}: {source}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The problem.
+        #[source]
+        source: ValidationError,
+    },
+}
+
+/// A configuration value that parsed but is not acceptable ([`Config::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// `vni` is 0 or does not fit in 24 bits.
+    #[error("vni = {0} is out of range; expected 1..=16777215")]
+    Vni(u32),
+    /// `vxlan_port` is 0.
+    #[error("vxlan_port = 0 is not a usable UDP port; expected 1..=65535 (usually 4789)")]
+    Port,
+    /// An interface name the kernel would not accept.
+    #[error("{field} = {value:?} is not a valid interface name; expected 1 to 15 characters without '/', ':' or whitespace")]
+    InterfaceName {
+        /// `underlay_interface` or `bridge`.
+        field: &'static str,
+        /// The name given.
+        value: String,
+    },
+    /// A field's value is malformed (host bits set, bad MAC, unusable address, ...).
+    #[error("{field}: {source}")]
+    Field {
+        /// The field, e.g. `subnet` or `peers[1].vtep_mac`.
+        field: String,
+        /// The problem.
+        #[source]
+        source: InputError,
+    },
+    /// This host's subnet has no room for a gateway and containers.
+    #[error("subnet {0} is too small; expected a prefix of /30 or shorter, like 10.103.100.0/24")]
+    SubnetTooSmall(Ipv4Net),
+    /// A peer's subnet overlaps this host's subnet.
+    #[error("peers[{index}].subnet {peer} overlaps this host's subnet {own}; expected a subnet disjoint from it")]
+    PeerOverlapsOwn {
+        /// The peer's position in `[[peers]]`.
+        index: usize,
+        /// The peer's subnet.
+        peer: Ipv4Net,
+        /// This host's subnet.
+        own: Ipv4Net,
+    },
+    /// Two peers' subnets overlap.
+    #[error("peers[{index}].subnet {peer} overlaps peers[{other_index}].subnet {other}; expected disjoint peer subnets")]
+    PeersOverlap {
+        /// The later peer's position.
+        index: usize,
+        /// The later peer's subnet.
+        peer: Ipv4Net,
+        /// The earlier peer's position.
+        other_index: usize,
+        /// The earlier peer's subnet.
+        other: Ipv4Net,
+    },
+    /// A peer's underlay address is this host's own.
+    #[error("peers[{index}].underlay_ip {ip} is this host's own underlay address; expected the peer host's address")]
+    PeerIsSelf {
+        /// The peer's position.
+        index: usize,
+        /// The address.
+        ip: Ipv4Addr,
+    },
+}
+
+/// A malformed or unusable value typed by a user (config file, CLI or API).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// Not of the form a.b.c.d/len.
+    #[error("{value:?} is not an IPv4 CIDR; expected a network address like 10.103.200.0/24")]
+    NotCidr {
+        /// What was given.
+        value: String,
+    },
+    /// A CIDR whose address has bits set beyond the prefix.
+    #[error("{value} has host bits set; expected a network address like {}", value.trunc())]
+    HostBits {
+        /// What was given.
+        value: Ipv4Net,
+    },
+    /// Not a dotted-quad IPv4 address.
+    #[error("{value:?} is not an IPv4 address; expected a dotted quad like 192.168.56.5")]
+    NotIpv4 {
+        /// What was given.
+        value: String,
+    },
+    /// An address that cannot be a VTEP (unspecified, loopback, multicast, broadcast).
+    #[error("{ip} is {kind} address; expected a host's unicast underlay address like 192.168.56.5")]
+    UnderlayIp {
+        /// The address.
+        ip: Ipv4Addr,
+        /// "an unspecified", "a loopback", "a multicast" or "a broadcast".
+        kind: &'static str,
+    },
+    /// Not six colon-separated hex bytes.
+    #[error("{value:?} is not a MAC address; expected six hex bytes like 02:2a:c0:a8:38:05")]
+    NotMac {
+        /// What was given.
+        value: String,
+    },
+    /// A MAC that cannot be a VTEP's (multicast or all zeros).
+    #[error("{value} is not a unicast MAC address; expected one like 02:2a:c0:a8:38:05 (first byte even, not all zeros)")]
+    NotUnicastMac {
+        /// The MAC, formatted.
+        value: String,
+    },
+}
+
+impl Config {
+    /// Read, parse and validate the file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cfg = Config::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        cfg.validate().map_err(|source| ConfigError::Invalid {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Parse TOML text without validating it.
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Check every value; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        check_ifname("underlay_interface", &self.underlay_interface)?;
+        check_ifname("bridge", &self.bridge)?;
+        if self.vni == 0 || self.vni > MAX_VNI {
+            return Err(ValidationError::Vni(self.vni));
+        }
+        if self.vxlan_port == 0 {
+            return Err(ValidationError::Port);
+        }
+        check_network(self.subnet).map_err(|source| ValidationError::Field {
+            field: "subnet".into(),
+            source,
+        })?;
+        if self.subnet.prefix_len() > MAX_SUBNET_PREFIX {
+            return Err(ValidationError::SubnetTooSmall(self.subnet));
+        }
+        if let Some(ip) = self.underlay_ip {
+            check_underlay_ip(ip).map_err(|source| ValidationError::Field {
+                field: "underlay_ip".into(),
+                source,
+            })?;
+        }
+        for (index, peer) in self.peers.iter().enumerate() {
+            let field = |name: &str| format!("peers[{index}].{name}");
+            check_network(peer.subnet).map_err(|source| ValidationError::Field {
+                field: field("subnet"),
+                source,
+            })?;
+            if overlaps(peer.subnet, self.subnet) {
+                return Err(ValidationError::PeerOverlapsOwn {
+                    index,
+                    peer: peer.subnet,
+                    own: self.subnet,
+                });
+            }
+            if let Some((other_index, other)) = self.peers[..index]
+                .iter()
+                .enumerate()
+                .find(|(_, other)| overlaps(peer.subnet, other.subnet))
+            {
+                return Err(ValidationError::PeersOverlap {
+                    index,
+                    peer: peer.subnet,
+                    other_index,
+                    other: other.subnet,
+                });
+            }
+            check_underlay_ip(peer.underlay_ip).map_err(|source| ValidationError::Field {
+                field: field("underlay_ip"),
+                source,
+            })?;
+            if Some(peer.underlay_ip) == self.underlay_ip {
+                return Err(ValidationError::PeerIsSelf {
+                    index,
+                    ip: peer.underlay_ip,
+                });
+            }
+            if let Some(mac) = &peer.vtep_mac {
+                parse_vtep_mac(mac).map_err(|source| ValidationError::Field {
+                    field: field("vtep_mac"),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The gateway address of this host's subnet (the first host address, .1 in a /24).
+    pub fn gateway(&self) -> Ipv4Addr {
+        gateway_of(self.subnet)
+    }
+}
+
+/// The gateway address of `subnet`: its network address plus one.
+pub fn gateway_of(subnet: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()).wrapping_add(1))
+}
+
+/// Whether two subnets share at least one address.
+pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+fn check_ifname(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    let ok = !value.is_empty()
+        && value.len() <= 15
+        && value != "."
+        && value != ".."
+        && !value
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::InterfaceName {
+            field,
+            value: value.to_owned(),
+        })
+    }
+}
+
+/// Reject a CIDR with host bits set.
+pub fn check_network(net: Ipv4Net) -> Result<(), InputError> {
+    if net != net.trunc() {
+        return Err(InputError::HostBits { value: net });
+    }
+    Ok(())
+}
+
+/// Parse a network in CIDR form strictly: "a.b.c.d/len" with no host bits set.
+pub fn parse_cidr(value: &str) -> Result<Ipv4Net, InputError> {
+    let trimmed = value.trim();
+    if !trimmed.contains('/') {
+        return Err(InputError::NotCidr {
+            value: value.to_owned(),
+        });
+    }
+    let net: Ipv4Net = trimmed.parse().map_err(|_| InputError::NotCidr {
+        value: value.to_owned(),
+    })?;
+    check_network(net)?;
+    Ok(net)
+}
+
+/// Parse a dotted-quad IPv4 address.
+pub fn parse_ipv4(value: &str) -> Result<Ipv4Addr, InputError> {
+    value.trim().parse().map_err(|_| InputError::NotIpv4 {
+        value: value.to_owned(),
+    })
+}
+
+/// Reject addresses that cannot be a host's VTEP address.
+pub fn check_underlay_ip(ip: Ipv4Addr) -> Result<(), InputError> {
+    let kind = if ip.is_unspecified() {
+        "an unspecified"
+    } else if ip.is_loopback() {
+        "a loopback"
+    } else if ip.is_multicast() {
+        "a multicast"
+    } else if ip.is_broadcast() {
+        "a broadcast"
+    } else {
+        return Ok(());
+    };
+    Err(InputError::UnderlayIp { ip, kind })
+}
+
+/// Parse and check a peer's underlay address.
+pub fn parse_underlay_ip(value: &str) -> Result<Ipv4Addr, InputError> {
+    let ip = parse_ipv4(value)?;
+    check_underlay_ip(ip)?;
+    Ok(ip)
+}
+
+/// Parse a MAC written as six colon-separated hex bytes (aa:bb:cc:dd:ee:ff).
+pub fn parse_mac(value: &str) -> Result<[u8; 6], InputError> {
+    let bad = || InputError::NotMac {
+        value: value.to_owned(),
+    };
+    let mut mac = [0u8; 6];
+    let mut parts = value.trim().split(':');
+    for byte in mac.iter_mut() {
+        let part = parts.next().ok_or_else(bad)?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(mac)
+}
+
+/// Parse a VTEP MAC: [`parse_mac`], and it must be unicast and not all zeros.
+pub fn parse_vtep_mac(value: &str) -> Result<[u8; 6], InputError> {
+    let mac = parse_mac(value)?;
+    if mac[0] & 1 == 1 || mac == [0; 6] {
+        return Err(InputError::NotUnicastMac {
+            value: format_mac(&mac),
+        });
+    }
+    Ok(mac)
+}
+
+/// Format a MAC as lowercase aa:bb:cc:dd:ee:ff.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+underlay_interface = "eth1"
+subnet = "10.103.100.0/24"
+bridge = "docker0"
+vni = 42
+vxlan_port = 4789
+[[peers]]
+subnet = "10.103.200.0/24"
+underlay_ip = "192.168.56.5"
+"#;
+
+    fn example() -> Config {
+        Config::parse(EXAMPLE).unwrap()
+    }
+
+    fn err_of(edit: impl FnOnce(&mut Config)) -> String {
+        let mut cfg = example();
+        edit(&mut cfg);
+        cfg.validate().unwrap_err().to_string()
+    }
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn peer(subnet: &str, ip: &str) -> PeerConfig {
+        PeerConfig {
+            subnet: net(subnet),
+            underlay_ip: ip.parse().unwrap(),
+            vtep_mac: None,
+        }
+    }
+
+    #[test]
+    fn parses_the_example() {
+        let cfg = example();
+        assert_eq!(cfg.underlay_interface, "eth1");
+        assert_eq!(cfg.underlay_ip, None);
+        assert_eq!(cfg.subnet, net("10.103.100.0/24"));
+        assert_eq!(cfg.bridge, "docker0");
+        assert_eq!(cfg.vni, 42);
+        assert_eq!(cfg.vxlan_port, 4789);
+        assert_eq!(cfg.pin_dir, PathBuf::from("/sys/fs/bpf/overlay"));
+        assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/overlay"));
+        assert_eq!(cfg.attach, AttachPoint::Veth);
+        assert_eq!(cfg.xdp, XdpMode::Generic);
+        assert_eq!(cfg.peers, vec![peer("10.103.200.0/24", "192.168.56.5")]);
+        cfg.validate().unwrap();
+        assert_eq!(cfg.gateway(), Ipv4Addr::new(10, 103, 100, 1));
+    }
+
+    #[test]
+    fn defaults_port_and_accepts_all_fields() {
+        let cfg = Config::parse(
+            r#"
+underlay_interface = "eth1"
+underlay_ip = "192.168.56.4"
+subnet = "10.103.100.0/24"
+bridge = "br0"
+vni = 7
+pin_dir = "/tmp/pins"
+state_dir = "/tmp/state"
+attach = "bridge"
+xdp = "off"
+[[peers]]
+subnet = "10.103.200.0/24"
+underlay_ip = "192.168.56.5"
+vtep_mac = "02:aa:bb:cc:dd:ee"
+"#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.vxlan_port, 4789);
+        assert_eq!(cfg.attach, AttachPoint::Bridge);
+        assert_eq!(cfg.xdp, XdpMode::Off);
+        assert_eq!(cfg.peers[0].vtep_mac.as_deref(), Some("02:aa:bb:cc:dd:ee"));
+    }
+
+    #[test]
+    fn load_names_the_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("overlay-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let missing = dir.join("missing.toml");
+        let e = Config::load(&missing).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("cannot read config file {}: ", missing.display())), "{e}");
+
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, EXAMPLE.replace("vni = 42", "vni = \"x\"")).unwrap();
+        let e = Config::load(&bad).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("config file {}: ", bad.display())), "{e}");
+        assert!(e.contains("line 5, column 7"), "{e}");
+
+        let no_prefix = dir.join("no_prefix.toml");
+        std::fs::write(&no_prefix, EXAMPLE.replace("10.103.200.0/24", "10.103.200.0")).unwrap();
+        let e = Config::load(&no_prefix).unwrap_err().to_string();
+        assert!(e.contains("line 8, column 10"), "{e}");
+        assert!(
+            e.contains("\"10.103.200.0\" is not an IPv4 CIDR; expected a network address like 10.103.200.0/24"),
+            "{e}"
+        );
+
+        let unknown = dir.join("unknown.toml");
+        std::fs::write(&unknown, format!("{EXAMPLE}\nfoo = 1\n")).unwrap();
+        let e = Config::load(&unknown).unwrap_err().to_string();
+        assert!(e.contains("unknown field `foo`"), "{e}");
+
+        let invalid = dir.join("invalid.toml");
+        std::fs::write(&invalid, EXAMPLE.replace("10.103.100.0/24", "10.103.100.5/24")).unwrap();
+        let e = Config::load(&invalid).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "config file {}: subnet: 10.103.100.5/24 has host bits set; expected a network address like 10.103.100.0/24",
+                invalid.display()
+            )
+        );
+
+        let good = dir.join("good.toml");
+        std::fs::write(&good, EXAMPLE).unwrap();
+        assert_eq!(Config::load(&good).unwrap(), example());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn validation_errors() {
+        assert_eq!(
+            err_of(|c| c.vni = 0),
+            "vni = 0 is out of range; expected 1..=16777215"
+        );
+        assert_eq!(
+            err_of(|c| c.vni = 16_777_216),
+            "vni = 16777216 is out of range; expected 1..=16777215"
+        );
+        assert_eq!(
+            err_of(|c| c.vxlan_port = 0),
+            "vxlan_port = 0 is not a usable UDP port; expected 1..=65535 (usually 4789)"
+        );
+        assert_eq!(
+            err_of(|c| c.underlay_interface = String::new()),
+            "underlay_interface = \"\" is not a valid interface name; expected 1 to 15 characters without '/', ':' or whitespace"
+        );
+        assert_eq!(
+            err_of(|c| c.bridge = "a-very-long-bridge".into()),
+            "bridge = \"a-very-long-bridge\" is not a valid interface name; expected 1 to 15 characters without '/', ':' or whitespace"
+        );
+        assert_eq!(
+            err_of(|c| c.subnet = net("10.103.100.5/24")),
+            "subnet: 10.103.100.5/24 has host bits set; expected a network address like 10.103.100.0/24"
+        );
+        assert_eq!(
+            err_of(|c| c.subnet = net("10.103.100.0/31")),
+            "subnet 10.103.100.0/31 is too small; expected a prefix of /30 or shorter, like 10.103.100.0/24"
+        );
+        assert_eq!(
+            err_of(|c| c.underlay_ip = Some(Ipv4Addr::new(127, 0, 0, 1))),
+            "underlay_ip: 127.0.0.1 is a loopback address; expected a host's unicast underlay address like 192.168.56.5"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].subnet = net("10.103.200.9/24")),
+            "peers[0].subnet: 10.103.200.9/24 has host bits set; expected a network address like 10.103.200.0/24"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].subnet = net("10.103.0.0/16")),
+            "peers[0].subnet 10.103.0.0/16 overlaps this host's subnet 10.103.100.0/24; expected a subnet disjoint from it"
+        );
+        assert_eq!(
+            err_of(|c| c.peers.push(peer("10.103.200.128/25", "192.168.56.6"))),
+            "peers[1].subnet 10.103.200.128/25 overlaps peers[0].subnet 10.103.200.0/24; expected disjoint peer subnets"
+        );
+        assert_eq!(
+            err_of(|c| c.peers.push(peer("10.103.200.0/24", "192.168.56.6"))),
+            "peers[1].subnet 10.103.200.0/24 overlaps peers[0].subnet 10.103.200.0/24; expected disjoint peer subnets"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].underlay_ip = Ipv4Addr::UNSPECIFIED),
+            "peers[0].underlay_ip: 0.0.0.0 is an unspecified address; expected a host's unicast underlay address like 192.168.56.5"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].underlay_ip = Ipv4Addr::new(239, 1, 1, 1)),
+            "peers[0].underlay_ip: 239.1.1.1 is a multicast address; expected a host's unicast underlay address like 192.168.56.5"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].underlay_ip = Ipv4Addr::BROADCAST),
+            "peers[0].underlay_ip: 255.255.255.255 is a broadcast address; expected a host's unicast underlay address like 192.168.56.5"
+        );
+        assert_eq!(
+            err_of(|c| {
+                c.underlay_ip = Some(Ipv4Addr::new(192, 168, 56, 5));
+            }),
+            "peers[0].underlay_ip 192.168.56.5 is this host's own underlay address; expected the peer host's address"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].vtep_mac = Some("02:aa:bb:cc:dd".into())),
+            "peers[0].vtep_mac: \"02:aa:bb:cc:dd\" is not a MAC address; expected six hex bytes like 02:2a:c0:a8:38:05"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].vtep_mac = Some("01:00:5e:00:00:01".into())),
+            "peers[0].vtep_mac: 01:00:5e:00:00:01 is not a unicast MAC address; expected one like 02:2a:c0:a8:38:05 (first byte even, not all zeros)"
+        );
+    }
+
+    #[test]
+    fn cidr_parsing_is_strict() {
+        assert_eq!(parse_cidr("10.1.2.0/24").unwrap(), net("10.1.2.0/24"));
+        assert_eq!(
+            parse_cidr("10.1.2.3/24").unwrap_err().to_string(),
+            "10.1.2.3/24 has host bits set; expected a network address like 10.1.2.0/24"
+        );
+        for bad in ["10.1.2.0", "10.1.2.0/33", "banana", "10.1.2/24", "::/0", ""] {
+            assert_eq!(
+                parse_cidr(bad).unwrap_err().to_string(),
+                format!("{bad:?} is not an IPv4 CIDR; expected a network address like 10.103.200.0/24")
+            );
+        }
+    }
+
+    #[test]
+    fn address_parsing() {
+        assert_eq!(parse_underlay_ip("192.168.56.5").unwrap(), Ipv4Addr::new(192, 168, 56, 5));
+        assert_eq!(
+            parse_underlay_ip("192.168.56").unwrap_err().to_string(),
+            "\"192.168.56\" is not an IPv4 address; expected a dotted quad like 192.168.56.5"
+        );
+        assert_eq!(
+            parse_underlay_ip("127.0.0.2").unwrap_err().to_string(),
+            "127.0.0.2 is a loopback address; expected a host's unicast underlay address like 192.168.56.5"
+        );
+    }
+
+    #[test]
+    fn mac_round_trip() {
+        let mac = parse_mac("AA:bb:0c:dd:ee:ff").unwrap();
+        assert_eq!(mac, [0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0xff]);
+        assert_eq!(format_mac(&mac), "aa:bb:0c:dd:ee:ff");
+        for bad in ["aa:bb:cc:dd:ee", "aa:bb:cc:dd:ee:ff:00", "aa-bb-cc-dd-ee-ff", "a:bb:cc:dd:ee:ff0", "gg:bb:cc:dd:ee:ff", "+a:bb:cc:dd:ee:ff"] {
+            assert_eq!(
+                parse_mac(bad).unwrap_err().to_string(),
+                format!("{bad:?} is not a MAC address; expected six hex bytes like 02:2a:c0:a8:38:05")
+            );
+        }
+        assert!(parse_vtep_mac("00:00:00:00:00:00").is_err());
+        assert!(parse_vtep_mac("02:00:00:00:00:01").is_ok());
+    }
+
+    #[test]
+    fn overlap() {
+        assert!(overlaps(net("10.0.0.0/8"), net("10.1.0.0/16")));
+        assert!(overlaps(net("10.1.0.0/16"), net("10.0.0.0/8")));
+        assert!(!overlaps(net("10.1.0.0/24"), net("10.1.1.0/24")));
+    }
+}

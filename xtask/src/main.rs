@@ -1,0 +1,102 @@
+//! `cargo xtask`: the project's commands.
+//!
+//! - `cargo xtask setup`: install what building and testing need, if missing.
+//! - `cargo xtask run`: the demo (two simulated hosts, cross-host traffic).
+//! - `cargo xtask run -- ARGS`: run overlayd with ARGS on this host.
+//! - `cargo xtask test`: every test (unit, BPF_PROG_TEST_RUN, end to end).
+
+mod demo;
+mod setup;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, test and demo the overlay dataplane")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the nightly's rust-src, bpf-linker and the apt packages the tests use, if missing.
+    Setup,
+    /// Build everything (release), then run the demo; with `-- ARGS`, run overlayd with ARGS.
+    Run {
+        /// Arguments for overlayd (after `--`); none runs the two-host demo.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit tests, BPF program tests and end-to-end tests (needs root).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::ensure(),
+        Cmd::Run { args } => {
+            setup::ensure()?;
+            let bins = build_release()?;
+            if args.is_empty() {
+                demo::run(&bins)
+            } else {
+                let status = Command::new(bins.join("overlayd")).args(&args).status()?;
+                std::process::exit(status.code().unwrap_or(1));
+            }
+        }
+        Cmd::Test { args } => {
+            setup::ensure()?;
+            test(&args)
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(mut cmd: Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Builds the binaries in release mode and returns their directory.
+fn build_release() -> Result<PathBuf> {
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", "overlay-user", "--bins"]);
+    run(c)?;
+    Ok(root().join("target").join("release"))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    // Binaries first: the end-to-end tests run them.
+    let mut c = cargo();
+    c.args(["build", "-p", "overlay-user", "--bins"]);
+    run(c)?;
+    let mut c = cargo();
+    c.args(["test", "--workspace", "--no-fail-fast"]);
+    c.env("OVERLAY_BIN_DIR", root().join("target").join("debug"));
+    if !extra.is_empty() {
+        c.arg("--").args(extra);
+    }
+    run(c)
+}
