@@ -40,19 +40,27 @@ fn main() {
     // Nothing of the outer (stable, host) build may leak into the BPF build.
     for (key, _) in env::vars_os() {
         let k = key.to_string_lossy();
-        if k.starts_with("CARGO") || k.starts_with("RUSTC") || k.starts_with("RUSTUP") || k == "RUSTFLAGS" || k == "RUSTDOCFLAGS" {
+        if k.starts_with("CARGO")
+            || k.starts_with("RUSTC")
+            || k.starts_with("RUSTUP")
+            || k == "RUSTFLAGS"
+            || k == "RUSTDOCFLAGS"
+        {
             cmd.env_remove(&key);
         }
     }
-    let status = cmd
-        .status()
-        .expect("running `rustup run nightly cargo build` for overlay-ebpf (run `cargo xtask setup`)");
+    let status = cmd.status().expect(
+        "running `rustup run nightly cargo build` for overlay-ebpf (run `cargo xtask setup`)",
+    );
     if !status.success() {
         panic!(
             "building overlay-ebpf failed ({status}); `cargo xtask setup` installs nightly rust-src and bpf-linker"
         );
     }
-    let obj = target_dir.join("bpfel-unknown-none").join("release").join("overlay");
+    let obj = target_dir
+        .join("bpfel-unknown-none")
+        .join("release")
+        .join("overlay");
     std::fs::copy(&obj, out_dir.join("overlay.o"))
         .unwrap_or_else(|e| panic!("copying {}: {e}", obj.display()));
 }

@@ -219,7 +219,9 @@ impl Lab {
         let ul = self.underlay_ns.clone();
         self.create_ns(&ul)?;
         let mtu = self.spec.underlay_mtu.to_string();
-        ip(&["-n", &ul, "link", "add", "br0", "mtu", &mtu, "type", "bridge"])?;
+        ip(&[
+            "-n", &ul, "link", "add", "br0", "mtu", &mtu, "type", "bridge",
+        ])?;
         ip(&["-n", &ul, "link", "set", "br0", "up"])?;
 
         for i in 1..=self.spec.hosts {
@@ -269,8 +271,8 @@ impl Lab {
         let (mtu_s, bmtu_s) = (mtu.to_string(), bridge_mtu.to_string());
         // Both veth ends are created directly in their namespaces.
         ip(&[
-            "-n", &ns, "link", "add", "eth1", "mtu", &mtu_s, "type", "veth", "peer", "name",
-            &peer, "mtu", &mtu_s, "netns", &ul,
+            "-n", &ns, "link", "add", "eth1", "mtu", &mtu_s, "type", "veth", "peer", "name", &peer,
+            "mtu", &mtu_s, "netns", &ul,
         ])?;
         ip(&["-n", &ul, "link", "set", &peer, "master", "br0", "up"])?;
         let cidr = format!("{underlay_ip}/{UNDERLAY_PREFIX}");
@@ -444,9 +446,12 @@ impl Lab {
         &self.dir
     }
 
-    /// Per-lab bpffs pin root, `/sys/fs/bpf/overlay-lab/{id}` (exists; bpffs
-    /// is mounted on `/sys/fs/bpf` if it was not). Removed on drop.
+    /// Per-lab bpffs pin root, `/sys/fs/bpf/overlay-lab/{id}`. It exists
+    /// (re-created here if another bpffs was since mounted over
+    /// `/sys/fs/bpf`, hiding it); [`Lab::new`] mounted bpffs on
+    /// `/sys/fs/bpf` if it was not. Removed on drop.
     pub fn bpffs_dir(&self) -> PathBuf {
+        let _ = std::fs::create_dir_all(&self.bpffs);
         self.bpffs.clone()
     }
 
@@ -511,9 +516,8 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         // Never panic here: this runs during unwinding too.
-        let children = std::mem::take(
-            &mut *self.children.lock().unwrap_or_else(|e| e.into_inner()),
-        );
+        let children =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
         terminate_all(&children, libc::SIGTERM, STOP_GRACE);
         for ns in self.namespaces.iter().rev() {
             kill_netns_pids(ns);
@@ -579,16 +583,13 @@ pub fn ensure_bpffs() -> Result<()> {
     Ok(())
 }
 
+/// Whether `/sys/fs/bpf` is on a bpffs (statfs magic `BPF_FS_MAGIC`).
 fn bpffs_mounted() -> bool {
-    std::fs::read_to_string("/proc/self/mounts")
-        .map(|m| {
-            m.lines().any(|l| {
-                let mut f = l.split_whitespace();
-                let (_src, dir, fstype) = (f.next(), f.next(), f.next());
-                dir == Some(BPFFS_MOUNT) && fstype == Some("bpf")
-            })
-        })
-        .unwrap_or(false)
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    // SAFETY: statfs writes into the zeroed struct; path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c"/sys/fs/bpf".as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
 /// The pid in a lab id or name `ovl{pid}x{n}...`, if it is one.

@@ -39,12 +39,14 @@
 //! assert_eq!(r.received, 3);
 //! ```
 
+mod agent;
 mod capture;
 mod lab;
 mod netns;
 mod process;
 mod traffic;
 
+pub use agent::{agent_config, underlay_of, AgentOptions, Binaries, Overlayd};
 pub use capture::{
     decode_vxlan, tshark_fields, Capture, DecodedPacket, CAPTURE_START_TIMEOUT, VXLAN_PORT,
 };

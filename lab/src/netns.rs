@@ -62,8 +62,8 @@ where
     F: FnOnce() -> T + Send,
     T: Send,
 {
-    let handle = File::open(netns_path(ns))
-        .with_context(|| format!("opening network namespace {ns}"))?;
+    let handle =
+        File::open(netns_path(ns)).with_context(|| format!("opening network namespace {ns}"))?;
     std::thread::scope(|s| {
         let joined = std::thread::Builder::new()
             .name(format!("netns-{ns}"))

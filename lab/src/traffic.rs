@@ -2,10 +2,12 @@
 //! in-process on threads that joined the lab namespaces, so they need no
 //! external tools; traffic only ever flows between lab namespaces.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -286,6 +288,10 @@ pub struct Transfer {
     pub sent_sha256: String,
     /// Hex SHA-256 of the received data.
     pub received_sha256: String,
+    /// Offset of the first received byte that differs from what was sent
+    /// (or of the first extra byte); `None` if the received data is a prefix
+    /// of (normally: equal to) the sent data.
+    pub first_mismatch: Option<u64>,
     /// Time from connection to the receiver seeing EOF.
     pub elapsed: Duration,
 }
@@ -293,7 +299,9 @@ pub struct Transfer {
 impl Transfer {
     /// All bytes arrived and the hashes match.
     pub fn is_intact(&self) -> bool {
-        self.bytes_received == self.bytes_sent && self.sent_sha256 == self.received_sha256
+        self.bytes_received == self.bytes_sent
+            && self.first_mismatch.is_none()
+            && self.sent_sha256 == self.received_sha256
     }
 
     /// Goodput in Gbit/s.
@@ -302,73 +310,87 @@ impl Transfer {
     }
 }
 
-/// Deterministic pseudo-random byte stream (xorshift64*), never all zeros.
+/// Size of one block of the transfer pattern.
+const PATTERN_CHUNK: usize = 1 << 20;
+
+/// 1 MiB of xorshift64* output, computed once.
+fn pattern_base() -> &'static [u8] {
+    static BASE: OnceLock<Vec<u8>> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut v = Vec::with_capacity(PATTERN_CHUNK);
+        while v.len() < PATTERN_CHUNK {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            v.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+        }
+        v
+    })
+}
+
+/// Fill `buf` with bytes `[offset, offset + buf.len())` of the pattern.
+///
+/// Block `c` (1 MiB each) is the base block rotated by a per-block amount,
+/// with its first 8 bytes replaced by `c` (little endian): pseudo-random,
+/// never all zeros, every block distinct, and cheap (memcpy) even in debug
+/// builds.
+fn fill_pattern(offset: u64, buf: &mut [u8]) {
+    let base = pattern_base();
+    let mut off = offset;
+    let mut out = buf;
+    while !out.is_empty() {
+        let c = off / PATTERN_CHUNK as u64;
+        let p0 = (off % PATTERN_CHUNK as u64) as usize;
+        let n = (PATTERN_CHUNK - p0).min(out.len());
+        let (dst, rest) = out.split_at_mut(n);
+        let rot = (c.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 44) as usize; // < 2^20
+        let stamp = c.to_le_bytes();
+        let mut p = p0;
+        let mut d = 0;
+        while p < 8 && d < n {
+            dst[d] = stamp[p];
+            p += 1;
+            d += 1;
+        }
+        while d < n {
+            let src = (p + rot) % PATTERN_CHUNK;
+            let k = (PATTERN_CHUNK - src).min(n - d);
+            dst[d..d + k].copy_from_slice(&base[src..src + k]);
+            p += k;
+            d += k;
+        }
+        off += n as u64;
+        out = rest;
+    }
+}
+
+/// The deterministic pseudo-random byte stream sent by [`transfer`]
+/// (exactly `len` bytes, never all zeros), as a [`Read`]er.
 pub struct PatternReader {
-    state: u64,
-    remaining: u64,
-    carry: [u8; 8],
-    carry_len: usize,
+    pos: u64,
+    len: u64,
 }
 
 impl PatternReader {
-    /// A stream of exactly `len` bytes from the fixed default seed.
+    /// The first `len` bytes of the pattern.
     pub fn new(len: u64) -> Self {
-        Self::with_seed(len, 0x9E37_79B9_7F4A_7C15)
-    }
-
-    /// A stream of exactly `len` bytes from `seed` (0 is replaced by 1).
-    pub fn with_seed(len: u64, seed: u64) -> Self {
-        PatternReader {
-            state: seed.max(1),
-            remaining: len,
-            carry: [0; 8],
-            carry_len: 0,
-        }
-    }
-
-    #[inline]
-    fn next_word(&mut self) -> u64 {
-        let mut x = self.state;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.state = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        PatternReader { pos: 0, len }
     }
 }
 
 impl Read for PatternReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let want = (buf.len() as u64).min(self.remaining) as usize;
-        let buf = &mut buf[..want];
-        let mut off = 0;
-        while self.carry_len > 0 && off < buf.len() {
-            buf[off] = self.carry[8 - self.carry_len];
-            self.carry_len -= 1;
-            off += 1;
-        }
-        let mut chunks = buf[off..].chunks_exact_mut(8);
-        for c in &mut chunks {
-            c.copy_from_slice(&self.next_word().to_le_bytes());
-        }
-        let rem = chunks.into_remainder();
-        if !rem.is_empty() {
-            self.carry = self.next_word().to_le_bytes();
-            let k = rem.len();
-            rem.copy_from_slice(&self.carry[..k]);
-            self.carry_len = 8 - k;
-        }
-        self.remaining -= want as u64;
-        Ok(want)
+        let n = (buf.len() as u64).min(self.len - self.pos) as usize;
+        fill_pattern(self.pos, &mut buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
-/// Hex SHA-256 of the first `len` bytes of the [`PatternReader`] stream that
-/// [`transfer`] sends.
-pub fn pattern_sha256(len: u64) -> String {
+fn hash_pattern_into(h: &mut Sha256, len: u64) {
     let mut r = PatternReader::new(len);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; PATTERN_CHUNK];
     loop {
         let n = r.read(&mut buf).expect("infallible");
         if n == 0 {
@@ -376,19 +398,44 @@ pub fn pattern_sha256(len: u64) -> String {
         }
         h.update(&buf[..n]);
     }
-    hex(&h.finalize())
+}
+
+/// Hex SHA-256 of the first `len` bytes of the pattern that [`transfer`]
+/// sends (memoized per length: hashing is slow in debug builds).
+pub fn pattern_sha256(len: u64) -> String {
+    static CACHE: OnceLock<Mutex<HashMap<u64, String>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(h) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&len) {
+        return h.clone();
+    }
+    let mut h = Sha256::new();
+    hash_pattern_into(&mut h, len);
+    let hex = hex(&h.finalize());
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(len, hex.clone());
+    hex
 }
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Send `bytes` bytes of deterministic pseudo-random data over TCP from
-/// namespace `from_ns` to a receiver listening in `to_ns`, connecting to
-/// `to_ip`, and hash both sides. Gives up after [`TRANSFER_TIMEOUT`] (120 s).
+/// Send `bytes` bytes of the deterministic pseudo-random pattern
+/// ([`PatternReader`]) over TCP from namespace `from_ns` to a receiver
+/// listening in `to_ns`, connecting to `to_ip`, and report the SHA-256 of
+/// what was sent and of what was received. Gives up after
+/// [`TRANSFER_TIMEOUT`] (120 s).
 ///
 /// Connection failures, timeouts and resets are errors; corrupted data is
 /// not (compare the hashes, or use [`Transfer::is_intact`]).
+///
+/// The receiver checks every byte against the expected stream as it arrives
+/// (fast even in debug builds); while they agree, the received data *is* the
+/// pattern, so its hash is the pattern's. From the first differing byte on
+/// it hashes the actual bytes (seeded with the verified prefix), so
+/// `received_sha256` is always the true hash of the received data.
 pub fn transfer(from_ns: &str, to_ns: &str, to_ip: Ipv4Addr, bytes: u64) -> Result<Transfer> {
     transfer_with_timeout(from_ns, to_ns, to_ip, bytes, TRANSFER_TIMEOUT)
 }
@@ -410,27 +457,28 @@ pub fn transfer_with_timeout(
     let cancel = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<Transfer> {
         let cancel = &cancel;
-        let receiver = s.spawn(move || receive(listener, deadline, cancel));
+        // Hash what we send on another core while the transfer runs.
+        let sent_hash = s.spawn(move || pattern_sha256(bytes));
+        let receiver = s.spawn(move || receive(listener, bytes, deadline, cancel));
 
-        let sent = (|| -> Result<(u64, String)> {
+        let sent = (|| -> Result<u64> {
             let addr = SocketAddr::V4(SocketAddrV4::new(to_ip, port));
             let connect_timeout = deadline
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_secs(10))
                 .max(Duration::from_millis(1));
-            let mut stream =
-                run_in_netns(from_ns, || TcpStream::connect_timeout(&addr, connect_timeout))?
-                    .with_context(|| format!("connecting from {from_ns} to {addr}"))?;
+            let mut stream = run_in_netns(from_ns, || {
+                TcpStream::connect_timeout(&addr, connect_timeout)
+            })?
+            .with_context(|| format!("connecting from {from_ns} to {addr}"))?;
             let mut data = PatternReader::new(bytes);
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
+            let mut buf = vec![0u8; PATTERN_CHUNK];
             let mut total = 0u64;
             loop {
                 let n = data.read(&mut buf)?;
                 if n == 0 {
                     break;
                 }
-                h.update(&buf[..n]);
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     bail!("timed out after {timeout:?} having sent {total} bytes");
@@ -446,7 +494,7 @@ pub fn transfer_with_timeout(
             let left = deadline.saturating_duration_since(Instant::now());
             stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
             let _ = stream.read(&mut buf);
-            Ok((total, hex(&h.finalize())))
+            Ok(total)
         })();
         if sent.is_err() {
             cancel.store(true, Ordering::Relaxed);
@@ -455,24 +503,43 @@ pub fn transfer_with_timeout(
         let received = receiver
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        let (bytes_sent, sent_sha256) = sent.context("transfer sender")?;
-        let (bytes_received, received_sha256, elapsed) = received.context("transfer receiver")?;
+        let sent_sha256 = sent_hash
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let bytes_sent = sent.context("transfer sender")?;
+        let r = received.context("transfer receiver")?;
+        let received_sha256 = match r.sha256 {
+            Some(h) => h,
+            None if r.bytes == bytes => sent_sha256.clone(),
+            None => pattern_sha256(r.bytes),
+        };
         Ok(Transfer {
             bytes_sent,
-            bytes_received,
+            bytes_received: r.bytes,
             sent_sha256,
             received_sha256,
-            elapsed,
+            first_mismatch: r.first_mismatch,
+            elapsed: r.elapsed,
         })
     })
     .with_context(|| format!("TCP transfer of {bytes} bytes {from_ns} -> {to_ns} ({to_ip})"))
 }
 
+struct Received {
+    bytes: u64,
+    /// `None`: the data received is exactly the first `bytes` bytes of the
+    /// pattern (so its hash is `pattern_sha256(bytes)`).
+    sha256: Option<String>,
+    first_mismatch: Option<u64>,
+    elapsed: Duration,
+}
+
 fn receive(
     listener: TcpListener,
+    expected_len: u64,
     deadline: Instant,
     cancel: &AtomicBool,
-) -> Result<(u64, String, Duration)> {
+) -> Result<Received> {
     let mut stream = loop {
         match listener.accept() {
             Ok((s, _)) => break s,
@@ -491,52 +558,139 @@ fn receive(
     drop(listener);
     let start = Instant::now();
     stream.set_nonblocking(false)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; PATTERN_CHUNK];
+    let mut expect = vec![0u8; PATTERN_CHUNK];
     let mut total = 0u64;
+    // Set once the data diverges from the pattern: hashes the real bytes.
+    let mut mismatch: Option<(u64, Sha256)> = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             bail!("timed out having received {total} bytes");
         }
         stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf) {
+        let n = match stream.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                h.update(&buf[..n]);
-                total += n as u64;
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).with_context(|| format!("receiving (after {total} bytes)")),
+        };
+        let got = &buf[..n];
+        match &mut mismatch {
+            Some((_, h)) => h.update(got),
+            None => {
+                // Compare with the pattern; bytes past its end never match.
+                let m = (expected_len.saturating_sub(total)).min(n as u64) as usize;
+                fill_pattern(total, &mut expect[..m]);
+                let bad = if got[..m] == expect[..m] {
+                    (m < n).then_some(m)
+                } else {
+                    got[..m].iter().zip(&expect[..m]).position(|(a, b)| a != b)
+                };
+                if let Some(k) = bad {
+                    let mut h = Sha256::new();
+                    hash_pattern_into(&mut h, total);
+                    h.update(got);
+                    mismatch = Some((total + k as u64, h));
+                }
+            }
         }
+        total += n as u64;
     }
     let elapsed = start.elapsed();
-    Ok((total, hex(&h.finalize()), elapsed))
+    Ok(match mismatch {
+        Some((at, h)) => Received {
+            bytes: total,
+            sha256: Some(hex(&h.finalize())),
+            first_mismatch: Some(at),
+            elapsed,
+        },
+        None => Received {
+            bytes: total,
+            sha256: None,
+            first_mismatch: None,
+            elapsed,
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn read_all(mut r: impl Read, step: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; step];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
     #[test]
     fn pattern_is_deterministic_and_chunking_independent() {
-        let mut a = Vec::new();
-        PatternReader::new(1000).read_to_end(&mut a).unwrap();
-        assert_eq!(a.len(), 1000);
-        assert!(a.iter().any(|&b| b != 0));
-        let mut b = Vec::new();
-        let mut r = PatternReader::new(1000);
-        let mut small = [0u8; 7];
-        loop {
-            let n = r.read(&mut small[..3]).unwrap();
-            if n == 0 {
-                break;
+        let len = 3 * PATTERN_CHUNK as u64 + 12345;
+        let a = read_all(PatternReader::new(len), 1 << 20);
+        assert_eq!(a.len() as u64, len);
+        assert_eq!(a, read_all(PatternReader::new(len), 4093));
+        assert_eq!(a[..1000], read_all(PatternReader::new(1000), 3)[..]);
+        assert!(a.iter().filter(|&&b| b == 0).count() < a.len() / 100);
+        // Blocks differ from each other, beyond their stamps.
+        let c = PATTERN_CHUNK;
+        assert_ne!(a[8..c], a[c + 8..2 * c]);
+        assert_eq!(a[c..c + 8], 1u64.to_le_bytes());
+        let mut piece = vec![0u8; 777];
+        fill_pattern(c as u64 - 5, &mut piece);
+        assert_eq!(piece[..], a[c - 5..c - 5 + 777]);
+        assert_eq!(pattern_sha256(len), hex(&Sha256::digest(&a)));
+        assert_eq!(pattern_sha256(len), hex(&Sha256::digest(&a))); // memoized
+    }
+
+    fn receive_over_loopback(data: Vec<u8>, expected_len: u64) -> Received {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        l.set_nonblocking(true).unwrap();
+        let cancel = AtomicBool::new(false);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        std::thread::scope(|s| {
+            let r = s.spawn(|| receive(l, expected_len, deadline, &cancel));
+            let mut c = TcpStream::connect(addr).unwrap();
+            for piece in data.chunks(10_000) {
+                c.write_all(piece).unwrap();
             }
-            b.extend_from_slice(&small[..n]);
-        }
-        assert_eq!(a, b);
-        let digest = Sha256::digest(&a);
-        assert_eq!(pattern_sha256(1000), hex(&digest));
+            drop(c);
+            r.join().unwrap().unwrap()
+        })
+    }
+
+    #[test]
+    fn receiver_hashes_what_it_really_got() {
+        let len = PATTERN_CHUNK as u64 + 5000;
+        let good = read_all(PatternReader::new(len), 1 << 16);
+        let r = receive_over_loopback(good.clone(), len);
+        assert_eq!(r.bytes, len);
+        assert_eq!(r.first_mismatch, None);
+        assert_eq!(r.sha256, None);
+
+        let mut bad = good.clone();
+        bad[PATTERN_CHUNK + 17] ^= 0x40;
+        let r = receive_over_loopback(bad.clone(), len);
+        assert_eq!(r.first_mismatch, Some(PATTERN_CHUNK as u64 + 17));
+        assert_eq!(r.sha256, Some(hex(&Sha256::digest(&bad))));
+
+        let mut long = good.clone();
+        long.extend_from_slice(b"extra");
+        let r = receive_over_loopback(long.clone(), len);
+        assert_eq!(r.first_mismatch, Some(len));
+        assert_eq!(r.sha256, Some(hex(&Sha256::digest(&long))));
+
+        let short = good[..1000].to_vec();
+        let r = receive_over_loopback(short.clone(), len);
+        assert_eq!((r.bytes, r.first_mismatch, r.sha256), (1000, None, None));
+        assert_eq!(pattern_sha256(1000), hex(&Sha256::digest(&short)));
     }
 
     #[test]

@@ -313,10 +313,7 @@ mod tests {
 
     #[test]
     fn vtep_mac_rule() {
-        assert_eq!(
-            vtep_mac([192, 168, 56, 5], 42),
-            [0x02, 42, 192, 168, 56, 5]
-        );
+        assert_eq!(vtep_mac([192, 168, 56, 5], 42), [0x02, 42, 192, 168, 56, 5]);
         assert_eq!(vtep_mac([10, 0, 0, 1], 0x1_0001), [2, 1, 10, 0, 0, 1]);
     }
 }

@@ -29,6 +29,19 @@ impl fmt::Display for AttachPoint {
     }
 }
 
+/// The `dataplane` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DataplaneChoice {
+    /// Try BPF; if it cannot be loaded, use the kernel's VXLAN device.
+    #[default]
+    Auto,
+    /// BPF only; fail if it cannot be loaded.
+    Ebpf,
+    /// The kernel's VXLAN device, routes, neighbour and FDB entries.
+    Kernel,
+}
+
 /// How the XDP program is attached to the underlay interface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -94,6 +107,9 @@ pub struct Config {
     /// Where the from-container program is attached.
     #[serde(default)]
     pub attach: AttachPoint,
+    /// Which dataplane forwards packets: `auto` (BPF, else the kernel's VXLAN device), `ebpf` or `kernel`.
+    #[serde(default)]
+    pub dataplane: DataplaneChoice,
     /// XDP mode on the underlay interface.
     #[serde(default)]
     pub xdp: XdpMode,
@@ -247,7 +263,9 @@ pub enum InputError {
         value: String,
     },
     /// An address that cannot be a VTEP (unspecified, loopback, multicast, broadcast).
-    #[error("{ip} is {kind} address; expected a host's unicast underlay address like 192.168.56.5")]
+    #[error(
+        "{ip} is {kind} address; expected a host's unicast underlay address like 192.168.56.5"
+    )]
     UnderlayIp {
         /// The address.
         ip: Ipv4Addr,
@@ -575,16 +593,26 @@ vtep_mac = "02:aa:bb:cc:dd:ee"
 
         let missing = dir.join("missing.toml");
         let e = Config::load(&missing).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("cannot read config file {}: ", missing.display())), "{e}");
+        assert!(
+            e.starts_with(&format!("cannot read config file {}: ", missing.display())),
+            "{e}"
+        );
 
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, EXAMPLE.replace("vni = 42", "vni = \"x\"")).unwrap();
         let e = Config::load(&bad).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("config file {}: ", bad.display())), "{e}");
+        assert!(
+            e.starts_with(&format!("config file {}: ", bad.display())),
+            "{e}"
+        );
         assert!(e.contains("line 5, column 7"), "{e}");
 
         let no_prefix = dir.join("no_prefix.toml");
-        std::fs::write(&no_prefix, EXAMPLE.replace("10.103.200.0/24", "10.103.200.0")).unwrap();
+        std::fs::write(
+            &no_prefix,
+            EXAMPLE.replace("10.103.200.0/24", "10.103.200.0"),
+        )
+        .unwrap();
         let e = Config::load(&no_prefix).unwrap_err().to_string();
         assert!(e.contains("line 8, column 10"), "{e}");
         assert!(
@@ -598,7 +626,11 @@ vtep_mac = "02:aa:bb:cc:dd:ee"
         assert!(e.contains("unknown field `foo`"), "{e}");
 
         let invalid = dir.join("invalid.toml");
-        std::fs::write(&invalid, EXAMPLE.replace("10.103.100.0/24", "10.103.100.5/24")).unwrap();
+        std::fs::write(
+            &invalid,
+            EXAMPLE.replace("10.103.100.0/24", "10.103.100.5/24"),
+        )
+        .unwrap();
         let e = Config::load(&invalid).unwrap_err().to_string();
         assert_eq!(
             e,
@@ -702,14 +734,19 @@ vtep_mac = "02:aa:bb:cc:dd:ee"
         for bad in ["10.1.2.0", "10.1.2.0/33", "banana", "10.1.2/24", "::/0", ""] {
             assert_eq!(
                 parse_cidr(bad).unwrap_err().to_string(),
-                format!("{bad:?} is not an IPv4 CIDR; expected a network address like 10.103.200.0/24")
+                format!(
+                    "{bad:?} is not an IPv4 CIDR; expected a network address like 10.103.200.0/24"
+                )
             );
         }
     }
 
     #[test]
     fn address_parsing() {
-        assert_eq!(parse_underlay_ip("192.168.56.5").unwrap(), Ipv4Addr::new(192, 168, 56, 5));
+        assert_eq!(
+            parse_underlay_ip("192.168.56.5").unwrap(),
+            Ipv4Addr::new(192, 168, 56, 5)
+        );
         assert_eq!(
             parse_underlay_ip("192.168.56").unwrap_err().to_string(),
             "\"192.168.56\" is not an IPv4 address; expected a dotted quad like 192.168.56.5"
@@ -725,10 +762,19 @@ vtep_mac = "02:aa:bb:cc:dd:ee"
         let mac = parse_mac("AA:bb:0c:dd:ee:ff").unwrap();
         assert_eq!(mac, [0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0xff]);
         assert_eq!(format_mac(&mac), "aa:bb:0c:dd:ee:ff");
-        for bad in ["aa:bb:cc:dd:ee", "aa:bb:cc:dd:ee:ff:00", "aa-bb-cc-dd-ee-ff", "a:bb:cc:dd:ee:ff0", "gg:bb:cc:dd:ee:ff", "+a:bb:cc:dd:ee:ff"] {
+        for bad in [
+            "aa:bb:cc:dd:ee",
+            "aa:bb:cc:dd:ee:ff:00",
+            "aa-bb-cc-dd-ee-ff",
+            "a:bb:cc:dd:ee:ff0",
+            "gg:bb:cc:dd:ee:ff",
+            "+a:bb:cc:dd:ee:ff",
+        ] {
             assert_eq!(
                 parse_mac(bad).unwrap_err().to_string(),
-                format!("{bad:?} is not a MAC address; expected six hex bytes like 02:2a:c0:a8:38:05")
+                format!(
+                    "{bad:?} is not a MAC address; expected six hex bytes like 02:2a:c0:a8:38:05"
+                )
             );
         }
         assert!(parse_vtep_mac("00:00:00:00:00:00").is_err());

@@ -1,6 +1,10 @@
 //! The overlay agent's library: configuration, dataplanes, control sources and API.
 
+pub mod agent;
+pub mod api;
 pub mod bpf;
 pub mod config;
 pub mod dataplane;
+pub mod discovery;
 pub mod netlink;
+pub mod state;

@@ -9,11 +9,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{LinkAttribute, LinkFlag, LinkInfo, LinkMessage};
+pub use netlink_packet_route::neighbour::NeighbourState;
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlag, NeighbourMessage,
 };
 use netlink_packet_route::AddressFamily;
-pub use netlink_packet_route::neighbour::NeighbourState;
 pub use rtnetlink::Handle;
 use rtnetlink::IpVersion;
 
@@ -34,9 +34,9 @@ pub enum NetlinkError {
     Request {
         /// What was asked, e.g. "dump of links".
         what: String,
-        /// What rtnetlink reported.
+        /// What rtnetlink reported (boxed: the error embeds a whole netlink message).
         #[source]
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
 }
 
@@ -106,7 +106,10 @@ fn is_enodev(e: &rtnetlink::Error) -> bool {
 
 fn request_error(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     let what = what.into();
-    move |source| NetlinkError::Request { what, source }
+    move |source| NetlinkError::Request {
+        what,
+        source: Box::new(source),
+    }
 }
 
 fn mac6(bytes: &[u8]) -> Option<[u8; 6]> {
@@ -376,16 +379,32 @@ mod tests {
     use super::*;
     use netlink_packet_route::neighbour::NeighbourHeader;
 
-    fn fdb_msg(ifindex: u32, state: NeighbourState, own: bool, master: Option<u32>) -> NeighbourMessage {
+    fn fdb_msg(
+        ifindex: u32,
+        state: NeighbourState,
+        own: bool,
+        master: Option<u32>,
+    ) -> NeighbourMessage {
         let mut m = NeighbourMessage::default();
         m.header = NeighbourHeader {
             family: AddressFamily::Bridge,
             ifindex,
             state,
-            flags: if own { vec![NeighbourFlag::Own] } else { vec![] },
+            flags: if own {
+                vec![NeighbourFlag::Own]
+            } else {
+                vec![]
+            },
             ..Default::default()
         };
-        m.attributes.push(NeighbourAttribute::LinkLocalAddress(vec![2, 0, 0, 0, 0, ifindex as u8]));
+        m.attributes.push(NeighbourAttribute::LinkLocalAddress(vec![
+            2,
+            0,
+            0,
+            0,
+            0,
+            ifindex as u8,
+        ]));
         if let Some(master) = master {
             m.attributes.push(NeighbourAttribute::Controller(master));
         }
@@ -433,7 +452,11 @@ mod tests {
         assert_eq!(lo.name, "lo");
         assert_eq!(lo.mac, [0; 6]);
         assert_eq!(link_by_index(&handle, lo.index).await.unwrap().name, "lo");
-        assert!(links(&handle).await.unwrap().iter().any(|l| l.index == lo.index));
+        assert!(links(&handle)
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| l.index == lo.index));
         let addrs = ipv4_addrs(&handle, lo.index).await.unwrap();
         assert!(addrs.contains(&(Ipv4Addr::LOCALHOST, 8)), "{addrs:?}");
         let e = link_by_name(&handle, "nosuchif0").await.unwrap_err();

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use ipnet::Ipv4Net;
-use overlay_common::{csum, programs, vtep_mac, Config, EndpointValue, PeerValue, CONFIG_F_XDP_VALIDATES};
+use overlay_common::{
+    csum, programs, vtep_mac, Config, EndpointValue, PeerValue, CONFIG_F_XDP_VALIDATES,
+};
 use overlay_user::bpf::{loader, maps::Maps};
 
 const TC_ACT_OK: u32 = 0;
@@ -51,6 +53,7 @@ fn fixture(flags: u32) -> Option<Fixture> {
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     ));
+    overlay_lab::ensure_bpffs().expect("bpffs mounted");
     loader::ensure_bpffs(&pin_dir).expect("bpffs");
     let mut ebpf = loader::load(Some(&pin_dir)).expect("the verifier accepts every program");
     let mut maps = Maps::take(&mut ebpf).expect("maps");
@@ -69,13 +72,28 @@ fn fixture(flags: u32) -> Option<Fixture> {
     .unwrap();
     maps.add_peer(
         "10.103.200.0/24".parse::<Ipv4Net>().unwrap(),
-        &PeerValue { underlay_ip: PEER, nexthop_mac: PEER_MAC, vtep_mac: vtep_mac(PEER, VNI) },
+        &PeerValue {
+            underlay_ip: PEER,
+            nexthop_mac: PEER_MAC,
+            vtep_mac: vtep_mac(PEER, VNI),
+        },
     )
     .unwrap();
     maps.set_peer_host(Ipv4Addr::from(PEER), 1).unwrap();
-    maps.add_endpoint(Ipv4Addr::from(C1), &EndpointValue { ifindex: 77, mac: C1_MAC, _pad: [0; 2] })
-        .unwrap();
-    Some(Fixture { ebpf, maps, pin_dir })
+    maps.add_endpoint(
+        Ipv4Addr::from(C1),
+        &EndpointValue {
+            ifindex: 77,
+            mac: C1_MAC,
+            _pad: [0; 2],
+        },
+    )
+    .unwrap();
+    Some(Fixture {
+        ebpf,
+        maps,
+        pin_dir,
+    })
 }
 
 impl Fixture {
@@ -83,7 +101,12 @@ impl Fixture {
         let prog: &mut SchedClassifier = loader::program(&mut self.ebpf, name).unwrap();
         let mut out = vec![0u8; input.len() + 256];
         let r = prog
-            .test_run(TestRunOptions { data_in: Some(input), data_out: Some(&mut out), repeat: 1, ..Default::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(input),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..Default::default()
+            })
             .unwrap_or_else(|e| panic!("test_run of {} bytes: {e}", input.len()));
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
@@ -93,7 +116,12 @@ impl Fixture {
         let prog: &mut Xdp = loader::program(&mut self.ebpf, programs::XDP_UNDERLAY).unwrap();
         let mut out = vec![0u8; input.len() + 256];
         let r = prog
-            .test_run(TestRunOptions { data_in: Some(input), data_out: Some(&mut out), repeat: 1, ..Default::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(input),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..Default::default()
+            })
             .expect("test_run");
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
@@ -183,11 +211,21 @@ fn vxlan_frame(src: [u8; 4], vni: u32, flags: u8, inner: &[u8]) -> Vec<u8> {
     let mut vx = vec![flags, 0, 0, 0];
     vx.extend_from_slice(&(vni << 8).to_be_bytes());
     vx.extend_from_slice(inner);
-    eth(UNDERLAY_MAC, PEER_MAC, 0x0800, &ipv4(src, LOCAL, 17, &udp_datagram(51000, PORT, &vx)))
+    eth(
+        UNDERLAY_MAC,
+        PEER_MAC,
+        0x0800,
+        &ipv4(src, LOCAL, 17, &udp_datagram(51000, PORT, &vx)),
+    )
 }
 
 fn inner_frame(dst: [u8; 4]) -> Vec<u8> {
-    eth(vtep_mac(LOCAL, VNI), vtep_mac(PEER, VNI), 0x0800, &ipv4(REMOTE, dst, 6, &tcp_segment()))
+    eth(
+        vtep_mac(LOCAL, VNI),
+        vtep_mac(PEER, VNI),
+        0x0800,
+        &ipv4(REMOTE, dst, 6, &tcp_segment()),
+    )
 }
 
 // ---- from_container: encapsulation -----------------------------------------
@@ -195,7 +233,11 @@ fn inner_frame(dst: [u8; 4]) -> Vec<u8> {
 fn assert_encapsulated(input: &[u8], out: &[u8]) {
     assert_eq!(out.len(), input.len() + 50, "50 bytes of VXLAN overhead");
     assert_eq!(&out[0..6], &PEER_MAC, "outer destination: the next hop");
-    assert_eq!(&out[6..12], &UNDERLAY_MAC, "outer source: the underlay interface");
+    assert_eq!(
+        &out[6..12],
+        &UNDERLAY_MAC,
+        "outer source: the underlay interface"
+    );
     assert_eq!(&out[12..14], &[0x08, 0x00]);
     let ip = &out[14..34];
     assert_eq!(ip[0], 0x45);
@@ -211,11 +253,26 @@ fn assert_encapsulated(input: &[u8], out: &[u8]) {
     let sport = u16::from_be_bytes([udp[0], udp[1]]);
     assert!(sport >= 49152, "source port {sport} in 49152..=65535");
     assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), PORT);
-    assert_eq!(u16::from_be_bytes([udp[4], udp[5]]) as usize, out.len() - 34);
+    assert_eq!(
+        u16::from_be_bytes([udp[4], udp[5]]) as usize,
+        out.len() - 34
+    );
     assert_eq!(&udp[6..8], &[0, 0], "outer UDP checksum 0");
-    assert_eq!(&out[42..50], &[0x08, 0, 0, 0, 0, 0, 42, 0], "VXLAN I flag and VNI 42");
-    assert_eq!(&out[50..56], &vtep_mac(PEER, VNI), "inner destination: the peer's VTEP MAC");
-    assert_eq!(&out[56..62], &vtep_mac(LOCAL, VNI), "inner source: our VTEP MAC");
+    assert_eq!(
+        &out[42..50],
+        &[0x08, 0, 0, 0, 0, 0, 42, 0],
+        "VXLAN I flag and VNI 42"
+    );
+    assert_eq!(
+        &out[50..56],
+        &vtep_mac(PEER, VNI),
+        "inner destination: the peer's VTEP MAC"
+    );
+    assert_eq!(
+        &out[56..62],
+        &vtep_mac(LOCAL, VNI),
+        "inner source: our VTEP MAC"
+    );
     assert_eq!(&out[62..64], &[0x08, 0x00]);
     assert_eq!(&out[64..], &input[14..], "inner IPv4 packet untouched");
 }
@@ -253,7 +310,11 @@ fn unresolved_next_hop_goes_through_the_neighbour_subsystem() {
     f.maps
         .add_peer(
             "10.103.150.0/24".parse().unwrap(),
-            &PeerValue { underlay_ip: [192, 168, 56, 6], nexthop_mac: [0; 6], vtep_mac: vtep_mac([192, 168, 56, 6], VNI) },
+            &PeerValue {
+                underlay_ip: [192, 168, 56, 6],
+                nexthop_mac: [0; 6],
+                vtep_mac: vtep_mac([192, 168, 56, 6], VNI),
+            },
         )
         .unwrap();
     let input = from_container([10, 103, 150, 7], 1, &icmp_echo());
@@ -272,7 +333,7 @@ fn leaves_everything_else_to_the_kernel() {
         from_container([8, 8, 8, 8], 17, &udp_datagram(5000, 53, b"q")), // not a peer
         arp(),
         eth(GW_MAC, C1_MAC, 0x86dd, &[0x60; 60]), // IPv6: not ours
-        eth(GW_MAC, C1_MAC, 0x9000, &[]),          // bare Ethernet header
+        eth(GW_MAC, C1_MAC, 0x9000, &[]),         // bare Ethernet header
     ];
     for (i, input) in cases.iter().enumerate() {
         let (ret, out) = f.run_tc(programs::FROM_CONTAINER, input);
@@ -285,11 +346,19 @@ fn leaves_everything_else_to_the_kernel() {
     // the kernel's test runner, with EINVAL) refuse them first. The shared
     // accessor meets such frames in the XDP tests below.
     for cut in [14, 14 + 19] {
-        let prog: &mut SchedClassifier = loader::program(&mut f.ebpf, programs::FROM_CONTAINER).unwrap();
+        let prog: &mut SchedClassifier =
+            loader::program(&mut f.ebpf, programs::FROM_CONTAINER).unwrap();
         let err = prog
-            .test_run(TestRunOptions { data_in: Some(&full[..cut]), repeat: 1, ..Default::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(&full[..cut]),
+                repeat: 1,
+                ..Default::default()
+            })
             .expect_err("the kernel refuses a truncated IPv4 skb");
-        assert!(format!("{err:?}").contains("code: 22"), "EINVAL expected, got {err:?}");
+        assert!(
+            format!("{err:?}").contains("code: 22"),
+            "EINVAL expected, got {err:?}"
+        );
     }
 }
 
@@ -315,7 +384,10 @@ fn decapsulates_and_delivers_to_the_endpoint() {
 fn unknown_local_address_is_decapsulated_for_the_kernel() {
     let Some(mut f) = fixture(0) else { return };
     let inner = inner_frame(C_UNKNOWN);
-    let (ret, out) = f.run_tc(programs::FROM_UNDERLAY, &vxlan_frame(PEER, VNI, 0x08, &inner));
+    let (ret, out) = f.run_tc(
+        programs::FROM_UNDERLAY,
+        &vxlan_frame(PEER, VNI, 0x08, &inner),
+    );
     assert_eq!(ret, TC_ACT_OK);
     assert_eq!(&out[0..6], &UNDERLAY_MAC);
     assert_eq!(&out[14..], &inner[14..]);
@@ -331,10 +403,19 @@ fn hostile_vxlan_is_dropped_with_a_reason() {
     let mut fragment = good.clone();
     fragment[20] = 0x20; // MF
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (vxlan_frame(STRANGER, VNI, 0x08, &inner_frame(C1)), "unknown_peer"),
+        (
+            vxlan_frame(STRANGER, VNI, 0x08, &inner_frame(C1)),
+            "unknown_peer",
+        ),
         (vxlan_frame(PEER, 43, 0x08, &inner_frame(C1)), "unknown_vni"),
-        (vxlan_frame(PEER, VNI, 0x00, &inner_frame(C1)), "bad_vxlan_flags"),
-        (vxlan_frame(PEER, VNI, 0x08, &inner_frame([10, 9, 9, 9])), "not_local"),
+        (
+            vxlan_frame(PEER, VNI, 0x00, &inner_frame(C1)),
+            "bad_vxlan_flags",
+        ),
+        (
+            vxlan_frame(PEER, VNI, 0x08, &inner_frame([10, 9, 9, 9])),
+            "not_local",
+        ),
         (vxlan_frame(PEER, VNI, 0x08, &arp()), "inner_not_ipv4"),
         (options, "bad_outer_ip"),
         (fragment, "bad_outer_ip"),
@@ -361,11 +442,36 @@ fn underlay_traffic_that_is_not_ours_passes_untouched() {
     let cases: Vec<Vec<u8>> = vec![
         arp(),
         eth(UNDERLAY_MAC, PEER_MAC, 0x86dd, &[0x60; 60]),
-        eth(UNDERLAY_MAC, PEER_MAC, 0x0800, &ipv4(PEER, LOCAL, 6, &tcp_segment())),
-        eth(UNDERLAY_MAC, PEER_MAC, 0x0800, &ipv4(PEER, LOCAL, 17, &udp_datagram(1, 53, b"dns"))),
-        eth(UNDERLAY_MAC, PEER_MAC, 0x0800, &ipv4(PEER, LOCAL, 1, &icmp_echo())),
+        eth(
+            UNDERLAY_MAC,
+            PEER_MAC,
+            0x0800,
+            &ipv4(PEER, LOCAL, 6, &tcp_segment()),
+        ),
+        eth(
+            UNDERLAY_MAC,
+            PEER_MAC,
+            0x0800,
+            &ipv4(PEER, LOCAL, 17, &udp_datagram(1, 53, b"dns")),
+        ),
+        eth(
+            UNDERLAY_MAC,
+            PEER_MAC,
+            0x0800,
+            &ipv4(PEER, LOCAL, 1, &icmp_echo()),
+        ),
         // VXLAN port, but to another address: not for this host.
-        eth(UNDERLAY_MAC, PEER_MAC, 0x0800, &ipv4(PEER, [192, 168, 56, 7], 17, &udp_datagram(1, PORT, &[8; 30]))),
+        eth(
+            UNDERLAY_MAC,
+            PEER_MAC,
+            0x0800,
+            &ipv4(
+                PEER,
+                [192, 168, 56, 7],
+                17,
+                &udp_datagram(1, PORT, &[8; 30]),
+            ),
+        ),
         vec![0u8; 14],
     ];
     for (i, input) in cases.iter().enumerate() {
@@ -378,9 +484,14 @@ fn underlay_traffic_that_is_not_ours_passes_untouched() {
 
 #[test]
 fn tc_trusts_xdp_checks_when_xdp_validates() {
-    let Some(mut f) = fixture(CONFIG_F_XDP_VALIDATES) else { return };
+    let Some(mut f) = fixture(CONFIG_F_XDP_VALIDATES) else {
+        return;
+    };
     // With XDP in front, tc skips the peer/VNI lookups (XDP has dropped those frames).
-    let (ret, _) = f.run_tc(programs::FROM_UNDERLAY, &vxlan_frame(STRANGER, VNI, 0x08, &inner_frame(C1)));
+    let (ret, _) = f.run_tc(
+        programs::FROM_UNDERLAY,
+        &vxlan_frame(STRANGER, VNI, 0x08, &inner_frame(C1)),
+    );
     assert_eq!(ret, TC_ACT_REDIRECT);
 }
 
@@ -396,7 +507,12 @@ fn xdp_passes_good_vxlan_and_other_traffic() {
     assert_eq!(f.counter("xdp_vxlan_pass"), 1);
     let others = [
         arp(),
-        eth(UNDERLAY_MAC, PEER_MAC, 0x0800, &ipv4(PEER, LOCAL, 6, &tcp_segment())),
+        eth(
+            UNDERLAY_MAC,
+            PEER_MAC,
+            0x0800,
+            &ipv4(PEER, LOCAL, 6, &tcp_segment()),
+        ),
         good[..14].to_vec(),      // cut after Ethernet
         good[..14 + 19].to_vec(), // cut inside the outer IPv4 header
     ];
@@ -413,9 +529,15 @@ fn xdp_drops_hostile_vxlan_with_a_reason() {
     let Some(mut f) = fixture(0) else { return };
     let good = vxlan_frame(PEER, VNI, 0x08, &inner_frame(C1));
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (vxlan_frame(STRANGER, VNI, 0x08, &inner_frame(C1)), "unknown_peer"),
+        (
+            vxlan_frame(STRANGER, VNI, 0x08, &inner_frame(C1)),
+            "unknown_peer",
+        ),
         (vxlan_frame(PEER, 7, 0x08, &inner_frame(C1)), "unknown_vni"),
-        (vxlan_frame(PEER, VNI, 0x80, &inner_frame(C1)), "bad_vxlan_flags"),
+        (
+            vxlan_frame(PEER, VNI, 0x80, &inner_frame(C1)),
+            "bad_vxlan_flags",
+        ),
         (good[..40].to_vec(), "truncated_udp"),
         (good[..45].to_vec(), "truncated_vxlan"),
         (good[..70].to_vec(), "truncated_inner"),

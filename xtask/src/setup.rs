@@ -8,7 +8,14 @@ use anyhow::{bail, Context, Result};
 
 /// Debian packages the tests and the demo use.
 pub const APT_PACKAGES: &[&str] = &[
-    "iproute2", "iputils-ping", "tcpdump", "tshark", "iperf3", "ethtool", "bpftool", "python3",
+    "iproute2",
+    "iputils-ping",
+    "tcpdump",
+    "tshark",
+    "iperf3",
+    "ethtool",
+    "bpftool",
+    "python3",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -34,7 +41,9 @@ pub fn ensure() -> Result<()> {
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -48,7 +57,11 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 fn ensure_rust_src() -> Result<bool> {
     let installed = output(Command::new("rustup").args([
-        "component", "list", "--installed", "--toolchain", "nightly",
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
     ]))
     .unwrap_or_default();
     if installed.lines().any(|l| l.starts_with("rust-src")) {
@@ -74,7 +87,10 @@ fn ensure_bpf_linker() -> Result<bool> {
     let llvm = std::fs::read_dir(&lib)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so.")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so."))
+        })
         .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
     let major = llvm
         .file_name()
@@ -98,7 +114,15 @@ fn ensure_bpf_linker() -> Result<bool> {
     run(Command::new("cargo")
         .env("LLVM_PREFIX", &prefix)
         .env_remove("RUSTUP_TOOLCHAIN")
-        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{major}")))?;
     Ok(true)
 }

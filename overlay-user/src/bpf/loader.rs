@@ -69,10 +69,14 @@ pub enum LoadError {
 /// Makes sure `pin_dir` lies on a bpffs, mounting one at /sys/fs/bpf if
 /// nothing is mounted there yet, and creates `pin_dir/{maps,links}`.
 pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), LoadError> {
-    let fail = |reason: String| LoadError::Bpffs { path: pin_dir.to_path_buf(), reason };
+    let fail = |reason: String| LoadError::Bpffs {
+        path: pin_dir.to_path_buf(),
+        reason,
+    };
     let root = Path::new("/sys/fs/bpf");
     if pin_dir.starts_with(root) && !is_bpffs(root) {
-        std::fs::create_dir_all(root).map_err(|e| fail(format!("creating {}: {e}", root.display())))?;
+        std::fs::create_dir_all(root)
+            .map_err(|e| fail(format!("creating {}: {e}", root.display())))?;
         nix::mount::mount(
             Some("bpf"),
             root,
@@ -86,14 +90,16 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), LoadError> {
         .and_then(|_| std::fs::create_dir_all(pin_dir.join("links")))
         .map_err(|e| fail(format!("creating directories: {e}")))?;
     if !is_bpffs(pin_dir) {
-        return Err(fail("not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)".into()));
+        return Err(fail(
+            "not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)".into(),
+        ));
     }
     Ok(())
 }
 
 fn is_bpffs(p: &Path) -> bool {
     nix::sys::statfs::statfs(p)
-        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
         .unwrap_or(false)
 }
 
@@ -109,11 +115,16 @@ pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf, LoadError> {
     let mut ebpf = loader.load(OBJECT)?;
     for name in [programs::FROM_CONTAINER, programs::FROM_UNDERLAY] {
         let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
-        prog.load().map_err(|source| LoadError::Program { program: name, source })?;
+        prog.load().map_err(|source| LoadError::Program {
+            program: name,
+            source,
+        })?;
     }
     let xdp: &mut Xdp = program(&mut ebpf, programs::XDP_UNDERLAY)?;
-    xdp.load()
-        .map_err(|source| LoadError::Program { program: programs::XDP_UNDERLAY, source })?;
+    xdp.load().map_err(|source| LoadError::Program {
+        program: programs::XDP_UNDERLAY,
+        source,
+    })?;
     Ok(ebpf)
 }
 
@@ -126,7 +137,10 @@ where
         program: name,
         source: aya::programs::ProgramError::NotLoaded,
     })?;
-    p.try_into().map_err(|source| LoadError::Program { program: name, source })
+    p.try_into().map_err(|source| LoadError::Program {
+        program: name,
+        source,
+    })
 }
 
 /// Pinned links under `pin_dir/links`.
@@ -137,7 +151,9 @@ pub struct Links {
 impl Links {
     /// Links under `pin_dir/links`.
     pub fn new(pin_dir: &Path) -> Self {
-        Self { dir: pin_dir.join("links") }
+        Self {
+            dir: pin_dir.join("links"),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -174,7 +190,9 @@ impl Links {
         let path = self.path(name);
         let id = match PinnedLink::from_pin(&path) {
             Ok(old) => {
-                let fd: FdLink = old.unpin().map_err(|e| fail(format!("unpinning {}: {e}", path.display())))?;
+                let fd: FdLink = old
+                    .unpin()
+                    .map_err(|e| fail(format!("unpinning {}: {e}", path.display())))?;
                 match fd.try_into() {
                     Ok(link) => match prog.attach_to_link(link) {
                         Ok(id) => id,
@@ -187,7 +205,12 @@ impl Links {
                             )
                             .map_err(|e| fail(e.to_string()))?,
                     },
-                    Err(e) => return Err(fail(format!("pinned link {} is not a tc link: {e}", path.display()))),
+                    Err(e) => {
+                        return Err(fail(format!(
+                            "pinned link {} is not a tc link: {e}",
+                            path.display()
+                        )))
+                    }
                 }
             }
             Err(_) => prog
@@ -199,8 +222,11 @@ impl Links {
                 .map_err(|e| fail(e.to_string()))?,
         };
         let link = prog.take_link(id).map_err(|e| fail(e.to_string()))?;
-        let fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| fail(e.to_string()))?;
-        fd.pin(&path).map_err(|e| fail(format!("pinning {}: {e}", path.display())))?;
+        let fd: FdLink = link
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| fail(e.to_string()))?;
+        fd.pin(&path)
+            .map_err(|e| fail(format!("pinning {}: {e}", path.display())))?;
         Ok(())
     }
 
@@ -223,9 +249,12 @@ impl Links {
         self.detach(name);
         let id = prog.attach(ifname, mode).map_err(|e| fail(e.to_string()))?;
         let link = prog.take_link(id).map_err(|e| fail(e.to_string()))?;
-        let fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| fail(e.to_string()))?;
+        let fd: FdLink = link
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| fail(e.to_string()))?;
         let path = self.path(name);
-        fd.pin(&path).map_err(|e| fail(format!("pinning {}: {e}", path.display())))?;
+        fd.pin(&path)
+            .map_err(|e| fail(format!("pinning {}: {e}", path.display())))?;
         Ok(())
     }
 

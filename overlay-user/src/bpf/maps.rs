@@ -26,7 +26,10 @@ fn err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError 
 impl Maps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DataplaneError> {
-        fn take(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<aya::maps::Map, DataplaneError> {
+        fn take(
+            ebpf: &mut aya::Ebpf,
+            name: &'static str,
+        ) -> Result<aya::maps::Map, DataplaneError> {
             ebpf.take_map(name)
                 .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))
         }
@@ -82,7 +85,9 @@ impl Maps {
         if subnets == 0 {
             ignore_missing(self.peer_hosts.remove(&ip.octets())).map_err(err(names::PEER_HOSTS))
         } else {
-            self.peer_hosts.insert(ip.octets(), subnets, 0).map_err(err(names::PEER_HOSTS))
+            self.peer_hosts
+                .insert(ip.octets(), subnets, 0)
+                .map_err(err(names::PEER_HOSTS))
         }
     }
 
@@ -96,7 +101,9 @@ impl Maps {
 
     /// Delivers traffic for `ip` to a local interface.
     pub fn add_endpoint(&mut self, ip: Ipv4Addr, v: &EndpointValue) -> Result<(), DataplaneError> {
-        self.endpoints.insert(ip.octets(), v, 0).map_err(err(names::ENDPOINTS))
+        self.endpoints
+            .insert(ip.octets(), v, 0)
+            .map_err(err(names::ENDPOINTS))
     }
 
     /// Forgets `ip`; absent is fine.
@@ -108,7 +115,10 @@ impl Maps {
     pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, EndpointValue)>, DataplaneError> {
         self.endpoints
             .iter()
-            .map(|r| r.map(|(k, v)| (Ipv4Addr::from(k), v)).map_err(err(names::ENDPOINTS)))
+            .map(|r| {
+                r.map(|(k, v)| (Ipv4Addr::from(k), v))
+                    .map_err(err(names::ENDPOINTS))
+            })
             .collect()
     }
 
@@ -116,7 +126,10 @@ impl Maps {
     pub fn stats(&self) -> Result<Stats, DataplaneError> {
         let mut stats = Stats::default();
         for c in Counter::ALL {
-            let v = self.counters.get(&(c as u32), 0).map_err(err(names::COUNTERS))?;
+            let v = self
+                .counters
+                .get(&(c as u32), 0)
+                .map_err(err(names::COUNTERS))?;
             stats.counters.insert(c.name().to_string(), v.iter().sum());
         }
         for r in DropReason::ALL {
@@ -130,7 +143,9 @@ impl Maps {
 fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
     match r {
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
             Ok(())
         }
         other => other,

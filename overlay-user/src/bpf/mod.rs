@@ -12,8 +12,8 @@ use aya::{programs::XdpMode as AyaXdpMode, Ebpf};
 use ipnet::Ipv4Net;
 use overlay_common::{programs, EndpointValue, PeerValue, CONFIG_F_XDP_VALIDATES};
 
-pub use loader::LoadError;
 use loader::Links;
+pub use loader::LoadError;
 use maps::Maps;
 
 use crate::config::{AttachPoint, Config, XdpMode};
@@ -131,8 +131,13 @@ impl BpfDataplane {
         match cfg.xdp {
             XdpMode::Off => self.links.detach(LINK_XDP),
             XdpMode::Generic | XdpMode::Native => {
-                let mode = if cfg.xdp == XdpMode::Native { AyaXdpMode::Driver } else { AyaXdpMode::Skb };
-                self.links.attach_xdp(&mut self.ebpf, &cfg.underlay_interface, mode, LINK_XDP)?;
+                let mode = if cfg.xdp == XdpMode::Native {
+                    AyaXdpMode::Driver
+                } else {
+                    AyaXdpMode::Skb
+                };
+                self.links
+                    .attach_xdp(&mut self.ebpf, &cfg.underlay_interface, mode, LINK_XDP)?;
             }
         }
         self.links.attach_tc(
@@ -143,7 +148,12 @@ impl BpfDataplane {
         )?;
         match cfg.attach {
             AttachPoint::Bridge => {
-                self.links.attach_tc(&mut self.ebpf, programs::FROM_CONTAINER, &cfg.bridge, LINK_BRIDGE)?;
+                self.links.attach_tc(
+                    &mut self.ebpf,
+                    programs::FROM_CONTAINER,
+                    &cfg.bridge,
+                    LINK_BRIDGE,
+                )?;
                 for name in self.links.pinned() {
                     if name.starts_with(PORT_PREFIX) {
                         self.links.detach(&name);
@@ -175,7 +185,10 @@ impl BpfDataplane {
         }
         // Pins of ports that are gone (also those of an earlier run).
         for pin in self.links.pinned() {
-            if let Some(idx) = pin.strip_prefix(PORT_PREFIX).and_then(|s| s.parse::<u32>().ok()) {
+            if let Some(idx) = pin
+                .strip_prefix(PORT_PREFIX)
+                .and_then(|s| s.parse::<u32>().ok())
+            {
                 if !now.contains_key(&idx) {
                     self.links.detach(&pin);
                     self.ports.remove(&idx);
@@ -187,7 +200,12 @@ impl BpfDataplane {
 
     fn attach_port(&mut self, index: u32, name: &str) -> Result<(), DataplaneError> {
         self.links
-            .attach_tc(&mut self.ebpf, programs::FROM_CONTAINER, name, &format!("{PORT_PREFIX}{index}"))
+            .attach_tc(
+                &mut self.ebpf,
+                programs::FROM_CONTAINER,
+                name,
+                &format!("{PORT_PREFIX}{index}"),
+            )
             .map_err(|e| DataplaneError::Other(e.to_string()))?;
         self.ports.insert(index, name.to_string());
         log::info!("from-container program attached to {name} (ifindex {index})");
@@ -196,7 +214,11 @@ impl BpfDataplane {
 
     fn sync_peer_hosts(&mut self, touched: &[Ipv4Addr]) -> Result<(), DataplaneError> {
         for ip in touched {
-            let n = self.peers.values().filter(|p| p.underlay_ip == ip.octets()).count() as u32;
+            let n = self
+                .peers
+                .values()
+                .filter(|p| p.underlay_ip == ip.octets())
+                .count() as u32;
             self.maps.set_peer_host(*ip, n)?;
         }
         Ok(())
@@ -237,7 +259,9 @@ fn spawn_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) -> tokio::ta
             return;
         };
         loop {
-            let Ok(mut guard) = fd.readable_mut().await else { return };
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
             guard.get_inner_mut().flush();
             guard.clear_ready();
         }
@@ -256,9 +280,12 @@ impl Dataplane for BpfDataplane {
         let value = PeerValue {
             underlay_ip: ip.octets(),
             nexthop_mac: macs.get(&ip).copied().unwrap_or([0; 6]),
-            vtep_mac: peer
-                .vtep_mac
-                .unwrap_or_else(|| overlay_common::vtep_mac(ip.octets(), self.maps.config().map(|c| c.vni).unwrap_or(0))),
+            vtep_mac: peer.vtep_mac.unwrap_or_else(|| {
+                overlay_common::vtep_mac(
+                    ip.octets(),
+                    self.maps.config().map(|c| c.vni).unwrap_or(0),
+                )
+            }),
         };
         let old = self.peers.insert(peer.subnet, value);
         // Peer host first, so the answer to the first packet is not dropped.
@@ -279,7 +306,14 @@ impl Dataplane for BpfDataplane {
     }
 
     async fn add_endpoint(&mut self, ep: &EndpointSpec) -> Result<(), DataplaneError> {
-        self.maps.add_endpoint(ep.ip, &EndpointValue { ifindex: ep.ifindex, mac: ep.mac, _pad: [0; 2] })?;
+        self.maps.add_endpoint(
+            ep.ip,
+            &EndpointValue {
+                ifindex: ep.ifindex,
+                mac: ep.mac,
+                _pad: [0; 2],
+            },
+        )?;
         if self.attach == AttachPoint::Veth && !self.ports.contains_key(&ep.ifindex) {
             self.attach_port(ep.ifindex, &ep.ifname)?;
         }
@@ -299,9 +333,18 @@ impl Dataplane for BpfDataplane {
         let macs = self.neighbour_macs().await;
         let mut changed = Vec::new();
         for (net, v) in &self.peers {
-            let mac = macs.get(&Ipv4Addr::from(v.underlay_ip)).copied().unwrap_or([0; 6]);
+            let mac = macs
+                .get(&Ipv4Addr::from(v.underlay_ip))
+                .copied()
+                .unwrap_or([0; 6]);
             if mac != v.nexthop_mac {
-                changed.push((*net, PeerValue { nexthop_mac: mac, ..*v }));
+                changed.push((
+                    *net,
+                    PeerValue {
+                        nexthop_mac: mac,
+                        ..*v
+                    },
+                ));
             }
         }
         for (net, v) in changed {
@@ -313,8 +356,9 @@ impl Dataplane for BpfDataplane {
 
     async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
         if cleanup {
-            self.remove_everything()
-                .map_err(|e| DataplaneError::Other(format!("removing {}: {e}", self.pin_dir.display())))?;
+            self.remove_everything().map_err(|e| {
+                DataplaneError::Other(format!("removing {}: {e}", self.pin_dir.display()))
+            })?;
         }
         Ok(())
     }

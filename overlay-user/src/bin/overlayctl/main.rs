@@ -1,0 +1,127 @@
+//! overlayctl: the command-line client of overlayd's local API.
+
+mod endpoint;
+mod output;
+mod peer;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use overlay_user::api::{self, ApiError, Request, Response};
+
+/// Manage the overlay agent (overlayd) of this host.
+#[derive(Parser, Debug)]
+#[command(
+    name = "overlayctl",
+    version,
+    propagate_version = true,
+    long_about = "Manage the overlay agent (overlayd) of this host through its local API socket.\n\n\
+Peers are other hosts: their container subnet and the underlay address their VXLAN traffic \
+goes to. Endpoints are this host's containers: an address in this host's subnet and the \
+host-side interface (veth) behind which it sits. Containers plugged into the bridge are found \
+automatically (source \"discovered\"); add endpoints by hand only for the others.\n\n\
+Changes made here are kept by overlayd across restarts. Values are checked before anything is \
+sent: a malformed value is reported with what is expected and exit status 2. A request overlayd \
+refuses prints \"error: <why>\" and exits with status 1; nothing is changed then.",
+    after_help = "Examples:\n  \
+overlayctl peer add 10.103.200.0/24 192.168.56.5\n  \
+overlayctl peer add 10.103.201.0/24 192.168.56.6 --vtep-mac 02:2a:c0:a8:38:06\n  \
+overlayctl peer list\n  \
+overlayctl peer del 10.103.200.0/24\n  \
+overlayctl endpoint add 10.103.100.5 --dev veth1a2b3c\n  \
+overlayctl endpoint list\n  \
+overlayctl status\n  \
+overlayctl --json status | jq .stats.drops\n  \
+overlayctl --socket /tmp/host1.sock peer list"
+)]
+struct Cli {
+    /// overlayd's API socket.
+    #[arg(long, global = true, value_name = "PATH", default_value = api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print JSON instead of tables (lists as arrays, status as an object, changes as {"ok":true}).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Other hosts' container subnets: add, delete, list.
+    Peer(peer::Args),
+    /// This host's containers: add, delete, list.
+    Endpoint(endpoint::Args),
+    /// Mode, settings, table sizes, counters and drops.
+    Status(status::Args),
+}
+
+/// What every subcommand needs.
+pub struct Ctx {
+    /// overlayd's socket.
+    pub socket: PathBuf,
+    /// Print JSON.
+    pub json: bool,
+}
+
+/// Why a subcommand failed; all exit with status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// overlayd could not be reached or answered garbage.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// overlayd refused the request; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// overlayd answered with a response of the wrong kind.
+    #[error("overlayd sent an unexpected response: {0}")]
+    Unexpected(String),
+}
+
+impl Ctx {
+    /// Send `req`; an error response becomes [`CtlError::Refused`].
+    pub async fn request(&self, req: Request) -> Result<Response, CtlError> {
+        match api::call(&self.socket, &req).await? {
+            Response::Error { message } => Err(CtlError::Refused(message)),
+            resp => Ok(resp),
+        }
+    }
+
+    /// Send a request that changes something, and confirm it with `done`.
+    pub async fn change(&self, req: Request, done: String) -> Result<(), CtlError> {
+        match self.request(req).await? {
+            Response::Ok if self.json => output::print_json(&serde_json::json!({ "ok": true })),
+            Response::Ok => println!("{done}"),
+            other => return Err(unexpected(&other)),
+        }
+        Ok(())
+    }
+}
+
+/// A response of the wrong kind.
+pub fn unexpected(resp: &Response) -> CtlError {
+    CtlError::Unexpected(serde_json::to_string(resp).unwrap_or_default())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Ctx {
+        socket: cli.socket,
+        json: cli.json,
+    };
+    let result = match cli.command {
+        Command::Peer(args) => peer::run(&ctx, args).await,
+        Command::Endpoint(args) => endpoint::run(&ctx, args).await,
+        Command::Status(args) => status::run(&ctx, args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

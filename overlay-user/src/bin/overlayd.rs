@@ -1,0 +1,228 @@
+//! overlayd: the overlay agent of one host.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use log::LevelFilter;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::Mutex;
+
+use overlay_user::agent::{self, mode_name, Agent};
+use overlay_user::api;
+use overlay_user::config::Config;
+use overlay_user::dataplane::Dataplane;
+use overlay_user::netlink::{Netlink, RtNetlink};
+use overlay_user::state;
+
+/// The overlay agent: connects this host's containers to other hosts' over VXLAN.
+#[derive(Parser, Debug)]
+#[command(
+    name = "overlayd",
+    version,
+    long_about = "The overlay agent: connects this host's containers to the containers of other \
+hosts over VXLAN.\n\n\
+overlayd reads its config file, loads the dataplane (eBPF programs on the bridge ports and the \
+underlay interface), routes the config's peers, re-applies the peers and endpoints added \
+earlier through the API (kept in STATE_DIR/state.json), discovers the containers plugged into \
+the bridge every second, and serves overlayctl on a Unix socket. It runs until SIGTERM or \
+SIGINT. Without --cleanup the dataplane keeps forwarding after it exits, and the next start \
+takes over.\n\n\
+A bad config file is reported with its problem and exit status 2; nothing is changed then.",
+    after_help = "Examples:\n  \
+overlayd --config /etc/overlay/overlay.toml\n  \
+overlayd --config ./host1.toml --socket /tmp/host1.sock --log-level debug\n  \
+overlayd --config /etc/overlay/overlay.toml --cleanup   # remove everything on exit\n\n\
+Minimal config file:\n  \
+underlay_interface = \"eth1\"\n  \
+subnet = \"10.103.100.0/24\"\n  \
+bridge = \"docker0\"\n  \
+vni = 42\n  \
+[[peers]]\n  \
+subnet = \"10.103.200.0/24\"\n  \
+underlay_ip = \"192.168.56.5\"\n\n\
+Once running, manage it with overlayctl (see overlayctl --help)."
+)]
+struct Args {
+    /// The TOML config file.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// The API socket overlayctl talks to.
+    #[arg(short, long, value_name = "PATH", default_value = api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// On shutdown, remove every program, pin, map, device and route of ours
+    /// (the state file of API-added peers is kept).
+    #[arg(long)]
+    cleanup: bool,
+    /// Log level: off, error, warn, info, debug or trace (default: info, or RUST_LOG).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<LevelFilter>,
+}
+
+/// Start the packet-forwarding implementation.
+async fn start_dataplane(cfg: &Config) -> anyhow::Result<Box<dyn Dataplane>> {
+    use overlay_user::config::DataplaneChoice;
+    match cfg.dataplane {
+        DataplaneChoice::Auto | DataplaneChoice::Ebpf => {
+            Ok(Box::new(overlay_user::bpf::BpfDataplane::start(cfg).await?))
+        }
+        DataplaneChoice::Kernel => anyhow::bail!("the kernel dataplane is not built yet"),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_level);
+
+    // A bad config changes nothing: check it before anything else.
+    let cfg = match Config::load(&args.config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::BadInput(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// info by default; RUST_LOG refines it; --log-level overrides both.
+fn init_logging(level: Option<LevelFilter>) {
+    let mut logger = env_logger::Builder::new();
+    logger.filter_level(LevelFilter::Info);
+    // It warns about every link dump on kernels newer than it knows (IFLA_INET6_CONF size).
+    logger.filter_module("netlink_packet_route", LevelFilter::Error);
+    logger.parse_env("RUST_LOG");
+    if let Some(level) = level {
+        logger.filter_level(level);
+    }
+    logger.init();
+}
+
+/// How `run` failed: input problems (exit 2, nothing changed) or anything else (exit 1).
+enum Failure {
+    BadInput(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
+    // Installed first, so that a signal at any point from here on is a clean shutdown.
+    let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let net: Arc<dyn Netlink> = Arc::new(RtNetlink::connect().context("netlink")?);
+
+    // Everything that can be refused is checked before the dataplane is touched.
+    let underlay_ip = agent::resolve_underlay_ip(&cfg, &*net).await.map_err(|e| {
+        Failure::BadInput(anyhow::Error::new(e).context(format!(
+            "config file {}: underlay_interface {}",
+            args.config.display(),
+            cfg.underlay_interface
+        )))
+    })?;
+    if let Err(e) = net.link_by_name(&cfg.bridge).await {
+        log::warn!(
+            "bridge {}: {e}; containers will be found once it exists",
+            cfg.bridge
+        );
+    }
+    let saved =
+        state::load(&state::path_in(&cfg.state_dir)).map_err(|e| Failure::BadInput(e.into()))?;
+    let listener = api::bind(&args.socket)
+        .await
+        .map_err(|e| Failure::BadInput(e.into()))?;
+
+    let dataplane = match start_dataplane(&cfg).await {
+        Ok(dp) => dp,
+        Err(e) => {
+            let _ = std::fs::remove_file(&args.socket);
+            return Err(Failure::Other(e.context("starting the dataplane")));
+        }
+    };
+    let mut agent = Agent::new(cfg, dataplane, net, underlay_ip);
+    agent.restore(saved).await;
+    let ready = {
+        let cfg = agent.config();
+        format!(
+            "overlayd ready: mode={} subnet={} underlay={} ({}) vni={} port={} api={}",
+            mode_name(agent.mode()),
+            cfg.subnet,
+            cfg.underlay_interface,
+            underlay_ip,
+            cfg.vni,
+            cfg.vxlan_port,
+            args.socket.display()
+        )
+    };
+    let agent = Arc::new(Mutex::new(agent));
+    let server = tokio::spawn(api::serve(listener, agent.clone()));
+    println!("{ready}");
+    log::info!("{ready}");
+
+    wait_for_signal(&agent, term, int).await;
+
+    server.abort();
+    let _ = std::fs::remove_file(&args.socket);
+    log::info!(
+        "shutting down{}",
+        if args.cleanup {
+            " and cleaning up"
+        } else {
+            "; the dataplane keeps forwarding"
+        }
+    );
+    agent
+        .lock()
+        .await
+        .shutdown(args.cleanup)
+        .await
+        .context("shutdown")?;
+    Ok(())
+}
+
+/// Tick every second until SIGTERM or SIGINT.
+async fn wait_for_signal(agent: &Mutex<Agent>, mut term: Signal, mut int: Signal) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => agent.lock().await.tick().await,
+            _ = term.recv() => {
+                log::info!("SIGTERM");
+                return;
+            }
+            _ = int.recv() => {
+                log::info!("SIGINT");
+                return;
+            }
+        }
+    }
+}
