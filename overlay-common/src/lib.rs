@@ -58,6 +58,10 @@ pub mod programs {
     pub const FROM_UNDERLAY: &str = "ovl_from_underlay";
     /// XDP on the underlay interface: early verdicts on VXLAN.
     pub const XDP_UNDERLAY: &str = "ovl_xdp_underlay";
+    /// Benchmark baseline: a tc program that returns TC_ACT_OK.
+    pub const BENCH_NOOP_TC: &str = "ovl_bench_noop_tc";
+    /// Benchmark baseline: an XDP program that returns XDP_PASS.
+    pub const BENCH_NOOP_XDP: &str = "ovl_bench_noop_xdp";
 }
 
 /// This host's settings, in the single entry of the `OVL_CONFIG` array.

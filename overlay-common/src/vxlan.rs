@@ -22,6 +22,24 @@ pub fn flow_src_port(hash: u32) -> u16 {
     (((u64::from(hash) * span) >> 32) as u16).wrapping_add(SRC_PORT_MIN)
 }
 
+/// A cheap flow hash of an inner IPv4 packet (addresses, protocol and the
+/// first four bytes of the transport header, i.e. the ports of TCP/UDP), used
+/// when the skb carries no hash from its socket. Well mixed (murmur3
+/// finaliser), so outer source ports spread over the range.
+#[inline(always)]
+pub fn flow_hash(src: [u8; 4], dst: [u8; 4], proto: u8, l4: [u8; 4]) -> u32 {
+    let mut h = u32::from_ne_bytes(src)
+        ^ u32::from_ne_bytes(dst).rotate_left(16)
+        ^ u32::from_ne_bytes(l4).wrapping_mul(0x9e37_79b1)
+        ^ u32::from(proto);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
+}
+
 /// VNI of a VXLAN header, or `None` when the I flag is not set.
 #[inline(always)]
 pub fn vni(header: &[u8; 8]) -> Option<u32> {
@@ -140,6 +158,33 @@ mod tests {
         assert_eq!(flow_src_port(0), SRC_PORT_MIN);
         assert_eq!(flow_src_port(u32::MAX), SRC_PORT_MAX);
         assert!(flow_src_port(0x8000_0000) > 56000);
+    }
+
+    #[test]
+    fn flow_hash_spreads_flows() {
+        let a = flow_hash([10, 0, 0, 1], [10, 0, 0, 2], 6, [0x9c, 0x40, 0x14, 0x51]);
+        let b = flow_hash([10, 0, 0, 1], [10, 0, 0, 2], 6, [0x9c, 0x41, 0x14, 0x51]);
+        assert_eq!(
+            a,
+            flow_hash([10, 0, 0, 1], [10, 0, 0, 2], 6, [0x9c, 0x40, 0x14, 0x51])
+        );
+        assert_ne!(flow_port_bucket(a), flow_port_bucket(b));
+        // 1000 flows over 16 buckets of the port range: none empty.
+        let mut buckets = [0u32; 16];
+        for p in 0..1000u16 {
+            let h = flow_hash(
+                [10, 0, 0, 1],
+                [10, 0, 0, 2],
+                6,
+                [(p >> 8) as u8, p as u8, 0, 80],
+            );
+            buckets[flow_port_bucket(h)] += 1;
+        }
+        assert!(buckets.iter().all(|&n| n > 20), "{buckets:?}");
+    }
+
+    fn flow_port_bucket(h: u32) -> usize {
+        usize::from((flow_src_port(h) - SRC_PORT_MIN) / 1024)
     }
 
     #[test]

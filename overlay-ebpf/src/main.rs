@@ -20,3 +20,24 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";
+
+/// Baselines for `cargo xtask bench`: the fixed cost of one BPF_PROG_TEST_RUN
+/// iteration (timer, context), subtracted from the programs' own times.
+/// Never attached by overlayd.
+mod bench {
+    use aya_ebpf::{
+        bindings::{xdp_action::XDP_PASS, TC_ACT_OK},
+        macros::{classifier, xdp},
+        programs::{TcContext, XdpContext},
+    };
+
+    #[classifier]
+    pub fn ovl_bench_noop_tc(_ctx: TcContext) -> i32 {
+        TC_ACT_OK
+    }
+
+    #[xdp]
+    pub fn ovl_bench_noop_xdp(_ctx: XdpContext) -> u32 {
+        XDP_PASS
+    }
+}

@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
-        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
-        TC_ACT_OK, TC_ACT_SHOT,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT,
+        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_OK, TC_ACT_SHOT,
     },
-    helpers::generated::{bpf_get_hash_recalc, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::classifier,
     programs::TcContext,
 };
@@ -83,7 +83,36 @@ fn try_from_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
         return Ok(Verdict::Pass);
     };
     let peer: PeerValue = *peer;
-    encapsulate(ctx, cfg, &peer, tos)
+    let hash = flow_hash(ctx, hdr);
+    encapsulate(ctx, cfg, &peer, tos, hash)
+}
+
+/// The skb's hash when its socket set one (TCP does), else a cheap hash of
+/// the inner addresses, protocol and ports. Not `bpf_get_hash_recalc`: that
+/// runs the flow dissector, the most expensive step of encapsulation.
+#[inline(always)]
+fn flow_hash(ctx: &TcContext, hdr: &[u8; ETH_HLEN + IPV4_HLEN]) -> u32 {
+    // SAFETY: reading a field of the program's own context.
+    let hash = unsafe { (*ctx.skb.skb).hash };
+    if hash != 0 {
+        return hash;
+    }
+    let l4 = if hdr[14] == 0x45 {
+        // SAFETY: ptr_at checked the 4 bytes after a 20-byte IPv4 header.
+        match ctx.ptr_at::<[u8; 4]>(ETH_HLEN + IPV4_HLEN) {
+            // SAFETY: in bounds (checked above), byte array.
+            Some(p) => unsafe { *p },
+            None => [0; 4],
+        }
+    } else {
+        [0; 4]
+    };
+    vxlan::flow_hash(
+        [hdr[26], hdr[27], hdr[28], hdr[29]],
+        [hdr[30], hdr[31], hdr[32], hdr[33]],
+        hdr[23],
+        l4,
+    )
 }
 
 #[inline(always)]
@@ -92,10 +121,9 @@ fn encapsulate(
     cfg: &Config,
     peer: &PeerValue,
     tos: u8,
+    hash: u32,
 ) -> Result<Verdict, DropReason> {
     let inner_ip_len = ctx.len() - ETH_HLEN as u32;
-    // SAFETY: the helper only reads the skb the program was given.
-    let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
     let header = vxlan::encap_header(cfg, peer, inner_ip_len, vxlan::flow_src_port(hash), tos);
     if let Err(e) = ctx.adjust_room(VXLAN_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS) {
         warn!(ctx, "encap: adjust_room failed: {}", e);
@@ -108,7 +136,10 @@ fn encapsulate(
     // SAFETY: in bounds (checked above); a byte array has no alignment.
     unsafe { *out = header };
     count(Counter::EncapPackets, 1);
-    count(Counter::EncapBytes, u64::from(inner_ip_len) + ETH_HLEN as u64);
+    count(
+        Counter::EncapBytes,
+        u64::from(inner_ip_len) + ETH_HLEN as u64,
+    );
     let ret = if peer.nexthop_mac == [0; 6] {
         count(Counter::EncapViaNeigh, 1);
         // SAFETY: no neighbour parameters: the kernel looks up the route itself.
@@ -139,7 +170,11 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
     }
     let inner_len = u64::from(ctx.len()) - (ETH_HLEN + IPV4_HLEN + 16) as u64;
     if ctx
-        .adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO as u64)
+        .adjust_room(
+            -(VXLAN_OVERHEAD as i32),
+            BPF_ADJ_ROOM_MAC,
+            BPF_F_ADJ_ROOM_FIXED_GSO as u64,
+        )
         .is_err()
     {
         return Err(DropReason::DecapAdjustFailed);
@@ -159,7 +194,9 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
             count(Counter::DecapPackets, 1);
             count(Counter::DecapBytes, inner_len);
             // SAFETY: plain helper call; the target is a veth whose peer is the container's.
-            Ok(Verdict::Redirect(unsafe { bpf_redirect_peer(ep.ifindex, 0) }))
+            Ok(Verdict::Redirect(unsafe {
+                bpf_redirect_peer(ep.ifindex, 0)
+            }))
         }
         None => {
             // A local address the agent has not learned yet: let the kernel

@@ -10,8 +10,11 @@ use crate::{maps, packet::Packet};
 
 /// Offset of the inner Ethernet header in a VXLAN frame without IP options.
 pub const INNER_ETH: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN;
-/// Offset of the inner IPv4 header.
-pub const INNER_IP: usize = INNER_ETH + ETH_HLEN;
+
+// Our header lengths agree with network-types' definitions.
+const _: () = assert!(network_types::eth::EthHdr::LEN == ETH_HLEN);
+const _: () = assert!(network_types::ip::Ipv4Hdr::LEN == IPV4_HLEN);
+const _: () = assert!(network_types::udp::UdpHdr::LEN == UDP_HLEN);
 
 /// What a frame on the underlay is.
 pub enum Underlay {

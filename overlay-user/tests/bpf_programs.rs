@@ -2,34 +2,21 @@
 //! truncated at every header boundary, and hostile. Each asserts the verdict,
 //! the output bytes and the counters. Needs root (fails loudly in CI without).
 
-use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
-use ipnet::Ipv4Net;
-use overlay_common::{
-    csum, programs, vtep_mac, Config, EndpointValue, PeerValue, CONFIG_F_XDP_VALIDATES,
-};
+use overlay_common::{csum, programs, vtep_mac, PeerValue, CONFIG_F_XDP_VALIDATES};
 use overlay_user::bpf::{loader, maps::Maps};
+
+#[path = "common/packets.rs"]
+mod packets;
+use packets::*;
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
-
-const LOCAL: [u8; 4] = [192, 168, 56, 4];
-const PEER: [u8; 4] = [192, 168, 56, 5];
-const STRANGER: [u8; 4] = [192, 168, 56, 99];
-const UNDERLAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x04];
-const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x05];
-const GW_MAC: [u8; 6] = [0x02, 0x42, 0, 0, 0, 0x01];
-const C1_MAC: [u8; 6] = [0x02, 0x42, 0x0a, 0x67, 0x64, 0x02];
-const C1: [u8; 4] = [10, 103, 100, 2];
-const C_UNKNOWN: [u8; 4] = [10, 103, 100, 9];
-const REMOTE: [u8; 4] = [10, 103, 200, 2];
-const VNI: u32 = 42;
-const PORT: u16 = 4789;
 
 struct Fixture {
     ebpf: aya::Ebpf,
@@ -57,38 +44,7 @@ fn fixture(flags: u32) -> Option<Fixture> {
     loader::ensure_bpffs(&pin_dir).expect("bpffs");
     let mut ebpf = loader::load(Some(&pin_dir)).expect("the verifier accepts every program");
     let mut maps = Maps::take(&mut ebpf).expect("maps");
-    maps.set_config(&Config {
-        local_ip: LOCAL,
-        vni: VNI,
-        underlay_ifindex: 1,
-        vxlan_port_be: PORT.to_be(),
-        underlay_mac: UNDERLAY_MAC,
-        vtep_mac: vtep_mac(LOCAL, VNI),
-        gateway_mac: GW_MAC,
-        subnet: [10, 103, 100, 0],
-        subnet_mask: [255, 255, 255, 0],
-        flags,
-    })
-    .unwrap();
-    maps.add_peer(
-        "10.103.200.0/24".parse::<Ipv4Net>().unwrap(),
-        &PeerValue {
-            underlay_ip: PEER,
-            nexthop_mac: PEER_MAC,
-            vtep_mac: vtep_mac(PEER, VNI),
-        },
-    )
-    .unwrap();
-    maps.set_peer_host(Ipv4Addr::from(PEER), 1).unwrap();
-    maps.add_endpoint(
-        Ipv4Addr::from(C1),
-        &EndpointValue {
-            ifindex: 77,
-            mac: C1_MAC,
-            _pad: [0; 2],
-        },
-    )
-    .unwrap();
+    packets::install(&mut maps, flags);
     Some(Fixture {
         ebpf,
         maps,
@@ -134,98 +90,6 @@ impl Fixture {
     fn drops(&self, name: &str) -> u64 {
         self.maps.stats().unwrap().drops[name]
     }
-}
-
-// ---- packet builders ------------------------------------------------------
-
-fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&dst);
-    v.extend_from_slice(&src);
-    v.extend_from_slice(&ethertype.to_be_bytes());
-    v.extend_from_slice(payload);
-    v
-}
-
-fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
-    let mut h = [0u8; 20];
-    h[0] = 0x45;
-    h[1] = 0x10;
-    h[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
-    h[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-    h[8] = 64;
-    h[9] = proto;
-    h[12..16].copy_from_slice(&src);
-    h[16..20].copy_from_slice(&dst);
-    let c = csum::ipv4_header(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut v = h.to_vec();
-    v.extend_from_slice(payload);
-    v
-}
-
-fn tcp_segment() -> Vec<u8> {
-    let mut t = vec![0u8; 20];
-    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    t[2..4].copy_from_slice(&5201u16.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = 0x18; // PSH|ACK
-    t.extend_from_slice(b"hello over the overlay");
-    t
-}
-
-fn udp_datagram(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut u = Vec::new();
-    u.extend_from_slice(&sport.to_be_bytes());
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(payload);
-    u
-}
-
-fn icmp_echo() -> Vec<u8> {
-    let mut i = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
-    i.extend_from_slice(&[0xab; 56]);
-    let c = csum::fold(csum::sum16(&i, 0));
-    i[2..4].copy_from_slice(&c.to_be_bytes());
-    i
-}
-
-fn arp() -> Vec<u8> {
-    let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
-    a.extend_from_slice(&C1_MAC);
-    a.extend_from_slice(&C1);
-    a.extend_from_slice(&[0; 6]);
-    a.extend_from_slice(&[10, 103, 100, 1]);
-    eth([0xff; 6], C1_MAC, 0x0806, &a)
-}
-
-/// A frame as a container sends it to its gateway.
-fn from_container(dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
-    eth(GW_MAC, C1_MAC, 0x0800, &ipv4(C1, dst, proto, l4))
-}
-
-/// A VXLAN frame from `src` carrying `inner` (an Ethernet frame).
-fn vxlan_frame(src: [u8; 4], vni: u32, flags: u8, inner: &[u8]) -> Vec<u8> {
-    let mut vx = vec![flags, 0, 0, 0];
-    vx.extend_from_slice(&(vni << 8).to_be_bytes());
-    vx.extend_from_slice(inner);
-    eth(
-        UNDERLAY_MAC,
-        PEER_MAC,
-        0x0800,
-        &ipv4(src, LOCAL, 17, &udp_datagram(51000, PORT, &vx)),
-    )
-}
-
-fn inner_frame(dst: [u8; 4]) -> Vec<u8> {
-    eth(
-        vtep_mac(LOCAL, VNI),
-        vtep_mac(PEER, VNI),
-        0x0800,
-        &ipv4(REMOTE, dst, 6, &tcp_segment()),
-    )
 }
 
 // ---- from_container: encapsulation -----------------------------------------
