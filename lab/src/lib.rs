@@ -43,6 +43,7 @@ mod agent;
 mod capture;
 mod lab;
 mod netns;
+mod perf;
 mod process;
 mod traffic;
 
@@ -57,6 +58,7 @@ pub use lab::{
 pub use netns::{
     exec, exec_ok, netns_path, nsenter_command, run_in_netns, sysctl, sysctl_get, NETNS_DIR,
 };
+pub use perf::tcp_rr;
 pub use process::{Proc, STOP_GRACE};
 pub use traffic::{
     pattern_sha256, ping, transfer, transfer_with_timeout, PatternReader, PingResult, Transfer,

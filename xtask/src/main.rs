@@ -4,7 +4,9 @@
 //! - `cargo xtask run`: the demo (two simulated hosts, cross-host traffic).
 //! - `cargo xtask run -- ARGS`: run overlayd with ARGS on this host.
 //! - `cargo xtask test`: every test (unit, BPF_PROG_TEST_RUN, end to end).
+//! - `cargo xtask bench`: the dataplane against plain routing, iptables and kernel VXLAN.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -34,6 +36,37 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Measure the BPF dataplane against plain routing, Docker-style iptables and kernel VXLAN.
+    ///
+    /// Builds a two-host lab per mode and round, interleaves the modes, and
+    /// reports medians and ratios as markdown (also into docs/benchmarks.md,
+    /// with an SVG chart). Needs root. A full run takes about 15 minutes.
+    Bench {
+        /// A short run (under 3 minutes): 1 round, 1 s per measurement.
+        #[arg(long)]
+        quick: bool,
+        /// Rounds (default 5; 1 with --quick).
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// Seconds per traffic measurement (default 5; 1 with --quick).
+        #[arg(long)]
+        seconds: Option<u32>,
+        /// Comma-separated modes: plain, iptables, kernel, ebpf, ebpf-xdp-off, ebpf-xdp-native, ebpf-bridge.
+        #[arg(long)]
+        modes: Option<String>,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Do not rewrite docs/benchmarks.md and docs/benchmarks.svg.
+        #[arg(long)]
+        no_docs: bool,
+        /// Skip the per-packet BPF_PROG_TEST_RUN measurement.
+        #[arg(long)]
+        no_progbench: bool,
+        /// Use the debug binaries in target/debug instead of building release ones.
+        #[arg(long)]
+        debug: bool,
+    },
     /// Run every test: unit tests, BPF program tests and end-to-end tests (needs root).
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
@@ -54,6 +87,41 @@ fn main() -> Result<()> {
                 let status = Command::new(bins.join("overlayd")).args(&args).status()?;
                 std::process::exit(status.code().unwrap_or(1));
             }
+        }
+        Cmd::Bench {
+            quick,
+            rounds,
+            seconds,
+            modes,
+            json,
+            no_docs,
+            no_progbench,
+            debug,
+        } => {
+            setup::ensure()?;
+            let bins = if debug {
+                let mut c = cargo();
+                c.args(["build", "-p", "overlay-user", "--bins"]);
+                run(c)?;
+                root().join("target").join("debug")
+            } else {
+                build_release()?
+            };
+            let command = format!(
+                "cargo xtask bench {}",
+                std::env::args().skip(2).collect::<Vec<_>>().join(" ")
+            );
+            bench::run(&bench::Opts {
+                quick,
+                rounds,
+                seconds,
+                modes,
+                json,
+                no_docs,
+                no_progbench,
+                bins,
+                command: command.trim().to_string(),
+            })
         }
         Cmd::Test { args } => {
             setup::ensure()?;

@@ -16,6 +16,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "bpftool",
     "python3",
+    // capsh: the fallback test runs overlayd without CAP_BPF.
+    "libcap2-bin",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
