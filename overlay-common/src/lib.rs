@@ -97,7 +97,8 @@ pub struct Config {
 /// source of every VXLAN frame, so the tc program need not look them up again.
 pub const CONFIG_F_XDP_VALIDATES: u32 = 1;
 
-/// Value of the `OVL_PEERS` LPM trie: where a remote subnet lives.
+/// Value of the `OVL_PEERS` LPM trie: where a remote subnet lives, and the
+/// outer headers to put in front of packets for it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PeerValue {
@@ -108,6 +109,43 @@ pub struct PeerValue {
     pub nexthop_mac: [u8; 6],
     /// Inner destination MAC: the remote VTEP's MAC.
     pub vtep_mac: [u8; 6],
+    /// The 64 header bytes with every per-peer constant filled in.
+    pub template: EncapTemplate,
+}
+
+/// The outer Ethernet, IPv4, UDP and VXLAN headers and the inner Ethernet
+/// header for one peer, built once by user space (as ONCache caches them),
+/// so the program only copies eight words and patches the length, TOS,
+/// source port and checksum fields. See [`vxlan::encap_template`].
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncapTemplate {
+    /// The header bytes, as eight words for aligned copies.
+    pub words: [u64; 8],
+    /// Ones'-complement sum (unfolded) of the outer IPv4 header with the
+    /// length, TOS and checksum fields zero.
+    pub csum_base: u32,
+    /// Explicit padding to a multiple of 8 bytes.
+    pub _pad: u32,
+}
+
+impl PeerValue {
+    /// A peer entry for this host's `cfg`, with its header template.
+    pub fn new(
+        cfg: &Config,
+        underlay_ip: [u8; 4],
+        nexthop_mac: [u8; 6],
+        vtep_mac: [u8; 6],
+    ) -> Self {
+        let mut v = PeerValue {
+            underlay_ip,
+            nexthop_mac,
+            vtep_mac,
+            template: EncapTemplate::default(),
+        };
+        v.template = vxlan::encap_template(cfg, &v);
+        v
+    }
 }
 
 /// Key data of the `OVL_PEERS` LPM trie (the prefix length travels beside it).
@@ -283,10 +321,11 @@ pub const fn vtep_mac(underlay_ip: [u8; 4], vni: u32) -> [u8; 6] {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all four are #[repr(C)], Copy, made only of integers and byte
+    // SAFETY: all are #[repr(C)], Copy, made only of integers and byte
     // arrays, and have no implicit padding (the size tests below pin that).
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::PeerValue {}
+    unsafe impl aya::Pod for super::EncapTemplate {}
     unsafe impl aya::Pod for super::EndpointValue {}
 }
 
@@ -298,7 +337,9 @@ mod tests {
     #[test]
     fn map_types_have_pinned_sizes() {
         assert_eq!(size_of::<Config>(), 44);
-        assert_eq!(size_of::<PeerValue>(), 16);
+        assert_eq!(size_of::<PeerValue>(), 88);
+        assert_eq!(size_of::<EncapTemplate>(), 72);
+        assert_eq!(core::mem::align_of::<PeerValue>(), 8);
         assert_eq!(size_of::<EndpointValue>(), 12);
         assert_eq!(size_of::<PeerKey>(), 4);
         assert_eq!(ENCAP_HLEN, 64);

@@ -1,7 +1,10 @@
 //! VXLAN (RFC 7348) header construction and checks, shared by the eBPF
 //! programs and the host tests.
 
-use crate::{csum, Config, PeerValue, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, SRC_PORT_MAX, SRC_PORT_MIN};
+use crate::{
+    csum, Config, EncapTemplate, PeerValue, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, SRC_PORT_MAX,
+    SRC_PORT_MIN,
+};
 
 /// EtherType of IPv4.
 pub const ETH_P_IP: u16 = 0x0800;
@@ -105,6 +108,83 @@ pub fn encap_header(
     h
 }
 
+/// Offsets of the fields the program patches in a copied template.
+pub mod off {
+    /// Outer IPv4 TOS (1 byte).
+    pub const IP_TOS: usize = 15;
+    /// Outer IPv4 total length (2 bytes, big endian).
+    pub const IP_LEN: usize = 16;
+    /// Outer IPv4 header checksum (2 bytes).
+    pub const IP_CSUM: usize = 24;
+    /// Outer UDP source port (2 bytes, big endian).
+    pub const UDP_SPORT: usize = 34;
+    /// Outer UDP length (2 bytes, big endian).
+    pub const UDP_LEN: usize = 38;
+}
+
+/// The template of `peer` for this host: [`encap_header`] with the length,
+/// TOS, source port and checksum fields zero, plus the checksum base.
+pub fn encap_template(cfg: &Config, peer: &PeerValue) -> EncapTemplate {
+    let mut h = encap_header(cfg, peer, 0, 0, 0);
+    for (o, n) in [
+        (off::IP_LEN, 2),
+        (off::IP_CSUM, 2),
+        (off::UDP_LEN, 2),
+        (off::IP_TOS, 1),
+    ] {
+        h[o..o + n].fill(0);
+    }
+    let csum_base = csum::sum16(&h[ETH_HLEN..ETH_HLEN + IPV4_HLEN], 0);
+    let mut words = [0u64; 8];
+    for (i, w) in words.iter_mut().enumerate() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[i * 8..i * 8 + 8]);
+        *w = u64::from_ne_bytes(b);
+    }
+    EncapTemplate {
+        words,
+        csum_base,
+        _pad: 0,
+    }
+}
+
+/// The values the program writes into a copied template, in network byte
+/// order, for an inner IPv4 packet of `inner_ip_len` bytes:
+/// (IP total length, IP checksum, UDP length), all big-endian u16 values
+/// as stored (`to_be`).
+#[inline(always)]
+pub fn template_fields(t: &EncapTemplate, inner_ip_len: u32, tos: u8) -> (u16, u16, u16) {
+    let udp_len = inner_ip_len + (ETH_HLEN + 8 + 8) as u32;
+    let ip_len = (udp_len + IPV4_HLEN as u32) as u16;
+    let sum = t.csum_base + u32::from(ip_len) + u32::from(tos);
+    (
+        ip_len.to_be(),
+        csum::fold(sum).to_be(),
+        (udp_len as u16).to_be(),
+    )
+}
+
+/// Applies [`template_fields`] and the source port to a byte copy of the
+/// template (what the program does in the packet), for host tests.
+pub fn finish_template(
+    t: &EncapTemplate,
+    inner_ip_len: u32,
+    src_port: u16,
+    tos: u8,
+) -> [u8; ENCAP_HLEN] {
+    let mut h = [0u8; ENCAP_HLEN];
+    for (i, w) in t.words.iter().enumerate() {
+        h[i * 8..i * 8 + 8].copy_from_slice(&w.to_ne_bytes());
+    }
+    let (ip_len, ip_csum, udp_len) = template_fields(t, inner_ip_len, tos);
+    h[off::IP_TOS] = tos;
+    h[off::IP_LEN..off::IP_LEN + 2].copy_from_slice(&ip_len.to_ne_bytes());
+    h[off::IP_CSUM..off::IP_CSUM + 2].copy_from_slice(&ip_csum.to_ne_bytes());
+    h[off::UDP_SPORT..off::UDP_SPORT + 2].copy_from_slice(&src_port.to_be_bytes());
+    h[off::UDP_LEN..off::UDP_LEN + 2].copy_from_slice(&udp_len.to_ne_bytes());
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,11 +206,12 @@ mod tests {
 
     #[test]
     fn header_fields() {
-        let peer = PeerValue {
-            underlay_ip: [192, 168, 56, 5],
-            nexthop_mac: [2, 0, 0, 0, 0, 5],
-            vtep_mac: crate::vtep_mac([192, 168, 56, 5], 42),
-        };
+        let peer = PeerValue::new(
+            &cfg(),
+            [192, 168, 56, 5],
+            [2, 0, 0, 0, 0, 5],
+            crate::vtep_mac([192, 168, 56, 5], 42),
+        );
         let h = encap_header(&cfg(), &peer, 84, 50000, 0x10);
         assert_eq!(&h[0..6], &[2, 0, 0, 0, 0, 5]);
         assert_eq!(&h[12..14], &[8, 0]);
@@ -151,6 +232,29 @@ mod tests {
         assert_eq!(vni(&vx), Some(42));
         assert_eq!(&h[50..56], &peer.vtep_mac);
         assert_eq!(&h[56..62], &cfg().vtep_mac);
+    }
+
+    #[test]
+    fn template_plus_patch_equals_full_header() {
+        let cfg = cfg();
+        let peer = PeerValue::new(
+            &cfg,
+            [192, 168, 56, 5],
+            [2, 0, 0, 0, 0, 5],
+            crate::vtep_mac([192, 168, 56, 5], 42),
+        );
+        for (len, port, tos) in [
+            (20, 49152, 0),
+            (84, 50000, 0x10),
+            (1450, 65535, 0xff),
+            (65000, 51234, 3),
+        ] {
+            assert_eq!(
+                finish_template(&peer.template, len, port, tos),
+                encap_header(&cfg, &peer, len, port, tos),
+                "len {len} port {port} tos {tos}"
+            );
+        }
     }
 
     #[test]

@@ -142,11 +142,7 @@ fn main() {
             let ip = [192, 168, (added / 250) as u8, (added % 250) as u8 + 1];
             maps.add_peer(
                 net,
-                &PeerValue {
-                    underlay_ip: ip,
-                    nexthop_mac: PEER_MAC,
-                    vtep_mac: vtep_mac(ip, VNI),
-                },
+                &PeerValue::new(&host_config(0), ip, PEER_MAC, vtep_mac(ip, VNI)),
             )
             .unwrap();
             maps.set_peer_host(Ipv4Addr::from(ip), 1).unwrap();

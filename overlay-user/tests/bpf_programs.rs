@@ -174,11 +174,12 @@ fn unresolved_next_hop_goes_through_the_neighbour_subsystem() {
     f.maps
         .add_peer(
             "10.103.150.0/24".parse().unwrap(),
-            &PeerValue {
-                underlay_ip: [192, 168, 56, 6],
-                nexthop_mac: [0; 6],
-                vtep_mac: vtep_mac([192, 168, 56, 6], VNI),
-            },
+            &PeerValue::new(
+                &host_config(0),
+                [192, 168, 56, 6],
+                [0; 6],
+                vtep_mac([192, 168, 56, 6], VNI),
+            ),
         )
         .unwrap();
     let input = from_container([10, 103, 150, 7], 1, &icmp_echo());

@@ -277,16 +277,14 @@ impl Dataplane for BpfDataplane {
     async fn add_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError> {
         let ip = peer.underlay_ip;
         let macs = self.neighbour_macs().await;
-        let value = PeerValue {
-            underlay_ip: ip.octets(),
-            nexthop_mac: macs.get(&ip).copied().unwrap_or([0; 6]),
-            vtep_mac: peer.vtep_mac.unwrap_or_else(|| {
-                overlay_common::vtep_mac(
-                    ip.octets(),
-                    self.maps.config().map(|c| c.vni).unwrap_or(0),
-                )
-            }),
-        };
+        let cfg = self.maps.config()?;
+        let value = PeerValue::new(
+            &cfg,
+            ip.octets(),
+            macs.get(&ip).copied().unwrap_or([0; 6]),
+            peer.vtep_mac
+                .unwrap_or_else(|| overlay_common::vtep_mac(ip.octets(), cfg.vni)),
+        );
         let old = self.peers.insert(peer.subnet, value);
         // Peer host first, so the answer to the first packet is not dropped.
         let mut touched = vec![ip];
@@ -331,6 +329,7 @@ impl Dataplane for BpfDataplane {
     async fn refresh(&mut self) -> Result<(), DataplaneError> {
         self.sync_ports().await?;
         let macs = self.neighbour_macs().await;
+        let cfg = self.maps.config()?;
         let mut changed = Vec::new();
         for (net, v) in &self.peers {
             let mac = macs
@@ -338,13 +337,7 @@ impl Dataplane for BpfDataplane {
                 .copied()
                 .unwrap_or([0; 6]);
             if mac != v.nexthop_mac {
-                changed.push((
-                    *net,
-                    PeerValue {
-                        nexthop_mac: mac,
-                        ..*v
-                    },
-                ));
+                changed.push((*net, PeerValue::new(&cfg, v.underlay_ip, mac, v.vtep_mac)));
             }
         }
         for (net, v) in changed {

@@ -40,11 +40,7 @@ pub fn install(maps: &mut Maps, flags: u32) {
     maps.set_config(&host_config(flags)).unwrap();
     maps.add_peer(
         "10.103.200.0/24".parse().unwrap(),
-        &PeerValue {
-            underlay_ip: PEER,
-            nexthop_mac: PEER_MAC,
-            vtep_mac: vtep_mac(PEER, VNI),
-        },
+        &PeerValue::new(&host_config(flags), PEER, PEER_MAC, vtep_mac(PEER, VNI)),
     )
     .unwrap();
     maps.set_peer_host(std::net::Ipv4Addr::from(PEER), 1)
