@@ -96,6 +96,11 @@ pub struct Config {
 /// `Config::flags`: the XDP program on the underlay already checked VNI and
 /// source of every VXLAN frame, so the tc program need not look them up again.
 pub const CONFIG_F_XDP_VALIDATES: u32 = 1;
+/// `Config::flags`: the from-container program runs on each container's own
+/// veth, so it may learn a container's endpoint (IP, MAC, veth) from the
+/// first packet it sends to a peer. Not with `attach = "bridge"`, where the
+/// port a packet came from is not known.
+pub const CONFIG_F_LEARN_ENDPOINTS: u32 = 2;
 
 /// Value of the `OVL_PEERS` LPM trie: where a remote subnet lives, and the
 /// outer headers to put in front of packets for it.
@@ -187,11 +192,14 @@ pub enum Counter {
     XdpVxlanPass = 8,
     /// Frames the XDP program let through that are not our VXLAN.
     XdpOtherPass = 9,
+    /// Local endpoints learned by the from-container program from the first
+    /// packet a container sent to a peer (before overlayd discovered them).
+    EndpointsLearned = 10,
 }
 
 impl Counter {
     /// Number of counters (size of `OVL_COUNTERS`).
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
     /// All counters, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::EncapPackets,
@@ -204,6 +212,7 @@ impl Counter {
         Counter::EncapViaNeigh,
         Counter::XdpVxlanPass,
         Counter::XdpOtherPass,
+        Counter::EndpointsLearned,
     ];
 
     /// Stable name used by `overlayctl status`.
@@ -219,6 +228,7 @@ impl Counter {
             Counter::EncapViaNeigh => "encap_via_neigh",
             Counter::XdpVxlanPass => "xdp_vxlan_pass",
             Counter::XdpOtherPass => "xdp_other_pass",
+            Counter::EndpointsLearned => "endpoints_learned",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! tc programs: encapsulation on the way out of a container, decapsulation
 //! and delivery on the underlay.
 
+use aya_ebpf::bindings::BPF_NOEXIST;
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT,
@@ -14,8 +15,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use overlay_common::{
     vxlan::{self, off, ETH_P_IP},
-    Config, Counter, DropReason, PeerValue, CONFIG_F_XDP_VALIDATES, ENCAP_HLEN, ETH_HLEN,
-    IPV4_HLEN, VXLAN_OVERHEAD,
+    Config, Counter, DropReason, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS,
+    CONFIG_F_XDP_VALIDATES, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD,
 };
 
 use crate::{
@@ -82,9 +83,36 @@ fn try_from_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
         count(Counter::FromContainerPass, 1);
         return Ok(Verdict::Pass);
     };
+    if cfg.flags & CONFIG_F_LEARN_ENDPOINTS != 0 {
+        learn_endpoint(ctx, cfg, hdr);
+    }
     // Map values stay valid while the packet is resized: no copy.
     let hash = flow_hash(ctx, hdr);
     encapsulate(ctx, cfg, peer, tos, hash)
+}
+
+/// Registers the sender as a local endpoint if it is in this host's subnet
+/// and not known yet, so the answers to its first packets are delivered
+/// straight into it instead of through the kernel's routing.
+#[inline(always)]
+fn learn_endpoint(ctx: &TcContext, cfg: &Config, hdr: &[u8; ETH_HLEN + IPV4_HLEN]) {
+    let src = [hdr[26], hdr[27], hdr[28], hdr[29]];
+    if !subnet_contains(cfg, &src) {
+        return;
+    }
+    // SAFETY: presence check only.
+    if unsafe { ENDPOINTS.get(&src) }.is_some() {
+        return;
+    }
+    let ep = EndpointValue {
+        // SAFETY: reading a field of the program's own context.
+        ifindex: unsafe { (*ctx.skb.skb).ingress_ifindex },
+        mac: [hdr[6], hdr[7], hdr[8], hdr[9], hdr[10], hdr[11]],
+        _pad: [0; 2],
+    };
+    if ENDPOINTS.insert(&src, &ep, BPF_NOEXIST as u64).is_ok() {
+        count(Counter::EndpointsLearned, 1);
+    }
 }
 
 /// The skb's hash when its socket set one (TCP does), else a cheap hash of

@@ -5,7 +5,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
-use overlay_common::{csum, programs, vtep_mac, PeerValue, CONFIG_F_XDP_VALIDATES};
+use overlay_common::{
+    csum, programs, vtep_mac, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_VALIDATES,
+};
 use overlay_user::bpf::{loader, maps::Maps};
 
 #[path = "common/packets.rs"]
@@ -66,6 +68,24 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("test_run of {} bytes: {e}", input.len()));
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
+    }
+
+    /// Runs a tc program as if the packet came in on interface `ingress_ifindex`.
+    fn run_tc_from(&mut self, name: &'static str, input: &[u8], ingress_ifindex: u32) -> u32 {
+        let prog: &mut SchedClassifier = loader::program(&mut self.ebpf, name).unwrap();
+        // struct __sk_buff: ingress_ifindex is the u32 at offset 36.
+        let mut ctx = [0u8; 192];
+        ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+        let mut out = vec![0u8; input.len() + 256];
+        prog.test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..Default::default()
+        })
+        .expect("test_run")
+        .return_value
     }
 
     fn run_xdp(&mut self, input: &[u8]) -> (u32, Vec<u8>) {
@@ -157,6 +177,67 @@ fn encapsulates_tcp_udp_icmp_to_a_peer() {
     assert_eq!(f.counter("encap_packets"), 3);
     let bytes: usize = cases.iter().map(Vec::len).sum();
     assert_eq!(f.counter("encap_bytes"), bytes as u64);
+}
+
+#[test]
+fn learns_the_sender_of_the_first_packet_to_a_peer() {
+    let Some(mut f) = fixture(CONFIG_F_LEARN_ENDPOINTS) else {
+        return;
+    };
+    let mac = [0x02, 0x42, 0x0a, 0x67, 0x64, 0x09];
+    let frame = |src: [u8; 4]| eth(GW_MAC, mac, 0x0800, &ipv4(src, REMOTE, 6, &tcp_segment()));
+    assert_eq!(
+        f.run_tc_from(programs::FROM_CONTAINER, &frame(C_UNKNOWN), 1),
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(
+        f.run_tc_from(programs::FROM_CONTAINER, &frame(C_UNKNOWN), 1),
+        TC_ACT_REDIRECT
+    );
+    // Not from this host's subnet: not learned.
+    assert_eq!(
+        f.run_tc_from(programs::FROM_CONTAINER, &frame([10, 9, 9, 9]), 1),
+        TC_ACT_REDIRECT
+    );
+    let learned: Vec<_> = f
+        .maps
+        .endpoints()
+        .unwrap()
+        .into_iter()
+        .filter(|(ip, _)| ip.octets() == C_UNKNOWN || ip.octets() == [10, 9, 9, 9])
+        .collect();
+    assert_eq!(learned.len(), 1, "{learned:?}");
+    assert_eq!(learned[0].1.ifindex, 1);
+    assert_eq!(learned[0].1.mac, mac);
+    assert_eq!(f.counter("endpoints_learned"), 1);
+    // A known endpoint is never overwritten by a packet claiming its address.
+    let spoof = eth(GW_MAC, mac, 0x0800, &ipv4(C1, REMOTE, 6, &tcp_segment()));
+    f.run_tc_from(programs::FROM_CONTAINER, &spoof, 1);
+    let c1 = f
+        .maps
+        .endpoints()
+        .unwrap()
+        .into_iter()
+        .find(|(ip, _)| ip.octets() == C1)
+        .unwrap();
+    assert_eq!((c1.1.ifindex, c1.1.mac), (77, C1_MAC));
+}
+
+#[test]
+fn no_learning_unless_enabled() {
+    let Some(mut f) = fixture(0) else { return };
+    let frame = eth(
+        GW_MAC,
+        C1_MAC,
+        0x0800,
+        &ipv4(C_UNKNOWN, REMOTE, 6, &tcp_segment()),
+    );
+    assert_eq!(
+        f.run_tc_from(programs::FROM_CONTAINER, &frame, 1),
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(f.counter("endpoints_learned"), 0);
+    assert_eq!(f.maps.endpoints().unwrap().len(), 1);
 }
 
 #[test]

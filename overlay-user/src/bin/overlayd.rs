@@ -13,8 +13,8 @@ use tokio::sync::Mutex;
 
 use overlay_user::agent::{self, mode_name, Agent};
 use overlay_user::api;
-use overlay_user::config::Config;
-use overlay_user::dataplane::Dataplane;
+use overlay_user::config::{Config, DataplaneChoice};
+use overlay_user::dataplane;
 use overlay_user::netlink::{Netlink, RtNetlink};
 use overlay_user::state;
 
@@ -26,7 +26,9 @@ use overlay_user::state;
     long_about = "The overlay agent: connects this host's containers to the containers of other \
 hosts over VXLAN.\n\n\
 overlayd reads its config file, loads the dataplane (eBPF programs on the bridge ports and the \
-underlay interface), routes the config's peers, re-applies the peers and endpoints added \
+underlay interface; or, with dataplane = kernel, and with auto when the eBPF programs cannot be \
+loaded, a kernel VXLAN device ovl.<VNI> with a neighbour entry, an FDB entry and a route per \
+peer, as flannel does), removes what the other mode left behind, routes the config's peers, re-applies the peers and endpoints added \
 earlier through the API (kept in STATE_DIR/state.json), discovers the containers plugged into \
 the bridge every second, and serves overlayctl on a Unix socket. It runs until SIGTERM or \
 SIGINT. Without --cleanup the dataplane keeps forwarding after it exits, and the next start \
@@ -60,17 +62,10 @@ struct Args {
     /// Log level: off, error, warn, info, debug or trace (default: info, or RUST_LOG).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<LevelFilter>,
-}
-
-/// Start the packet-forwarding implementation.
-async fn start_dataplane(cfg: &Config) -> anyhow::Result<Box<dyn Dataplane>> {
-    use overlay_user::config::DataplaneChoice;
-    match cfg.dataplane {
-        DataplaneChoice::Auto | DataplaneChoice::Ebpf => {
-            Ok(Box::new(overlay_user::bpf::BpfDataplane::start(cfg).await?))
-        }
-        DataplaneChoice::Kernel => anyhow::bail!("the kernel dataplane is not built yet"),
-    }
+    /// Which dataplane forwards packets, overriding `dataplane` in the config:
+    /// auto (eBPF, else the kernel's VXLAN device), ebpf or kernel.
+    #[arg(long, value_enum, value_name = "MODE")]
+    dataplane: Option<DataplaneChoice>,
 }
 
 fn main() -> ExitCode {
@@ -78,13 +73,16 @@ fn main() -> ExitCode {
     init_logging(args.log_level);
 
     // A bad config changes nothing: check it before anything else.
-    let cfg = match Config::load(&args.config) {
+    let mut cfg = match Config::load(&args.config) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(choice) = args.dataplane {
+        cfg.dataplane = choice;
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -160,14 +158,17 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::BadInput(e.into()))?;
 
-    let dataplane = match start_dataplane(&cfg).await {
-        Ok(dp) => dp,
+    let started = match dataplane::start(&cfg, underlay_ip, cfg.dataplane).await {
+        Ok(started) => started,
         Err(e) => {
             let _ = std::fs::remove_file(&args.socket);
-            return Err(Failure::Other(e.context("starting the dataplane")));
+            return Err(Failure::Other(
+                anyhow::Error::new(e).context("starting the dataplane"),
+            ));
         }
     };
-    let mut agent = Agent::new(cfg, dataplane, net, underlay_ip);
+    let mut agent = Agent::new(cfg, started.dataplane, net, underlay_ip);
+    agent.set_mode_reason(Some(started.reason));
     agent.restore(saved).await;
     let ready = {
         let cfg = agent.config();
@@ -184,12 +185,28 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
     };
     let agent = Arc::new(Mutex::new(agent));
     let server = tokio::spawn(api::serve(listener, agent.clone()));
+    // Containers join by themselves when [docker] is enabled.
+    let docker = overlay_user::docker::spawn(agent.clone())
+        .await
+        .context("netlink for the Docker watcher")?;
+    // The kernel dataplane forwards through netfilter: keep FORWARD open for it.
+    let overlay_device = {
+        let a = agent.lock().await;
+        (a.mode() == overlay_user::dataplane::Mode::Kernel)
+            .then(|| overlay_user::kernel::device_name(a.config().vni))
+    };
+    let firewall = overlay_device
+        .clone()
+        .map(|dev| tokio::spawn(overlay_user::firewall::keep(dev)));
     println!("{ready}");
     log::info!("{ready}");
 
     wait_for_signal(&agent, term, int).await;
 
     server.abort();
+    for task in [docker, firewall].into_iter().flatten() {
+        task.abort();
+    }
     let _ = std::fs::remove_file(&args.socket);
     log::info!(
         "shutting down{}",
@@ -205,16 +222,38 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
         .shutdown(args.cleanup)
         .await
         .context("shutdown")?;
+    if let (true, Some(dev)) = (args.cleanup, &overlay_device) {
+        if let Err(e) = overlay_user::firewall::remove(dev).await {
+            log::warn!("removing the firewall rules for {dev}: {e}");
+        }
+    }
     Ok(())
 }
 
-/// Tick every second until SIGTERM or SIGINT.
+/// Tick every second, and at once when a link or neighbour changes, until
+/// SIGTERM or SIGINT.
 async fn wait_for_signal(agent: &Mutex<Agent>, mut term: Signal, mut int: Signal) {
+    use futures::StreamExt as _;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = match overlay_user::netlink::change_events() {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            log::warn!("no netlink change events ({e}); discovery runs once a second");
+            None
+        }
+    };
     loop {
         tokio::select! {
             _ = ticker.tick() => agent.lock().await.tick().await,
+            Some(()) = async { match changes.as_mut() { Some(rx) => rx.next().await, None => None } } => {
+                // Let a burst of changes settle, then look once.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                if let Some(rx) = changes.as_mut() {
+                    while rx.try_recv().is_ok() {}
+                }
+                agent.lock().await.tick().await;
+            }
             _ = term.recv() => {
                 log::info!("SIGTERM");
                 return;

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use aya::{programs::XdpMode as AyaXdpMode, Ebpf};
 use ipnet::Ipv4Net;
-use overlay_common::{programs, EndpointValue, PeerValue, CONFIG_F_XDP_VALIDATES};
+use overlay_common::{
+    programs, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_VALIDATES,
+};
 
 use loader::Links;
 pub use loader::LoadError;
@@ -39,6 +41,9 @@ pub struct BpfDataplane {
     ports: BTreeMap<u32, String>,
     /// Peers as added, to derive peer hosts and refresh next-hop MACs.
     peers: BTreeMap<Ipv4Net, PeerValue>,
+    /// Endpoints the agent added; others in the map were learned by the
+    /// from-container program and are forgotten when their port goes.
+    endpoints: BTreeSet<Ipv4Addr>,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -87,6 +92,9 @@ impl BpfDataplane {
         if cfg.xdp != XdpMode::Off {
             flags |= CONFIG_F_XDP_VALIDATES;
         }
+        if cfg.attach == AttachPoint::Veth {
+            flags |= CONFIG_F_LEARN_ENDPOINTS;
+        }
         let bpf_cfg = overlay_common::Config {
             local_ip: local_ip.octets(),
             vni: cfg.vni,
@@ -112,6 +120,7 @@ impl BpfDataplane {
             attach: cfg.attach,
             ports: BTreeMap::new(),
             peers: BTreeMap::new(),
+            endpoints: BTreeSet::new(),
             _logger: logger,
         };
         if let Err(e) = dp.attach_all(cfg).await {
@@ -304,6 +313,7 @@ impl Dataplane for BpfDataplane {
     }
 
     async fn add_endpoint(&mut self, ep: &EndpointSpec) -> Result<(), DataplaneError> {
+        self.endpoints.insert(ep.ip);
         self.maps.add_endpoint(
             ep.ip,
             &EndpointValue {
@@ -319,6 +329,7 @@ impl Dataplane for BpfDataplane {
     }
 
     async fn del_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        self.endpoints.remove(&ip);
         self.maps.del_endpoint(ip)
     }
 
@@ -328,6 +339,17 @@ impl Dataplane for BpfDataplane {
 
     async fn refresh(&mut self) -> Result<(), DataplaneError> {
         self.sync_ports().await?;
+        if self.attach == AttachPoint::Veth {
+            for (ip, v) in self.maps.endpoints()? {
+                if !self.endpoints.contains(&ip) && !self.ports.contains_key(&v.ifindex) {
+                    log::info!(
+                        "forgetting learned endpoint {ip}: its port {} is gone",
+                        v.ifindex
+                    );
+                    self.maps.del_endpoint(ip)?;
+                }
+            }
+        }
         let macs = self.neighbour_macs().await;
         let cfg = self.maps.config()?;
         let mut changed = Vec::new();
@@ -366,5 +388,4 @@ pub fn port_link_name(index: u32) -> String {
 fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<BpfDataplane>();
-    let _: BTreeSet<u32> = BTreeSet::new();
 }
