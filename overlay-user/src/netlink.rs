@@ -374,6 +374,33 @@ impl Netlink for RtNetlink {
     }
 }
 
+/// A stream that yields whenever a link or a neighbour entry changes on this
+/// host (RTMGRP_LINK | RTMGRP_NEIGH): new container veths, ARP entries of
+/// containers, next hops on the underlay. overlayd reacts to it at once
+/// instead of waiting for its next one-second tick.
+pub fn change_events() -> Result<futures::channel::mpsc::UnboundedReceiver<()>, NetlinkError> {
+    use futures::StreamExt as _;
+    use netlink_sys::AsyncSocket as _;
+    let (mut conn, _handle, mut messages) =
+        rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+    let groups = rtnetlink::constants::RTMGRP_LINK | rtnetlink::constants::RTMGRP_NEIGH;
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&netlink_sys::SocketAddr::new(0, groups))
+        .map_err(NetlinkError::Connect)?;
+    tokio::spawn(conn);
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    tokio::spawn(async move {
+        while messages.next().await.is_some() {
+            if tx.unbounded_send(()).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,30 +493,4 @@ mod tests {
         neighbours_v4(&handle, lo.index).await.unwrap();
         bridge_fdb(&handle, lo.index).await.unwrap();
     }
-}
-
-/// A stream that yields whenever a link or a neighbour entry changes on this
-/// host (RTMGRP_LINK | RTMGRP_NEIGH): new container veths, ARP entries of
-/// containers, next hops on the underlay. overlayd reacts to it at once
-/// instead of waiting for its next one-second tick.
-pub fn change_events() -> Result<futures::channel::mpsc::UnboundedReceiver<()>, NetlinkError> {
-    use futures::StreamExt as _;
-    use netlink_sys::AsyncSocket as _;
-    let (mut conn, _handle, mut messages) =
-        rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
-    let groups = rtnetlink::constants::RTMGRP_LINK | rtnetlink::constants::RTMGRP_NEIGH;
-    conn.socket_mut()
-        .socket_mut()
-        .bind(&netlink_sys::SocketAddr::new(0, groups))
-        .map_err(NetlinkError::Connect)?;
-    tokio::spawn(conn);
-    let (tx, rx) = futures::channel::mpsc::unbounded();
-    tokio::spawn(async move {
-        while messages.next().await.is_some() {
-            if tx.unbounded_send(()).is_err() {
-                return;
-            }
-        }
-    });
-    Ok(rx)
 }
