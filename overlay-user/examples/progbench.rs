@@ -116,10 +116,8 @@ fn main() {
     ));
     loader::ensure_bpffs(&pin_dir).expect("pin dir");
     let mut ebpf = loader::load(Some(&pin_dir)).expect("load");
-    for name in [programs::BENCH_NOOP_TC] {
-        let p: &mut SchedClassifier = loader::program(&mut ebpf, name).unwrap();
-        p.load().unwrap();
-    }
+    let p: &mut SchedClassifier = loader::program(&mut ebpf, programs::BENCH_NOOP_TC).unwrap();
+    p.load().unwrap();
     let p: &mut Xdp = loader::program(&mut ebpf, programs::BENCH_NOOP_XDP).unwrap();
     p.load().unwrap();
     let mut maps = Maps::take(&mut ebpf).unwrap();
