@@ -18,6 +18,12 @@ pub const APT_PACKAGES: &[&str] = &[
     "python3",
     // capsh: the fallback test runs overlayd without CAP_BPF.
     "libcap2-bin",
+    // The Docker tests run real dockerd instances (with containerd and runc)
+    // and import an image made from busybox-static; overlayd's kernel mode
+    // adds FORWARD rules with iptables.
+    "docker.io",
+    "busybox-static",
+    "iptables",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -76,10 +82,6 @@ fn ensure_rust_src() -> Result<bool> {
 }
 
 fn ensure_bpf_linker() -> Result<bool> {
-    let have = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
-    if have.contains(BPF_LINKER_VERSION) {
-        return Ok(false);
-    }
     // bpf-linker must use the nightly's own LLVM; the nightly ships it as a
     // shared library in its sysroot. Point LLVM_PREFIX at a folder whose
     // lib/libLLVM.so links to it (kept under ~/.cache: the binary's rpath).
@@ -106,9 +108,22 @@ fn ensure_bpf_linker() -> Result<bool> {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let prefix = PathBuf::from(home).join(".cache").join("overlay-llvm");
     std::fs::create_dir_all(prefix.join("lib"))?;
-    let link = prefix.join("lib").join("libLLVM.so");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&llvm, &link)?;
+    // lib/libLLVM.so for the build, and the library's own file name (its
+    // SONAME) for the dynamic loader at run time through the binary's RUNPATH.
+    for name in [
+        std::ffi::OsStr::new("libLLVM.so"),
+        llvm.file_name().unwrap(),
+    ] {
+        let link = prefix.join("lib").join(name);
+        if std::fs::read_link(&link).ok().as_deref() != Some(llvm.as_path()) {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&llvm, &link)?;
+        }
+    }
+    let have = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if have.contains(BPF_LINKER_VERSION) {
+        return Ok(false);
+    }
     eprintln!(
         "xtask: building bpf-linker {BPF_LINKER_VERSION} against {} (about 2 minutes)",
         llvm.display()
