@@ -75,9 +75,11 @@ fn ensure_rust_src() -> Result<bool> {
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(false);
     }
+    // The machine's nightly is kept as it is (bpf-linker is built against its
+    // LLVM); only its rust-src component is added.
     eprintln!("xtask: installing the nightly toolchain's rust-src (for -Z build-std=core)");
-    run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
-    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+        .context("the `nightly` toolchain must be installed (rustup toolchain list)")?;
     Ok(true)
 }
 
