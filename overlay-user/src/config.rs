@@ -79,6 +79,39 @@ pub struct PeerConfig {
     pub vtep_mac: Option<String>,
 }
 
+/// The `[docker]` section: follow the Docker Engine API and register containers as endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Follow Docker's events (off unless set).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The Docker Engine API socket.
+    #[serde(default = "default_docker_socket")]
+    pub socket: PathBuf,
+    /// The Docker networks whose endpoints join the overlay (by name, e.g. "bridge").
+    #[serde(default = "default_docker_networks")]
+    pub networks: Vec<String>,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            enabled: false,
+            socket: default_docker_socket(),
+            networks: default_docker_networks(),
+        }
+    }
+}
+
+fn default_docker_socket() -> PathBuf {
+    PathBuf::from("/var/run/docker.sock")
+}
+
+fn default_docker_networks() -> Vec<String> {
+    vec!["bridge".into()]
+}
+
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +149,9 @@ pub struct Config {
     /// Static peers.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// Docker integration.
+    #[serde(default)]
+    pub docker: DockerConfig,
 }
 
 /// Deserialize a CIDR, with [`InputError::NotCidr`]'s message on failure.
@@ -238,6 +274,19 @@ pub enum ValidationError {
         index: usize,
         /// The address.
         ip: Ipv4Addr,
+    },
+    /// `[docker]` is enabled with no network to watch.
+    #[error("docker.networks is empty; expected the Docker networks to watch, like [\"bridge\"]")]
+    DockerNoNetworks,
+    /// `[docker] socket` is empty or a network name is empty.
+    #[error("docker.{field} = {value:?} is empty; expected {expected}")]
+    DockerEmpty {
+        /// `socket` or `networks`.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is expected instead.
+        expected: &'static str,
     },
 }
 
@@ -375,12 +424,37 @@ impl Config {
                 })?;
             }
         }
+        self.docker.validate()?;
         Ok(())
     }
 
     /// The gateway address of this host's subnet (the first host address, .1 in a /24).
     pub fn gateway(&self) -> Ipv4Addr {
         gateway_of(self.subnet)
+    }
+}
+
+impl DockerConfig {
+    /// Check the section's values (also when disabled, so that enabling it later works).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.socket.as_os_str().is_empty() {
+            return Err(ValidationError::DockerEmpty {
+                field: "socket",
+                value: String::new(),
+                expected: "the Docker API socket, like /var/run/docker.sock",
+            });
+        }
+        if self.networks.is_empty() {
+            return Err(ValidationError::DockerNoNetworks);
+        }
+        if let Some(n) = self.networks.iter().find(|n| n.trim().is_empty()) {
+            return Err(ValidationError::DockerEmpty {
+                field: "networks",
+                value: n.clone(),
+                expected: "Docker network names, like \"bridge\"",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -721,6 +795,37 @@ vtep_mac = "02:aa:bb:cc:dd:ee"
         assert_eq!(
             err_of(|c| c.peers[0].vtep_mac = Some("01:00:5e:00:00:01".into())),
             "peers[0].vtep_mac: 01:00:5e:00:00:01 is not a unicast MAC address; expected one like 02:2a:c0:a8:38:05 (first byte even, not all zeros)"
+        );
+    }
+
+    #[test]
+    fn docker_section() {
+        let cfg = example();
+        assert_eq!(cfg.docker, DockerConfig::default());
+        assert!(!cfg.docker.enabled);
+        assert_eq!(cfg.docker.socket, PathBuf::from("/var/run/docker.sock"));
+        assert_eq!(cfg.docker.networks, vec!["bridge".to_string()]);
+        let cfg = Config::parse(&format!(
+            "{EXAMPLE}\n[docker]\nenabled = true\nsocket = \"/run/d.sock\"\nnetworks = [\"bridge\", \"ovl\"]\n"
+        ))
+        .unwrap();
+        cfg.validate().unwrap();
+        assert!(cfg.docker.enabled);
+        assert_eq!(cfg.docker.socket, PathBuf::from("/run/d.sock"));
+        assert_eq!(cfg.docker.networks, vec!["bridge", "ovl"]);
+        let e = Config::parse(&format!("{EXAMPLE}\n[docker]\nenable = true\n")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `enable`"), "{e}");
+        assert_eq!(
+            err_of(|c| c.docker.networks.clear()),
+            "docker.networks is empty; expected the Docker networks to watch, like [\"bridge\"]"
+        );
+        assert_eq!(
+            err_of(|c| c.docker.networks = vec![" ".into()]),
+            "docker.networks = \" \" is empty; expected Docker network names, like \"bridge\""
+        );
+        assert_eq!(
+            err_of(|c| c.docker.socket = PathBuf::new()),
+            "docker.socket = \"\" is empty; expected the Docker API socket, like /var/run/docker.sock"
         );
     }
 
