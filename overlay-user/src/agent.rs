@@ -415,7 +415,8 @@ impl Agent {
         Ok(())
     }
 
-    fn check_endpoint_ip(&self, ip: Ipv4Addr) -> Result<(), AgentError> {
+    /// Refuse `ip` as an endpoint unless it is a container address of this host's subnet.
+    pub fn check_endpoint_ip(&self, ip: Ipv4Addr) -> Result<(), AgentError> {
         let subnet = self.cfg.subnet;
         if !subnet.contains(&ip) {
             return Err(AgentError::NotInSubnet { ip, subnet });
@@ -455,6 +456,26 @@ impl Agent {
             ifname: link.name,
             ifindex: link.index,
             mac: mac.unwrap_or([0; 6]),
+        };
+        self.apply_endpoint(spec, source).await
+    }
+
+    /// Like [`Agent::add_endpoint`], for a container whose MAC is known
+    /// (from Docker, or because `attach` made its interface).
+    pub async fn add_endpoint_with_mac(
+        &mut self,
+        ip: Ipv4Addr,
+        ifname: &str,
+        mac: [u8; 6],
+        source: Source,
+    ) -> Result<(), AgentError> {
+        self.check_endpoint_ip(ip)?;
+        let link = self.net.link_by_name(ifname).await?;
+        let spec = EndpointSpec {
+            ip,
+            ifname: link.name,
+            ifindex: link.index,
+            mac,
         };
         self.apply_endpoint(spec, source).await
     }

@@ -27,6 +27,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 
 use crate::agent::{Agent, Source, Status};
+use crate::attach::{self, Attachment, Detachment, Target};
 use crate::config::{format_mac, parse_cidr, parse_ipv4, parse_underlay_ip, parse_vtep_mac};
 
 /// Where overlayd listens unless told otherwise.
@@ -75,6 +76,30 @@ pub enum Request {
     EndpointList,
     /// Settings and counters.
     Status,
+    /// Plumb a container (by name or ID) or a named network namespace into
+    /// the bridge with `address`, and register it (source `attach`).
+    Attach {
+        /// The container; exactly one of `container` and `netns`.
+        #[serde(default)]
+        container: Option<String>,
+        /// The named network namespace.
+        #[serde(default)]
+        netns: Option<String>,
+        /// Address and prefix, e.g. "10.103.100.50/24".
+        address: String,
+        /// MTU; default: the underlay's minus 50.
+        #[serde(default)]
+        mtu: Option<u32>,
+    },
+    /// Undo `attach`.
+    Detach {
+        /// The container; exactly one of `container` and `netns`.
+        #[serde(default)]
+        container: Option<String>,
+        /// The named network namespace.
+        #[serde(default)]
+        netns: Option<String>,
+    },
 }
 
 /// A peer as listed.
@@ -124,6 +149,10 @@ pub enum Response {
     Endpoints(Vec<EndpointInfo>),
     /// Answer to [`Request::Status`].
     Status(Box<Status>),
+    /// Answer to [`Request::Attach`].
+    Attached(Box<Attachment>),
+    /// Answer to [`Request::Detach`].
+    Detached(Box<Detachment>),
 }
 
 impl Response {
@@ -245,6 +274,42 @@ pub async fn handle(agent: &Mutex<Agent>, req: Request) -> Response {
             Ok(status) => Response::Status(Box::new(status)),
             Err(e) => Response::error(e),
         },
+        Request::Attach {
+            container,
+            netns,
+            address,
+            mtu,
+        } => {
+            let target = match attach_target(container, netns) {
+                Ok(t) => t,
+                Err(e) => return e,
+            };
+            match attach::parse_address(&address) {
+                Ok(addr) => match attach::attach(agent, target, addr, mtu).await {
+                    Ok(a) => Response::Attached(Box::new(a)),
+                    Err(e) => Response::error(e),
+                },
+                Err(e) => Response::error(e),
+            }
+        }
+        Request::Detach { container, netns } => match attach_target(container, netns) {
+            Ok(target) => match attach::detach(agent, target).await {
+                Ok(d) => Response::Detached(Box::new(d)),
+                Err(e) => Response::error(e),
+            },
+            Err(e) => e,
+        },
+    }
+}
+
+/// Exactly one of a container and a namespace.
+fn attach_target(container: Option<String>, netns: Option<String>) -> Result<Target, Response> {
+    match (container, netns) {
+        (Some(c), None) => Ok(Target::Container(c)),
+        (None, Some(n)) => Ok(Target::Netns(n)),
+        _ => Err(Response::error(
+            "give either a container or a network namespace (--netns NAME), not both or neither",
+        )),
     }
 }
 
@@ -461,6 +526,22 @@ mod tests {
             r#"{"endpoint_del":{"ip":"10.103.100.5"}}"#,
         );
         round_trip(Request::EndpointList, r#""endpoint_list""#);
+        round_trip(
+            Request::Attach {
+                container: Some("web".into()),
+                netns: None,
+                address: "10.103.100.50/24".into(),
+                mtu: None,
+            },
+            r#"{"attach":{"container":"web","netns":null,"address":"10.103.100.50/24","mtu":null}}"#,
+        );
+        round_trip(
+            Request::Detach {
+                container: None,
+                netns: Some("ns1".into()),
+            },
+            r#"{"detach":{"container":null,"netns":"ns1"}}"#,
+        );
         round_trip(Request::Status, r#""status""#);
         // vtep_mac may be left out.
         assert_eq!(
@@ -668,6 +749,69 @@ mod tests {
         assert_eq!(status.endpoints, 0);
 
         task.abort();
+    }
+
+    #[tokio::test]
+    async fn attach_needs_one_target_and_a_prefix() {
+        let (agent, dp, _) = agent(temp_dir("api-attach")).await;
+        let agent = Mutex::new(agent);
+        let both = Request::Attach {
+            container: Some("web".into()),
+            netns: Some("ns1".into()),
+            address: "10.103.100.50/24".into(),
+            mtu: None,
+        };
+        assert_eq!(
+            handle(&agent, both).await,
+            err("give either a container or a network namespace (--netns NAME), not both or neither")
+        );
+        let neither = Request::Detach {
+            container: None,
+            netns: None,
+        };
+        assert_eq!(
+            handle(&agent, neither).await,
+            err("give either a container or a network namespace (--netns NAME), not both or neither")
+        );
+        let no_prefix = Request::Attach {
+            container: None,
+            netns: Some("ns1".into()),
+            address: "10.103.100.50".into(),
+            mtu: None,
+        };
+        assert_eq!(
+            handle(&agent, no_prefix).await,
+            err("\"10.103.100.50\" is not an address with a prefix length; expected one like 10.103.100.50/24")
+        );
+        let gateway = Request::Attach {
+            container: None,
+            netns: Some("ns1".into()),
+            address: "10.103.100.1/24".into(),
+            mtu: None,
+        };
+        assert_eq!(
+            handle(&agent, gateway).await,
+            err("10.103.100.1 is the gateway address of 10.103.100.0/24; expected a container address")
+        );
+        let wrong_prefix = Request::Attach {
+            container: None,
+            netns: Some("ns1".into()),
+            address: "10.103.100.50/16".into(),
+            mtu: None,
+        };
+        assert_eq!(
+            handle(&agent, wrong_prefix).await,
+            err("10.103.100.50/16 does not match this host's subnet 10.103.100.0/24; expected 10.103.100.50/24")
+        );
+        let missing = Request::Detach {
+            container: None,
+            netns: Some("no-such-ns-overlay".into()),
+        };
+        let Response::Error { message } = handle(&agent, missing).await else {
+            panic!("detach of nothing succeeded");
+        };
+        assert!(message.contains("is not attached"), "{message}");
+        assert_eq!(dp.take(), vec![]);
     }
 
     #[tokio::test]

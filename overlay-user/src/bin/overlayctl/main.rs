@@ -1,5 +1,6 @@
 //! overlayctl: the command-line client of overlayd's local API.
 
+mod attach;
 mod endpoint;
 mod output;
 mod peer;
@@ -33,6 +34,8 @@ overlayctl peer list\n  \
 overlayctl peer del 10.103.200.0/24\n  \
 overlayctl endpoint add 10.103.100.5 --dev veth1a2b3c\n  \
 overlayctl endpoint list\n  \
+overlayctl attach web 10.103.100.50/24\n  \
+overlayctl detach web\n  \
 overlayctl status\n  \
 overlayctl --json status | jq .stats.drops\n  \
 overlayctl --socket /tmp/host1.sock peer list"
@@ -56,6 +59,10 @@ enum Command {
     Endpoint(endpoint::Args),
     /// Mode, settings, table sizes, counters and drops.
     Status(status::Args),
+    /// Give a --network none container (or a namespace) an interface on the bridge and register it.
+    Attach(attach::AttachArgs),
+    /// Remove what `attach` made.
+    Detach(attach::DetachArgs),
 }
 
 /// What every subcommand needs.
@@ -116,6 +123,8 @@ async fn main() -> ExitCode {
         Command::Peer(args) => peer::run(&ctx, args).await,
         Command::Endpoint(args) => endpoint::run(&ctx, args).await,
         Command::Status(args) => status::run(&ctx, args).await,
+        Command::Attach(args) => attach::attach(&ctx, args).await,
+        Command::Detach(args) => attach::detach(&ctx, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,174 @@
+//! `overlayctl attach` and `overlayctl detach`: plumb a container started
+//! with `--network none` (or a named network namespace) into the overlay.
+
+use clap::error::ErrorKind;
+use clap::CommandFactory;
+
+use overlay_user::api::{Request, Response};
+use overlay_user::attach::{parse_address, Attachment, Detachment, Target};
+
+use crate::output::print_json;
+use crate::{unexpected, Cli, CtlError, Ctx};
+
+/// Give a container (or a named network namespace) an interface on this host's bridge.
+#[derive(clap::Args, Debug)]
+#[command(
+    long_about = "Give a container started with --network none (or a named network namespace) \
+an interface on this host's bridge, as pipework does, and register it as an endpoint (source \
+\"attach\").\n\n\
+overlayd creates a veth pair, moves one end into the container's network namespace (found \
+through the container's PID from the Docker API) as eth0 with ADDRESS, a Docker-style MAC \
+(02:42 and the address), the overlay MTU (the underlay's minus 50 unless --mtu is given) and a \
+default route via this host's gateway, and plugs the other end (ovlc... or ovln...) into the \
+bridge. The address must be a free container address of this host's subnet, with the subnet's \
+prefix length. The endpoint is kept across restarts of overlayd; it is removed when the \
+container stops (with [docker] enabled) or by `overlayctl detach`.",
+    after_help = "Examples:\n  \
+docker run -d --network none --name web busybox httpd -f\n  \
+overlayctl attach web 10.103.100.50/24\n  \
+overlayctl attach --netns blue 10.103.100.51/24 --mtu 1400"
+)]
+pub struct AttachArgs {
+    /// CONTAINER (name or ID) and ADDRESS (e.g. 10.103.100.50/24); with --netns, ADDRESS only.
+    #[arg(value_name = "CONTAINER ADDRESS", num_args = 1..=2, required = true)]
+    args: Vec<String>,
+    /// Attach the named network namespace (/run/netns/NAME) instead of a container.
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+    /// The interface's MTU (default: the underlay interface's MTU minus 50).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(68..=65535))]
+    mtu: Option<u32>,
+}
+
+/// Remove what `overlayctl attach` made.
+#[derive(clap::Args, Debug)]
+#[command(
+    long_about = "Remove what `overlayctl attach` made: the endpoint and the veth pair (which \
+takes the container's eth0, its address and its route with it).",
+    after_help = "Examples:\n  overlayctl detach web\n  overlayctl detach --netns blue"
+)]
+pub struct DetachArgs {
+    /// The container (name or ID); leave out with --netns.
+    #[arg(
+        value_name = "CONTAINER",
+        required_unless_present = "netns",
+        conflicts_with = "netns"
+    )]
+    container: Option<String>,
+    /// Detach the named network namespace instead of a container.
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+}
+
+fn usage(message: &str) -> ! {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let sub = cmd.find_subcommand_mut("attach").cloned();
+    match sub {
+        Some(mut sub) => sub.error(ErrorKind::WrongNumberOfValues, message).exit(),
+        None => cmd.error(ErrorKind::WrongNumberOfValues, message).exit(),
+    }
+}
+
+/// Run `overlayctl attach ...`.
+pub async fn attach(ctx: &Ctx, args: AttachArgs) -> Result<(), CtlError> {
+    let (container, address) = match (&args.netns, args.args.as_slice()) {
+        (Some(_), [address]) => (None, address.clone()),
+        (None, [container, address]) => (Some(container.clone()), address.clone()),
+        (Some(_), _) => usage("with --netns NAME, give only ADDRESS (e.g. 10.103.100.50/24)"),
+        (None, _) => usage("give CONTAINER and ADDRESS (e.g. web 10.103.100.50/24)"),
+    };
+    if let Err(e) = parse_address(&address) {
+        usage(&e.to_string());
+    }
+    let req = Request::Attach {
+        container,
+        netns: args.netns,
+        address,
+        mtu: args.mtu,
+    };
+    match ctx.request(req).await? {
+        Response::Attached(a) if ctx.json => print_json(&a),
+        Response::Attached(a) => println!("{}", describe_attach(&a)),
+        other => return Err(unexpected(&other)),
+    }
+    Ok(())
+}
+
+/// Run `overlayctl detach ...`.
+pub async fn detach(ctx: &Ctx, args: DetachArgs) -> Result<(), CtlError> {
+    let req = Request::Detach {
+        container: args.container,
+        netns: args.netns,
+    };
+    match ctx.request(req).await? {
+        Response::Detached(d) if ctx.json => print_json(&d),
+        Response::Detached(d) => println!("{}", describe_detach(&d)),
+        other => return Err(unexpected(&other)),
+    }
+    Ok(())
+}
+
+fn target(t: &Target) -> String {
+    t.to_string()
+}
+
+fn describe_attach(a: &Attachment) -> String {
+    format!(
+        "attached {}: {} {}/{} mac {} mtu {} gateway {}; host side {} on {}",
+        target(&a.target),
+        a.ifname,
+        a.ip,
+        a.prefix,
+        a.mac,
+        a.mtu,
+        a.gateway,
+        a.host_ifname,
+        a.bridge
+    )
+}
+
+fn describe_detach(d: &Detachment) -> String {
+    let mut parts = Vec::new();
+    if d.interface_removed {
+        parts.push(format!("removed {} and its peer", d.host_ifname));
+    }
+    if let Some(ip) = d.ip {
+        parts.push(format!("endpoint {ip} deleted"));
+    }
+    format!("detached {}: {}", target(&d.target), parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes() {
+        let a = Attachment {
+            target: Target::Container("web".into()),
+            ifname: "eth0".into(),
+            ip: "10.103.100.50".parse().unwrap(),
+            prefix: 24,
+            mac: "02:42:0a:67:64:32".into(),
+            mtu: 1450,
+            gateway: "10.103.100.1".parse().unwrap(),
+            host_ifname: "ovlc3ffd421aa32".into(),
+            bridge: "docker0".into(),
+        };
+        assert_eq!(
+            describe_attach(&a),
+            "attached container web: eth0 10.103.100.50/24 mac 02:42:0a:67:64:32 mtu 1450 gateway 10.103.100.1; host side ovlc3ffd421aa32 on docker0"
+        );
+        let d = Detachment {
+            target: Target::Netns("blue".into()),
+            host_ifname: "ovln0123456789a".into(),
+            interface_removed: true,
+            ip: Some("10.103.100.51".parse().unwrap()),
+        };
+        assert_eq!(
+            describe_detach(&d),
+            "detached network namespace blue: removed ovln0123456789a and its peer, endpoint 10.103.100.51 deleted"
+        );
+    }
+}
