@@ -44,15 +44,22 @@ pub struct LabSpec {
     /// MTU of the underlay (bridge `br0` and each host's `eth1`). The
     /// container side (`docker0`, veths, `eth0`) uses `underlay_mtu - 50`.
     pub underlay_mtu: u32,
+    /// Prepare the hosts for a real dockerd ([`crate::Dockerd`]): no
+    /// `docker0` and no containers of the lab's own (dockerd makes `docker0`
+    /// with `--bip` = the host's gateway), and IP forwarding left off, so
+    /// that dockerd turns it on and sets the FORWARD policy to DROP as on a
+    /// fresh machine. `containers_per_host` must then be 0.
+    pub docker: bool,
 }
 
 impl Default for LabSpec {
-    /// 2 hosts with 2 containers each, underlay MTU 1500.
+    /// 2 hosts with 2 containers each, underlay MTU 1500, no Docker.
     fn default() -> Self {
         LabSpec {
             hosts: 2,
             containers_per_host: 2,
             underlay_mtu: 1500,
+            docker: false,
         }
     }
 }
@@ -179,6 +186,10 @@ impl Lab {
             "containers_per_host must be at most {MAX_CONTAINERS_PER_HOST}"
         );
         ensure!(
+            !spec.docker || spec.containers_per_host == 0,
+            "a lab for dockerd (docker: true) has no containers of its own; set containers_per_host to 0"
+        );
+        ensure!(
             (VXLAN_OVERHEAD + 68..=65535).contains(&spec.underlay_mtu),
             "underlay_mtu {} out of range",
             spec.underlay_mtu
@@ -266,7 +277,9 @@ impl Lab {
 
         sysctl(&ns, "net.ipv4.conf.all.rp_filter", "0")?;
         sysctl(&ns, "net.ipv4.conf.default.rp_filter", "0")?;
-        sysctl(&ns, "net.ipv4.ip_forward", "1")?;
+        if !self.spec.docker {
+            sysctl(&ns, "net.ipv4.ip_forward", "1")?;
+        }
 
         let (mtu_s, bmtu_s) = (mtu.to_string(), bridge_mtu.to_string());
         // Both veth ends are created directly in their namespaces.
@@ -279,19 +292,21 @@ impl Lab {
         ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth1"])?;
         ip(&["-n", &ns, "link", "set", "eth1", "up"])?;
 
-        ip(&[
-            "-n", &ns, "link", "add", "docker0", "mtu", &bmtu_s, "type", "bridge",
-        ])?;
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{gateway}/24"),
-            "dev",
-            "docker0",
-        ])?;
-        ip(&["-n", &ns, "link", "set", "docker0", "up"])?;
+        if !self.spec.docker {
+            ip(&[
+                "-n", &ns, "link", "add", "docker0", "mtu", &bmtu_s, "type", "bridge",
+            ])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{gateway}/24"),
+                "dev",
+                "docker0",
+            ])?;
+            ip(&["-n", &ns, "link", "set", "docker0", "up"])?;
+        }
         disable_rp_filter(&ns)?;
 
         self.hosts.push(Host {
@@ -316,6 +331,11 @@ impl Lab {
     /// index (and address .(1+index)). Returns a copy of its description,
     /// which is also added to [`Host::containers`].
     pub fn add_container(&mut self, host: usize) -> Result<Container> {
+        ensure!(
+            !self.spec.docker,
+            "lab {} is prepared for dockerd: run containers with docker instead",
+            self.id
+        );
         let h = self
             .hosts
             .iter()
@@ -394,6 +414,23 @@ impl Lab {
             .expect("host exists");
         h.containers.push(c.clone());
         Ok(c)
+    }
+
+    /// Create one more network namespace, `{lab id}-{suffix}`, with `lo` up
+    /// and IPv6 off, and nothing else in it; it is deleted with the lab.
+    pub fn add_namespace(&mut self, suffix: &str) -> Result<String> {
+        ensure!(
+            !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "namespace suffix {suffix:?} must be letters and digits"
+        );
+        let ns = format!("{}-{suffix}", self.id);
+        ensure!(
+            !self.namespaces.contains(&ns),
+            "lab {} already has namespace {ns}",
+            self.id
+        );
+        self.create_ns(&ns)?;
+        Ok(ns)
     }
 
     /// Unique id of this lab (`ovl{pid}x{n}`); every namespace name starts
@@ -519,6 +556,9 @@ impl Drop for Lab {
         let children =
             std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
         terminate_all(&children, libc::SIGTERM, STOP_GRACE);
+        // Whatever dockerd left (containers, shims, mounts, cgroups), in case
+        // a Dockerd guard did not run; never descend into a mount below.
+        crate::docker::remove_leftovers(&self.id, &self.dir);
         for ns in self.namespaces.iter().rev() {
             kill_netns_pids(ns);
         }
@@ -638,6 +678,7 @@ pub fn sweep_stale() {
             del_netns(ns);
         }
     }
+    crate::docker::sweep_stale_cgroups(is_stale);
     if let Ok(rd) = std::fs::read_dir(BPFFS_ROOT) {
         for e in rd.flatten() {
             if e.file_name().to_str().is_some_and(is_stale) {
@@ -651,6 +692,7 @@ pub fn sweep_stale() {
             let Some(name) = name.to_str() else { continue };
             if let Some(id) = name.strip_prefix("overlay-lab-") {
                 if is_stale(id) {
+                    crate::docker::remove_leftovers(id, &e.path());
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }

@@ -41,6 +41,7 @@
 
 mod agent;
 mod capture;
+mod docker;
 mod lab;
 mod netns;
 mod perf;
@@ -50,6 +51,9 @@ mod traffic;
 pub use agent::{agent_config, underlay_of, AgentOptions, Binaries, Overlayd};
 pub use capture::{
     decode_vxlan, tshark_fields, Capture, DecodedPacket, CAPTURE_START_TIMEOUT, VXLAN_PORT,
+};
+pub use docker::{
+    docker_cli, docker_missing, need_docker_or_skip, DockerOptions, Dockerd, BUSYBOX_IMAGE,
 };
 pub use lab::{
     ensure_bpffs, host_subnet_octet, host_underlay_ip, sweep_stale, Container, Host, Lab, LabSpec,
@@ -61,8 +65,8 @@ pub use netns::{
 pub use perf::tcp_rr;
 pub use process::{Proc, STOP_GRACE};
 pub use traffic::{
-    pattern_sha256, ping, transfer, transfer_with_timeout, PatternReader, PingResult, Transfer,
-    PING_DEFAULT_SIZE, PING_INTERVAL, TRANSFER_TIMEOUT,
+    first_reply, pattern_sha256, ping, transfer, transfer_with_timeout, PatternReader, PingResult,
+    Transfer, PING_DEFAULT_SIZE, PING_INTERVAL, TRANSFER_TIMEOUT,
 };
 
 /// Whether the current process runs as root (effective uid 0).

@@ -12,6 +12,8 @@ use anyhow::{anyhow, bail, Context, Result};
 pub const NETNS_DIR: &str = "/run/netns";
 
 /// Path of the handle of the named network namespace (`/run/netns/NS`).
+/// An absolute path (e.g. a container's `/proc/PID/ns/net`) is taken as is,
+/// so every helper that takes a namespace name also takes such a path.
 pub fn netns_path(ns: &str) -> PathBuf {
     PathBuf::from(NETNS_DIR).join(ns)
 }

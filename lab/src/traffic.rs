@@ -81,9 +81,42 @@ pub fn ping(
             dont_fragment,
             Duration::from_secs(timeout_s.into()),
             id,
+            PING_INTERVAL,
+            false,
         )
     })?
+    .map(|(res, _)| res)
     .with_context(|| format!("ping from {from_ns} to {to}"))
+}
+
+/// Send an echo request from `from_ns` to `to` every `every` until the first
+/// reply, for at most `within`; returns the time from the first request to
+/// that reply, or `None` if none came. For measuring how soon something
+/// becomes reachable.
+pub fn first_reply(
+    from_ns: &str,
+    to: Ipv4Addr,
+    every: Duration,
+    within: Duration,
+) -> Result<Option<Duration>> {
+    let every = every.max(Duration::from_millis(1));
+    let count = (within.as_nanos() / every.as_nanos()).clamp(1, 65535) as u32;
+    let id = (std::process::id() as u16)
+        ^ (PING_ID.fetch_add(1, Ordering::Relaxed) as u16).wrapping_mul(40503);
+    run_in_netns(from_ns, || {
+        ping_here(
+            to,
+            count,
+            PING_DEFAULT_SIZE as usize,
+            false,
+            every,
+            id,
+            every,
+            true,
+        )
+    })?
+    .map(|(_, first)| first)
+    .with_context(|| format!("probing {to} from {from_ns}"))
 }
 
 fn checksum(data: &[u8]) -> u16 {
@@ -101,6 +134,7 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn ping_here(
     to: Ipv4Addr,
     count: u32,
@@ -108,7 +142,9 @@ fn ping_here(
     df: bool,
     timeout: Duration,
     id: u16,
-) -> Result<PingResult> {
+    interval: Duration,
+    until_first: bool,
+) -> Result<(PingResult, Option<Duration>)> {
     // SAFETY: plain syscalls; the fd is owned by `sock` right away.
     let raw = unsafe {
         libc::socket(
@@ -187,10 +223,13 @@ fn ping_here(
                     res.too_big += 1;
                 }
             }
-            next_send += PING_INTERVAL;
+            next_send += interval;
             if res.transmitted == count {
                 deadline = Instant::now() + timeout;
             }
+        }
+        if until_first && res.received > 0 {
+            return Ok((res, Some(start.elapsed())));
         }
         if res.transmitted == count && (res.received == count || Instant::now() >= deadline) {
             break;
@@ -230,7 +269,8 @@ fn ping_here(
             classify(&buf[..n as usize], to, id, &mut seen, &mut res);
         }
     }
-    Ok(res)
+    let first = (until_first && res.received > 0).then(|| start.elapsed());
+    Ok((res, first))
 }
 
 /// Look at one received IPv4 packet (raw ICMP sockets get the IP header).

@@ -180,6 +180,7 @@ fn panic_while_holding_a_lab_still_cleans_up() {
             hosts: 1,
             containers_per_host: 1,
             underlay_mtu: 1500,
+            ..Default::default()
         })
         .unwrap();
         let p = lab
@@ -301,6 +302,7 @@ fn add_container_and_more_hosts() {
         hosts: 4,
         containers_per_host: 1,
         underlay_mtu: 9000,
+        ..Default::default()
     })
     .unwrap();
     assert_eq!(lab.host(3).subnet, "10.103.150.0/24");
@@ -351,6 +353,7 @@ fn stale_leftovers_of_dead_processes_are_swept() {
         hosts: 1,
         containers_per_host: 0,
         underlay_mtu: 1500,
+        ..Default::default()
     })
     .unwrap();
     assert!(!netns_list().contains(&ns));
