@@ -400,7 +400,6 @@ pub fn change_events() -> Result<futures::channel::mpsc::UnboundedReceiver<()>, 
     Ok(rx)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
