@@ -96,6 +96,9 @@ pub struct EndpointEntry {
 pub struct Status {
     /// Dataplane implementation.
     pub mode: Mode,
+    /// Why this mode runs: the setting, or for `auto` whether BPF loaded and if not, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode_reason: Option<String>,
     /// This host's container subnet.
     pub subnet: Ipv4Net,
     /// Its gateway address.
@@ -235,6 +238,8 @@ pub struct Agent {
     state_path: PathBuf,
     /// The last tick error logged, to log each distinct problem once.
     last_tick_error: Option<String>,
+    /// Why the dataplane's mode was chosen ([`Agent::set_mode_reason`]).
+    mode_reason: Option<String>,
 }
 
 impl Agent {
@@ -255,6 +260,7 @@ impl Agent {
             endpoints: BTreeMap::new(),
             state_path,
             last_tick_error: None,
+            mode_reason: None,
         }
     }
 
@@ -317,6 +323,11 @@ impl Agent {
     /// The dataplane's mode.
     pub fn mode(&self) -> Mode {
         self.dataplane.mode()
+    }
+
+    /// Records why the dataplane's mode was chosen, for [`Agent::status`].
+    pub fn set_mode_reason(&mut self, reason: Option<String>) {
+        self.mode_reason = reason;
     }
 
     /// This host's VTEP MAC.
@@ -538,6 +549,7 @@ impl Agent {
             })?;
         Ok(Status {
             mode: self.dataplane.mode(),
+            mode_reason: self.mode_reason.clone(),
             subnet: self.cfg.subnet,
             gateway: self.cfg.gateway(),
             underlay_interface: self.cfg.underlay_interface.clone(),

@@ -588,6 +588,7 @@ mod tests {
         stats.counters.insert("encap_packets".into(), 3);
         let status = Response::Status(Box::new(Status {
             mode: Mode::Ebpf,
+            mode_reason: None,
             subnet: "10.103.100.0/24".parse().unwrap(),
             gateway: Ipv4Addr::new(10, 103, 100, 1),
             underlay_interface: "eth1".into(),

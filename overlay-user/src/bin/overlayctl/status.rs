@@ -12,8 +12,10 @@ use crate::{unexpected, CtlError, Ctx};
 /// Mode, settings, table sizes, counters and drops.
 #[derive(clap::Args, Debug)]
 #[command(
-    long_about = "Show the dataplane mode, this host's settings, the number of peers and \
-endpoints, and the dataplane's packet counters and drops (by reason), summed over CPUs. \
+    long_about = "Show the dataplane mode and why it runs (the setting, or for `auto` whether \
+the eBPF programs loaded and if not, why), this host's settings, the number of peers and \
+endpoints, and the dataplane's packet counters and drops (by reason), summed over CPUs. In \
+kernel mode the counters are the VXLAN device's (vxlan_rx_packets, ...), read once a second. \
 With --json, print the status object as overlayd sends it.",
     after_help = "Examples:\n  \
 overlayctl status\n  \
@@ -53,6 +55,10 @@ fn ordered<'a>(values: &'a BTreeMap<String, u64>, known: &[&'a str]) -> Vec<Vec<
 fn render(s: &Status) -> String {
     let settings = vec![
         vec!["mode".into(), mode_name(s.mode).into()],
+        vec![
+            "mode reason".into(),
+            s.mode_reason.clone().unwrap_or_else(|| "-".into()),
+        ],
         vec![
             "subnet".into(),
             format!("{} (gateway {})", s.subnet, s.gateway),
@@ -103,7 +109,8 @@ mod tests {
         stats.counters.insert("encap_packets".into(), 7);
         stats.drops.insert("unknown_vni".into(), 2);
         let s = Status {
-            mode: Mode::Ebpf,
+            mode: Mode::Kernel,
+            mode_reason: Some("auto: eBPF unavailable: no bpffs".into()),
             subnet: "10.103.100.0/24".parse().unwrap(),
             gateway: "10.103.100.1".parse().unwrap(),
             underlay_interface: "eth1".into(),
@@ -119,8 +126,12 @@ mod tests {
             stats,
         };
         let out = render(&s);
-        assert!(out.contains("mode        ebpf\n"), "{out}");
-        assert!(out.contains("underlay    eth1 (192.168.56.4)\n"), "{out}");
+        assert!(out.contains("mode         kernel\n"), "{out}");
+        assert!(
+            out.contains("mode reason  auto: eBPF unavailable: no bpffs\n"),
+            "{out}"
+        );
+        assert!(out.contains("underlay     eth1 (192.168.56.4)\n"), "{out}");
         assert!(out.contains(
             "COUNTER         VALUE\nencap_packets       7\nencap_bytes    123456\nzzz_extra           1\n"
         ), "{out}");
