@@ -71,6 +71,11 @@ pub struct AgentOptions {
     pub extra: String,
     /// Extra overlayd arguments.
     pub args: Vec<String>,
+    /// A command overlayd is started through, e.g.
+    /// `["capsh", "--drop=cap_bpf", "--shell=OVERLAYD", "--"]`: the word
+    /// `OVERLAYD` in it is replaced by overlayd's path, and overlayd's own
+    /// path is then left out of the command line. Empty: overlayd directly.
+    pub wrapper: Vec<String>,
 }
 
 impl Default for AgentOptions {
@@ -84,6 +89,7 @@ impl Default for AgentOptions {
             static_peers: false,
             extra: String::new(),
             args: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 }
@@ -145,7 +151,7 @@ impl Overlayd {
         let config = lab.dir().join(format!("h{host}.toml"));
         std::fs::write(&config, agent_config(lab, host, opts))?;
         let socket = lab.dir().join(format!("h{host}.sock"));
-        Self::start_with(lab, host, bins, &config, &socket, &opts.args)
+        Self::spawn_ready(lab, host, bins, &config, &socket, &opts.args, &opts.wrapper)
     }
 
     /// Starts overlayd with an existing config file.
@@ -157,14 +163,34 @@ impl Overlayd {
         socket: &Path,
         args: &[String],
     ) -> Result<Self> {
+        Self::spawn_ready(lab, host, bins, config, socket, args, &[])
+    }
+
+    fn spawn_ready(
+        lab: &Lab,
+        host: usize,
+        bins: &Binaries,
+        config: &Path,
+        socket: &Path,
+        args: &[String],
+        wrapper: &[String],
+    ) -> Result<Self> {
         let ns = lab.host(host).ns.clone();
-        let mut argv: Vec<String> = vec![
-            bins.overlayd.display().to_string(),
+        let overlayd = bins.overlayd.display().to_string();
+        let mut argv: Vec<String> = if wrapper.is_empty() {
+            vec![overlayd]
+        } else {
+            wrapper
+                .iter()
+                .map(|w| w.replace("OVERLAYD", &overlayd))
+                .collect()
+        };
+        argv.extend([
             "--config".into(),
             config.display().to_string(),
             "--socket".into(),
             socket.display().to_string(),
-        ];
+        ]);
         argv.extend(args.iter().cloned());
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let log = format!("overlayd-h{host}-{}.log", lab_unique());

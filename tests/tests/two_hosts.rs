@@ -10,8 +10,9 @@ use overlay_tests::cluster;
 
 /// Cross-host ping both ways, a 256 MiB transfer with equal SHA-256, a DF
 /// ping of 1422 bytes, a capture on the wire that decodes as VXLAN with our
-/// VNI and port and holds no bare container packet, counters that moved,
-/// and no kernel route to the remote subnet.
+/// VNI and port and holds no bare container packet, and counters that moved.
+/// eBPF: no kernel route to the remote subnet. Kernel: the route to it goes
+/// through the VXLAN device.
 fn traffic_crosses_hosts(mode: &str, vni: u32, port: u16) {
     if !need_root_or_skip() {
         return;
@@ -33,15 +34,25 @@ fn traffic_crosses_hosts(mode: &str, vni: u32, port: u16) {
         .capture(&ul, &c.lab.host(1).underlay_peer, "", None)
         .unwrap();
 
+    for g in &c.agents {
+        let st = g.status().unwrap();
+        assert_eq!(st["mode"], mode, "host {}: {st}", g.host);
+        assert_eq!(
+            st["mode_reason"],
+            format!("dataplane = {mode}"),
+            "host {}: {st}",
+            g.host
+        );
+    }
+    // Packets out (encapsulated) and in (decapsulated), by mode.
+    let (tx, rx) = match mode {
+        "ebpf" => ("encap_packets", "decap_packets"),
+        _ => ("vxlan_tx_packets", "vxlan_rx_packets"),
+    };
     let before: Vec<(u64, u64)> = c
         .agents
         .iter()
-        .map(|g| {
-            (
-                g.counter("encap_packets").unwrap(),
-                g.counter("decap_packets").unwrap(),
-            )
-        })
+        .map(|g| (g.counter(tx).unwrap(), g.counter(rx).unwrap()))
         .collect();
 
     let ab = ping(&a.ns, b.ip, 5, None, false, 3).unwrap();
@@ -87,26 +98,35 @@ fn traffic_crosses_hosts(mode: &str, vni: u32, port: u16) {
         }
     }
 
-    if mode == "ebpf" {
-        // 5 + 3 + 3 echo requests went each way at least (plus the transfer).
-        for (i, g) in c.agents.iter().enumerate() {
-            let (e0, d0) = before[i];
-            let e = g.counter("encap_packets").unwrap();
-            let d = g.counter("decap_packets").unwrap();
-            assert!(e >= e0 + 11, "host {} encap {e0} -> {e}", i + 1);
-            assert!(d >= d0 + 11, "host {} decap {d0} -> {d}", i + 1);
-        }
-        for h in 1..=2 {
-            let routes = exec_ok(
-                &c.lab.host(h).ns,
-                &["ip", "-4", "route", "show", "table", "all"],
-            )
-            .unwrap();
-            let remote = &c.lab.host(3 - h).subnet;
-            let net = remote.split('/').next().unwrap();
+    // 5 + 3 + 3 echo requests went each way at least (plus the transfer).
+    // Kernel-mode counters are read once a second: wait for them.
+    for (i, g) in c.agents.iter().enumerate() {
+        let (t0, r0) = before[i];
+        g.wait_status(Duration::from_secs(3), |_| {
+            g.counter(tx).unwrap_or(0) >= t0 + 11 && g.counter(rx).unwrap_or(0) >= r0 + 11
+        })
+        .unwrap_or_else(|e| panic!("host {} {tx}/{rx} from {t0}/{r0}: {e}", i + 1));
+    }
+    for h in 1..=2 {
+        let routes = exec_ok(
+            &c.lab.host(h).ns,
+            &["ip", "-4", "route", "show", "table", "all"],
+        )
+        .unwrap();
+        let remote = &c.lab.host(3 - h).subnet;
+        let net = remote.split('/').next().unwrap();
+        if mode == "ebpf" {
             assert!(
                 !routes.contains(net),
                 "host {h} has a kernel route to {remote}:\n{routes}"
+            );
+        } else {
+            let want = format!("{remote} via {net} dev ovl.{vni} ");
+            assert!(
+                routes
+                    .lines()
+                    .any(|l| l.starts_with(&want) && l.contains("onlink")),
+                "host {h}: no route `{want}... onlink`:\n{routes}"
             );
         }
     }
@@ -164,4 +184,4 @@ macro_rules! per_mode {
     )*};
 }
 
-per_mode!(ebpf);
+per_mode!(ebpf, kernel);
