@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod discovery;
 pub mod docker;
 pub mod firewall;
+pub mod kernel;
 pub mod netlink;
 pub mod netns;
 pub mod state;
