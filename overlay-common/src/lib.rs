@@ -91,6 +91,9 @@ pub struct Config {
     pub subnet_mask: [u8; 4],
     /// `CONFIG_F_*` bits.
     pub flags: u32,
+    /// ifindex of a collect-metadata VXLAN device to encapsulate through
+    /// (`encap = "device"`); 0: the program encapsulates itself.
+    pub encap_ifindex: u32,
 }
 
 /// `Config::flags`: the XDP program on the underlay already checked VNI and
@@ -346,7 +349,7 @@ mod tests {
 
     #[test]
     fn map_types_have_pinned_sizes() {
-        assert_eq!(size_of::<Config>(), 44);
+        assert_eq!(size_of::<Config>(), 48);
         assert_eq!(size_of::<PeerValue>(), 88);
         assert_eq!(size_of::<EncapTemplate>(), 72);
         assert_eq!(core::mem::align_of::<PeerValue>(), 8);

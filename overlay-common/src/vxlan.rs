@@ -201,6 +201,7 @@ mod tests {
             subnet: [10, 103, 100, 0],
             subnet_mask: [255, 255, 255, 0],
             flags: 0,
+            encap_ifindex: 0,
         }
     }
 

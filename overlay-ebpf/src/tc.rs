@@ -1,7 +1,8 @@
 //! tc programs: encapsulation on the way out of a container, decapsulation
 //! and delivery on the underlay.
 
-use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::bindings::{bpf_tunnel_key, BPF_NOEXIST};
+use aya_ebpf::helpers::generated::bpf_skb_set_tunnel_key;
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT,
@@ -85,6 +86,9 @@ fn try_from_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
     };
     if cfg.flags & CONFIG_F_LEARN_ENDPOINTS != 0 {
         learn_endpoint(ctx, cfg, hdr);
+    }
+    if cfg.encap_ifindex != 0 {
+        return encapsulate_via_device(ctx, cfg, peer, tos);
     }
     // Map values stay valid while the packet is resized: no copy.
     let hash = flow_hash(ctx, hdr);
@@ -197,6 +201,50 @@ fn encapsulate(
         unsafe { bpf_redirect(cfg.underlay_ifindex, 0) }
     };
     Ok(Verdict::Redirect(ret))
+}
+
+/// `encap = "device"`: hand the frame to a collect-metadata VXLAN device
+/// with the tunnel key set; the kernel builds the outer headers.
+#[inline(always)]
+fn encapsulate_via_device(
+    ctx: &TcContext,
+    cfg: &Config,
+    peer: &PeerValue,
+    tos: u8,
+) -> Result<Verdict, DropReason> {
+    // SAFETY: bpf_tunnel_key is plain data; all zero is a valid value.
+    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+    key.tunnel_id = cfg.vni;
+    key.__bindgen_anon_1.remote_ipv4 = u32::from_be_bytes(peer.underlay_ip);
+    key.__bindgen_anon_3.local_ipv4 = u32::from_be_bytes(cfg.local_ip);
+    key.tunnel_tos = tos;
+    key.tunnel_ttl = vxlan::OUTER_TTL;
+    // SAFETY: the key is a valid bpf_tunnel_key on the stack, size matches.
+    let ret = unsafe {
+        bpf_skb_set_tunnel_key(
+            ctx.skb.skb,
+            &mut key,
+            core::mem::size_of::<bpf_tunnel_key>() as u32,
+            0,
+        )
+    };
+    if ret != 0 {
+        return Err(DropReason::EncapAdjustFailed);
+    }
+    // SAFETY: ptr_at checked the Ethernet header.
+    let Some(eth) = ctx.ptr_at::<[u8; ETH_HLEN]>(0) else {
+        return Err(DropReason::HeaderWriteFailed);
+    };
+    // SAFETY: in bounds (checked above), byte array: inner MACs, VTEP to VTEP.
+    let eth = unsafe { &mut *eth };
+    eth[0..6].copy_from_slice(&peer.vtep_mac);
+    eth[6..12].copy_from_slice(&cfg.vtep_mac);
+    count(Counter::EncapPackets, 1);
+    count(Counter::EncapBytes, u64::from(ctx.len()));
+    // SAFETY: plain helper call with an ifindex and no flags (egress).
+    Ok(Verdict::Redirect(unsafe {
+        bpf_redirect(cfg.encap_ifindex, 0)
+    }))
 }
 
 #[inline(always)]

@@ -42,6 +42,19 @@ pub enum DataplaneChoice {
     Kernel,
 }
 
+/// How the BPF dataplane encapsulates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncapMode {
+    /// The tc program writes the outer headers itself (`bpf_skb_adjust_room`)
+    /// and redirects to the underlay interface.
+    #[default]
+    Bpf,
+    /// The tc program sets a tunnel key and redirects to a collect-metadata
+    /// VXLAN device (`ovl.md`), which builds the outer headers (Cilium's way).
+    Device,
+}
+
 /// How the XDP program is attached to the underlay interface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -146,6 +159,9 @@ pub struct Config {
     /// XDP mode on the underlay interface.
     #[serde(default)]
     pub xdp: XdpMode,
+    /// How the BPF dataplane builds the outer headers.
+    #[serde(default)]
+    pub encap: EncapMode,
     /// Static peers.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,

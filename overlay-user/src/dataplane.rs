@@ -171,7 +171,7 @@ pub async fn start(
                 log::warn!(
                     "dataplane auto: eBPF unavailable ({e}); falling back to the kernel's VXLAN device"
                 );
-                remove_bpf_leftovers(&cfg.pin_dir);
+                remove_bpf_leftovers(&cfg.pin_dir).await;
                 let dp = crate::kernel::KernelDataplane::start(cfg, underlay_ip).await?;
                 return Ok(Started {
                     dataplane: Box::new(dp),
@@ -180,7 +180,7 @@ pub async fn start(
             }
         }
     }
-    remove_bpf_leftovers(&cfg.pin_dir);
+    remove_bpf_leftovers(&cfg.pin_dir).await;
     let dp = crate::kernel::KernelDataplane::start(cfg, underlay_ip).await?;
     Ok(Started {
         dataplane: Box::new(dp),
@@ -215,7 +215,10 @@ pub fn choice_name(choice: crate::config::DataplaneChoice) -> &'static str {
 
 /// Detaches and unpins every link and map of ours under `pin_dir` (a BPF
 /// run's, or a failed attempt's); logged, never fatal.
-fn remove_bpf_leftovers(pin_dir: &std::path::Path) {
+async fn remove_bpf_leftovers(pin_dir: &std::path::Path) {
+    if let Err(e) = crate::bpf::remove_encap_device().await {
+        log::warn!("removing {}: {e}", crate::bpf::ENCAP_DEVICE);
+    }
     if !pin_dir.exists() {
         return;
     }

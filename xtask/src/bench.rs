@@ -33,10 +33,12 @@ pub enum Mode {
     EbpfXdpNative,
     /// BPF with the from-container program on the bridge instead of each veth.
     EbpfBridge,
+    /// BPF setting a tunnel key and redirecting to a collect-metadata VXLAN device.
+    EbpfEncapDevice,
 }
 
 impl Mode {
-    const ALL: [Mode; 7] = [
+    const ALL: [Mode; 8] = [
         Mode::Plain,
         Mode::Iptables,
         Mode::Kernel,
@@ -44,6 +46,7 @@ impl Mode {
         Mode::EbpfXdpOff,
         Mode::EbpfXdpNative,
         Mode::EbpfBridge,
+        Mode::EbpfEncapDevice,
     ];
 
     fn name(self) -> &'static str {
@@ -55,6 +58,7 @@ impl Mode {
             Mode::EbpfXdpOff => "ebpf-xdp-off",
             Mode::EbpfXdpNative => "ebpf-xdp-native",
             Mode::EbpfBridge => "ebpf-bridge",
+            Mode::EbpfEncapDevice => "ebpf-encap-device",
         }
     }
 
@@ -67,6 +71,9 @@ impl Mode {
             Mode::EbpfXdpOff => "overlay, BPF, xdp = \"off\"",
             Mode::EbpfXdpNative => "overlay, BPF, xdp = \"native\"",
             Mode::EbpfBridge => "overlay, BPF, attach = \"bridge\"",
+            Mode::EbpfEncapDevice => {
+                "overlay, BPF, encap = \"device\" (tunnel key + collect-metadata VXLAN device)"
+            }
         }
     }
 
@@ -96,6 +103,10 @@ impl Mode {
             Mode::EbpfXdpOff => Some(o("ebpf", Some("off"), None)),
             Mode::EbpfXdpNative => Some(o("ebpf", Some("native"), None)),
             Mode::EbpfBridge => Some(o("ebpf", None, Some("bridge"))),
+            Mode::EbpfEncapDevice => Some(AgentOptions {
+                extra: "encap = \"device\"\n".into(),
+                ..o("ebpf", None, None)
+            }),
         }
     }
 }

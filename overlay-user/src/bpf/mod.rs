@@ -18,7 +18,7 @@ use loader::Links;
 pub use loader::LoadError;
 use maps::Maps;
 
-use crate::config::{AttachPoint, Config, XdpMode};
+use crate::config::{AttachPoint, Config, EncapMode, XdpMode};
 use crate::dataplane::{Dataplane, DataplaneError, EndpointSpec, Mode, PeerSpec, Stats};
 use crate::netlink;
 
@@ -78,6 +78,18 @@ impl BpfDataplane {
                 })?,
         };
 
+        let encap_ifindex = match cfg.encap {
+            EncapMode::Device => ensure_encap_device(&handle, cfg, underlay.mtu).await?,
+            EncapMode::Bpf => {
+                remove_encap_device()
+                    .await
+                    .map_err(|e| LoadError::Interface {
+                        name: ENCAP_DEVICE.into(),
+                        reason: e.to_string(),
+                    })?;
+                0
+            }
+        };
         loader::ensure_bpffs(&cfg.pin_dir)?;
         let mut ebpf = loader::load(Some(&cfg.pin_dir))?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -106,6 +118,7 @@ impl BpfDataplane {
             subnet: cfg.subnet.network().octets(),
             subnet_mask: cfg.subnet.netmask().octets(),
             flags,
+            encap_ifindex,
         };
         maps.set_config(&bpf_cfg)?;
 
@@ -124,7 +137,7 @@ impl BpfDataplane {
             _logger: logger,
         };
         if let Err(e) = dp.attach_all(cfg).await {
-            let _ = dp.remove_everything();
+            let _ = dp.remove_everything_and_device().await;
             return Err(e);
         }
         // Entries left in the pinned maps by a previous run: keep the
@@ -251,6 +264,13 @@ impl BpfDataplane {
         loader::remove_pins(&self.pin_dir)
     }
 
+    async fn remove_everything_and_device(&mut self) -> std::io::Result<()> {
+        self.remove_everything()?;
+        remove_encap_device()
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
     /// The maps, for tests and the benchmark.
     pub fn maps(&self) -> &Maps {
         &self.maps
@@ -371,11 +391,67 @@ impl Dataplane for BpfDataplane {
 
     async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
         if cleanup {
-            self.remove_everything().map_err(|e| {
+            self.remove_everything_and_device().await.map_err(|e| {
                 DataplaneError::Other(format!("removing {}: {e}", self.pin_dir.display()))
             })?;
         }
         Ok(())
+    }
+}
+
+/// The collect-metadata VXLAN device of `encap = "device"`.
+pub const ENCAP_DEVICE: &str = "ovl.md";
+
+/// (Re)creates the collect-metadata VXLAN device on the configured port,
+/// MTU 50 under the underlay's, up; returns its ifindex.
+async fn ensure_encap_device(
+    handle: &rtnetlink::Handle,
+    cfg: &Config,
+    underlay_mtu: u32,
+) -> Result<u32, LoadError> {
+    let fail = |reason: String| LoadError::Interface {
+        name: ENCAP_DEVICE.into(),
+        reason,
+    };
+    remove_encap_device()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    handle
+        .link()
+        .add()
+        .vxlan(ENCAP_DEVICE.into(), 0)
+        .collect_metadata(true)
+        .port(cfg.vxlan_port)
+        .learning(false)
+        .execute()
+        .await
+        .map_err(|e| fail(format!("creating it: {e}")))?;
+    let link = netlink::link_by_name(handle, ENCAP_DEVICE)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    handle
+        .link()
+        .set(link.index)
+        .mtu(underlay_mtu.saturating_sub(overlay_common::VXLAN_OVERHEAD))
+        .up()
+        .execute()
+        .await
+        .map_err(|e| fail(format!("setting it up: {e}")))?;
+    Ok(link.index)
+}
+
+/// Deletes the collect-metadata VXLAN device if it exists.
+pub async fn remove_encap_device() -> Result<(), DataplaneError> {
+    let handle = netlink::connect().map_err(|e| DataplaneError::Netlink(e.to_string()))?;
+    match netlink::link_by_name(&handle, ENCAP_DEVICE).await {
+        Ok(link) => handle
+            .link()
+            .del(link.index)
+            .execute()
+            .await
+            .map_err(|e| DataplaneError::Netlink(format!("deleting {ENCAP_DEVICE}: {e}"))),
+        Err(netlink::NetlinkError::NotFound(_)) => Ok(()),
+        Err(e) => Err(DataplaneError::Netlink(e.to_string())),
     }
 }
 

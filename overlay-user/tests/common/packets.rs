@@ -31,6 +31,7 @@ pub fn host_config(flags: u32) -> Config {
         subnet: [10, 103, 100, 0],
         subnet_mask: [255, 255, 255, 0],
         flags,
+        encap_ifindex: 0,
     }
 }
 
