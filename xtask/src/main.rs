@@ -162,6 +162,7 @@ fn build_release() -> Result<PathBuf> {
 }
 
 fn test(extra: &[String]) -> Result<()> {
+    use std::io::{BufRead, BufReader};
     // Binaries first: the end-to-end tests run them.
     let mut c = cargo();
     c.args(["build", "-p", "overlay-user", "--bins"]);
@@ -172,5 +173,36 @@ fn test(extra: &[String]) -> Result<()> {
     if !extra.is_empty() {
         c.arg("--").args(extra);
     }
-    run(c)
+    // Pass the output through and add up the results of every test binary,
+    // so the run ends with one line that counts them all.
+    c.stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().context("starting cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let n: u64 = n
+                    .trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .parse()
+                    .unwrap_or(0);
+                match kind {
+                    "passed" => passed += n,
+                    "failed" => failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("\n{passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    Ok(())
 }
