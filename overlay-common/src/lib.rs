@@ -62,6 +62,10 @@ pub mod programs {
     pub const BENCH_NOOP_TC: &str = "ovl_bench_noop_tc";
     /// Benchmark baseline: an XDP program that returns XDP_PASS.
     pub const BENCH_NOOP_XDP: &str = "ovl_bench_noop_xdp";
+    /// Benchmark: encapsulation's `bpf_skb_adjust_room(+50)` alone.
+    pub const BENCH_ADJUST_GROW: &str = "ovl_bench_adjust_grow";
+    /// Benchmark: decapsulation's `bpf_skb_adjust_room(-50)` alone.
+    pub const BENCH_ADJUST_SHRINK: &str = "ovl_bench_adjust_shrink";
 }
 
 /// This host's settings, in the single entry of the `OVL_CONFIG` array.

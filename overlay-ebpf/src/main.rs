@@ -26,7 +26,10 @@ static LICENSE: [u8; 4] = *b"GPL\0";
 /// Never attached by overlayd.
 mod bench {
     use aya_ebpf::{
-        bindings::{xdp_action::XDP_PASS, TC_ACT_OK},
+        bindings::{
+            bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action::XDP_PASS, BPF_F_ADJ_ROOM_FIXED_GSO,
+            TC_ACT_OK, TC_ACT_SHOT,
+        },
         macros::{classifier, xdp},
         programs::{TcContext, XdpContext},
     };
@@ -39,5 +42,24 @@ mod bench {
     #[xdp]
     pub fn ovl_bench_noop_xdp(_ctx: XdpContext) -> u32 {
         XDP_PASS
+    }
+
+    /// The `bpf_skb_adjust_room` call of encapsulation alone (+50 bytes,
+    /// the same flags), to attribute the encapsulation's cost.
+    #[classifier]
+    pub fn ovl_bench_adjust_grow(ctx: TcContext) -> i32 {
+        match ctx.adjust_room(50, BPF_ADJ_ROOM_MAC, crate::tc::ENCAP_FLAGS) {
+            Ok(()) => TC_ACT_OK,
+            Err(_) => TC_ACT_SHOT,
+        }
+    }
+
+    /// The `bpf_skb_adjust_room` call of decapsulation alone (-50 bytes).
+    #[classifier]
+    pub fn ovl_bench_adjust_shrink(ctx: TcContext) -> i32 {
+        match ctx.adjust_room(-50, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO as u64) {
+            Ok(()) => TC_ACT_OK,
+            Err(_) => TC_ACT_SHOT,
+        }
     }
 }

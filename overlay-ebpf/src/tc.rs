@@ -58,7 +58,7 @@ pub fn ovl_from_underlay(ctx: TcContext) -> i32 {
     verdict(try_from_underlay(&ctx))
 }
 
-const ENCAP_FLAGS: u64 = (BPF_F_ADJ_ROOM_FIXED_GSO
+pub(crate) const ENCAP_FLAGS: u64 = (BPF_F_ADJ_ROOM_FIXED_GSO
     | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
     | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
     | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64

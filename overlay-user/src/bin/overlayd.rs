@@ -30,7 +30,8 @@ underlay interface; or, with dataplane = kernel, and with auto when the eBPF pro
 loaded, a kernel VXLAN device ovl.<VNI> with a neighbour entry, an FDB entry and a route per \
 peer, as flannel does), removes what the other mode left behind, routes the config's peers, re-applies the peers and endpoints added \
 earlier through the API (kept in STATE_DIR/state.json), discovers the containers plugged into \
-the bridge every second, and serves overlayctl on a Unix socket. It runs until SIGTERM or \
+the bridge (at once on link and neighbour changes, and every second), follows Docker with a \
+[docker] section, and serves overlayctl on a Unix socket. It runs until SIGTERM or \
 SIGINT. Without --cleanup the dataplane keeps forwarding after it exits, and the next start \
 takes over.\n\n\
 A bad config file is reported with its problem and exit status 2; nothing is changed then.",
