@@ -128,6 +128,8 @@ fn pings(lab: &Lab) {
 fn opts(mode: &str, cleanup: bool) -> AgentOptions {
     AgentOptions {
         dataplane: Some(mode.into()),
+        // With XDP too (off by default), so its link is checked as well.
+        xdp: (mode == "ebpf").then(|| "generic".into()),
         args: if cleanup {
             vec!["--cleanup".into()]
         } else {
