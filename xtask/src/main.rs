@@ -100,10 +100,7 @@ fn main() -> Result<()> {
         } => {
             setup::ensure()?;
             let bins = if debug {
-                let mut c = cargo();
-                c.args(["build", "-p", "overlay-user", "--bins"]);
-                run(c)?;
-                root().join("target").join("debug")
+                build_debug()?
             } else {
                 build_release()?
             };
@@ -161,15 +158,21 @@ fn build_release() -> Result<PathBuf> {
     Ok(root().join("target").join("release"))
 }
 
-fn test(extra: &[String]) -> Result<()> {
-    use std::io::{BufRead, BufReader};
-    // Binaries first: the end-to-end tests run them.
+/// Builds the binaries in debug mode and returns their directory.
+fn build_debug() -> Result<PathBuf> {
     let mut c = cargo();
     c.args(["build", "-p", "overlay-user", "--bins"]);
     run(c)?;
+    Ok(root().join("target").join("debug"))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    // Binaries first: the end-to-end tests run them.
+    let bins = build_debug()?;
     let mut c = cargo();
     c.args(["test", "--workspace", "--no-fail-fast"]);
-    c.env("OVERLAY_BIN_DIR", root().join("target").join("debug"));
+    c.env("OVERLAY_BIN_DIR", bins);
     if !extra.is_empty() {
         c.arg("--").args(extra);
     }
