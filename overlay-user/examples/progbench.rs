@@ -18,7 +18,7 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
-use overlay_common::{programs, vtep_mac, EndpointValue, PeerValue};
+use overlay_common::{programs, vtep_mac, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS};
 use overlay_user::bpf::{loader, maps::Maps};
 
 #[path = "../tests/common/packets.rs"]
@@ -133,7 +133,8 @@ fn main() {
     let p: &mut Xdp = loader::program(&mut ebpf, programs::BENCH_NOOP_XDP).unwrap();
     p.load().unwrap();
     let mut maps = Maps::take(&mut ebpf).unwrap();
-    install(&mut maps, 0);
+    // overlayd's default flags: attach = "veth" (endpoint learning on), xdp = "off".
+    install(&mut maps, CONFIG_F_LEARN_ENDPOINTS);
 
     let empty = measure(&mut ebpf, runs);
 
