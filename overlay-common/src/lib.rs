@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod csum;
+pub mod rules;
 pub mod vxlan;
 
 /// Default VXLAN UDP port (IANA, RFC 7348).
@@ -48,7 +49,15 @@ pub mod maps {
     pub const COUNTERS: &str = "OVL_COUNTERS";
     /// `PerCpuArray<u64>` indexed by [`super::DropReason`].
     pub const DROPS: &str = "OVL_DROPS";
+    /// `HashMap<u32, u64>`: host-side port ifindex -> endpoints learned on it
+    /// (the cap of [`super::Config::learn_limit`] is checked against it).
+    pub const PORT_LEARNED: &str = "OVL_PORT_LEARNED";
 }
+
+/// Version of the map layouts above. Pins live under `<pin_dir>/v<N>`, so a
+/// release that changes a key, value or map type never reuses maps pinned by
+/// an older one (user space migrates or refuses them by name).
+pub const MAPS_VERSION: u32 = 2;
 
 /// Program names, as they appear in the object file.
 pub mod programs {
@@ -98,16 +107,32 @@ pub struct Config {
     /// ifindex of a collect-metadata VXLAN device to encapsulate through
     /// (`encap = "device"`); 0: the program encapsulates itself.
     pub encap_ifindex: u32,
+    /// The containers' gateway address (on the bridge), network order bytes:
+    /// never learned as an endpoint, never a decapsulated packet's target.
+    pub gateway_ip: [u8; 4],
+    /// How many endpoints the from-container program may learn on one port
+    /// (host-side veth); 0 learns none.
+    pub learn_limit: u32,
 }
 
-/// `Config::flags`: the XDP program on the underlay already checked VNI and
-/// source of every VXLAN frame, so the tc program need not look them up again.
+/// Default of [`Config::learn_limit`]: a container interface normally has
+/// one IPv4 address; a few more allow secondary addresses.
+pub const DEFAULT_LEARN_LIMIT: u32 = 4;
+
+/// `Config::flags`: an XDP program on the underlay checks VXLAN frames before
+/// tc. Informational: tc repeats every check, since XDP can be detached
+/// under it.
 pub const CONFIG_F_XDP_VALIDATES: u32 = 1;
 /// `Config::flags`: the from-container program runs on each container's own
 /// veth, so it may learn a container's endpoint (IP, MAC, veth) from the
 /// first packet it sends to a peer. Not with `attach = "bridge"`, where the
 /// port a packet came from is not known.
 pub const CONFIG_F_LEARN_ENDPOINTS: u32 = 2;
+/// `Config::flags`: the from-container program runs on each container's own
+/// veth (`attach = "veth"`), so a packet's source address must be bound to
+/// the port it came in on. Without it (`attach = "bridge"`) the source must
+/// lie in this host's subnet and match the endpoint's MAC where known.
+pub const CONFIG_F_PER_PORT: u32 = 4;
 
 /// Value of the `OVL_PEERS` LPM trie: where a remote subnet lives, and the
 /// outer headers to put in front of packets for it.
@@ -202,11 +227,13 @@ pub enum Counter {
     /// Local endpoints learned by the from-container program from the first
     /// packet a container sent to a peer (before overlayd discovered them).
     EndpointsLearned = 10,
+    /// Packets left to the kernel because overlayd has not written `OVL_CONFIG`.
+    NoConfigPass = 11,
 }
 
 impl Counter {
     /// Number of counters (size of `OVL_COUNTERS`).
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
     /// All counters, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::EncapPackets,
@@ -220,6 +247,7 @@ impl Counter {
         Counter::XdpVxlanPass,
         Counter::XdpOtherPass,
         Counter::EndpointsLearned,
+        Counter::NoConfigPass,
     ];
 
     /// Stable name used by `overlayctl status`.
@@ -236,6 +264,7 @@ impl Counter {
             Counter::XdpVxlanPass => "xdp_vxlan_pass",
             Counter::XdpOtherPass => "xdp_other_pass",
             Counter::EndpointsLearned => "endpoints_learned",
+            Counter::NoConfigPass => "no_config_pass",
         }
     }
 }
@@ -247,42 +276,56 @@ impl Counter {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
-    /// The `OVL_CONFIG` entry is missing or zero: the agent has not configured this host.
-    NoConfig = 0,
     /// A VXLAN frame for us ended inside the outer IPv4 header.
-    TruncatedOuterIp = 1,
+    TruncatedOuterIp = 0,
     /// A VXLAN frame for us ended inside the outer UDP header.
-    TruncatedUdp = 2,
+    TruncatedUdp = 1,
     /// A frame to our VXLAN port ended inside the VXLAN header.
-    TruncatedVxlan = 3,
+    TruncatedVxlan = 2,
     /// A VXLAN frame ended inside the inner Ethernet or IPv4 header.
-    TruncatedInner = 4,
+    TruncatedInner = 3,
     /// VXLAN header without the I flag (RFC 7348: VNI not valid).
-    BadVxlanFlags = 5,
+    BadVxlanFlags = 4,
     /// VXLAN with a VNI other than ours.
-    UnknownVni = 6,
+    UnknownVni = 5,
     /// VXLAN from an underlay address that is not a known peer.
-    UnknownPeer = 7,
+    UnknownPeer = 6,
     /// Outer IPv4 header with options or fragmented: not produced by any VTEP we talk to.
-    BadOuterIp = 8,
+    BadOuterIp = 7,
     /// Inner frame is not IPv4.
-    InnerNotIpv4 = 9,
+    InnerNotIpv4 = 8,
     /// `bpf_skb_adjust_room` failed (encapsulation).
-    EncapAdjustFailed = 10,
+    EncapAdjustFailed = 9,
     /// `bpf_skb_adjust_room` failed (decapsulation).
-    DecapAdjustFailed = 11,
+    DecapAdjustFailed = 10,
     /// The packet was too short after resizing (should not happen).
-    HeaderWriteFailed = 12,
+    HeaderWriteFailed = 11,
     /// Inner destination is not in this host's subnet and not an endpoint.
-    NotLocal = 13,
+    NotLocal = 12,
+    /// A decapsulated packet's inner source does not lie behind the peer
+    /// that sent it (inner source -> peer -> underlay IP != outer source).
+    InnerSourceSpoofed = 13,
+    /// A decapsulated packet for this host's gateway, network or broadcast
+    /// address: the overlay never hands remote traffic to the host's services.
+    ToHostAddress = 14,
+    /// A container's packet to a peer from a source outside this host's subnet.
+    SourceNotLocal = 15,
+    /// A container's packet from an address bound to another port (or MAC),
+    /// or from the gateway, network or broadcast address.
+    SourceSpoofed = 16,
+    /// A container's packet from an unknown address on a port that already
+    /// has `learn_limit` learned endpoints (or a full endpoint table).
+    LearnLimit = 17,
+    /// A container sent UDP to the VXLAN port: it could forge overlay frames
+    /// (with Docker's masquerading they would leave as this host).
+    ContainerVxlan = 18,
 }
 
 impl DropReason {
     /// Number of drop reasons (size of `OVL_DROPS`).
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 19;
     /// All reasons, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
-        DropReason::NoConfig,
         DropReason::TruncatedOuterIp,
         DropReason::TruncatedUdp,
         DropReason::TruncatedVxlan,
@@ -296,12 +339,17 @@ impl DropReason {
         DropReason::DecapAdjustFailed,
         DropReason::HeaderWriteFailed,
         DropReason::NotLocal,
+        DropReason::InnerSourceSpoofed,
+        DropReason::ToHostAddress,
+        DropReason::SourceNotLocal,
+        DropReason::SourceSpoofed,
+        DropReason::LearnLimit,
+        DropReason::ContainerVxlan,
     ];
 
     /// Stable name used by `overlayctl status`.
     pub const fn name(self) -> &'static str {
         match self {
-            DropReason::NoConfig => "no_config",
             DropReason::TruncatedOuterIp => "truncated_outer_ip",
             DropReason::TruncatedUdp => "truncated_udp",
             DropReason::TruncatedVxlan => "truncated_vxlan",
@@ -315,6 +363,12 @@ impl DropReason {
             DropReason::DecapAdjustFailed => "decap_adjust_failed",
             DropReason::HeaderWriteFailed => "header_write_failed",
             DropReason::NotLocal => "not_local",
+            DropReason::InnerSourceSpoofed => "inner_source_spoofed",
+            DropReason::ToHostAddress => "to_host_address",
+            DropReason::SourceNotLocal => "source_not_local",
+            DropReason::SourceSpoofed => "source_spoofed",
+            DropReason::LearnLimit => "learn_limit",
+            DropReason::ContainerVxlan => "container_vxlan",
         }
     }
 }
@@ -353,7 +407,7 @@ mod tests {
 
     #[test]
     fn map_types_have_pinned_sizes() {
-        assert_eq!(size_of::<Config>(), 48);
+        assert_eq!(size_of::<Config>(), 56);
         assert_eq!(size_of::<PeerValue>(), 88);
         assert_eq!(size_of::<EncapTemplate>(), 72);
         assert_eq!(core::mem::align_of::<PeerValue>(), 8);

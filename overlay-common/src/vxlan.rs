@@ -202,6 +202,8 @@ mod tests {
             subnet_mask: [255, 255, 255, 0],
             flags: 0,
             encap_ifindex: 0,
+            gateway_ip: [10, 103, 100, 1],
+            learn_limit: crate::DEFAULT_LEARN_LIMIT,
         }
     }
 

@@ -27,12 +27,19 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
 #[map(name = "OVL_DROPS")]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);
 
-/// This host's settings, or `NoConfig` before overlayd wrote them.
+#[map(name = "OVL_PORT_LEARNED")]
+pub static PORT_LEARNED: HashMap<u32, u64> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+/// This host's settings, or `None` before overlayd wrote them (the
+/// programs then leave every packet to the kernel and count it).
 #[inline(always)]
-pub fn config() -> Result<&'static Config, DropReason> {
+pub fn config() -> Option<&'static Config> {
     match CONFIG.get(0) {
-        Some(c) if c.underlay_ifindex != 0 => Ok(c),
-        _ => Err(DropReason::NoConfig),
+        Some(c) if c.underlay_ifindex != 0 => Some(c),
+        _ => {
+            count(Counter::NoConfigPass, 1);
+            None
+        }
     }
 }
 
@@ -60,4 +67,12 @@ pub fn count_drop(reason: DropReason) {
 pub fn is_peer_host(ip: &[u8; 4]) -> bool {
     // SAFETY: the value is only read for presence; no reference escapes.
     unsafe { PEER_HOSTS.get(ip).is_some() }
+}
+
+/// The underlay address of the peer whose subnet holds `ip`, if any.
+#[inline(always)]
+pub fn peer_of(ip: [u8; 4]) -> Option<[u8; 4]> {
+    PEERS
+        .get(aya_ebpf::maps::lpm_trie::Key::new(32, ip))
+        .map(|p| p.underlay_ip)
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT,
         BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
-        BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_OK, TC_ACT_SHOT,
+        BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC,
     },
     helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::classifier,
@@ -15,21 +15,25 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use overlay_common::{
-    vxlan::{self, off, ETH_P_IP},
+    rules,
+    vxlan::{self, off, ETH_P_IP, IPPROTO_UDP},
     Config, Counter, DropReason, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS,
-    CONFIG_F_XDP_VALIDATES, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD,
+    CONFIG_F_PER_PORT, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD,
 };
 
 use crate::{
-    maps::{self, count, count_drop, ENDPOINTS, PEERS},
+    maps::{self, count, count_drop, ENDPOINTS, PEERS, PORT_LEARNED},
     packet::Packet,
     underlay::{classify, Underlay},
 };
 
 /// What a tc program does with a packet it does not drop.
 enum Verdict {
-    /// Leave it to the kernel.
-    Pass,
+    /// Not overlay traffic: on to the next tc program of the interface
+    /// (other tools' programs still run), then the kernel.
+    Next,
+    /// Overlay traffic this program changed (decapsulated) for the kernel.
+    Kernel,
     /// The return value of a redirect helper (TC_ACT_REDIRECT on success).
     Redirect(i64),
 }
@@ -37,7 +41,8 @@ enum Verdict {
 #[inline(always)]
 fn verdict(r: Result<Verdict, DropReason>) -> i32 {
     match r {
-        Ok(Verdict::Pass) => TC_ACT_OK,
+        Ok(Verdict::Next) => TC_ACT_UNSPEC,
+        Ok(Verdict::Kernel) => TC_ACT_OK,
         Ok(Verdict::Redirect(ret)) => ret as i32,
         Err(reason) => {
             count_drop(reason);
@@ -66,27 +71,30 @@ pub(crate) const ENCAP_FLAGS: u64 = (BPF_F_ADJ_ROOM_FIXED_GSO
 
 #[inline(always)]
 fn try_from_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
-    let cfg = maps::config()?;
+    let Some(cfg) = maps::config() else {
+        return Ok(Verdict::Next);
+    };
     // SAFETY: ptr_at checked Ethernet plus a minimal IPv4 header are in bounds.
     let Some(hdr) = ctx.ptr_at::<[u8; ETH_HLEN + IPV4_HLEN]>(0) else {
         count(Counter::FromContainerPass, 1);
-        return Ok(Verdict::Pass);
+        return Ok(Verdict::Next);
     };
     // SAFETY: in bounds (checked above), byte array.
     let hdr = unsafe { &*hdr };
     if u16::from_be_bytes([hdr[12], hdr[13]]) != ETH_P_IP {
         count(Counter::FromContainerPass, 1);
-        return Ok(Verdict::Pass);
+        return Ok(Verdict::Next);
+    }
+    if hdr[23] == IPPROTO_UDP && to_vxlan_port(ctx, cfg, hdr) {
+        return Err(DropReason::ContainerVxlan);
     }
     let dst = [hdr[30], hdr[31], hdr[32], hdr[33]];
     let tos = hdr[15];
     let Some(peer) = PEERS.get(aya_ebpf::maps::lpm_trie::Key::new(32, dst)) else {
         count(Counter::FromContainerPass, 1);
-        return Ok(Verdict::Pass);
+        return Ok(Verdict::Next);
     };
-    if cfg.flags & CONFIG_F_LEARN_ENDPOINTS != 0 {
-        learn_endpoint(ctx, cfg, hdr);
-    }
+    check_source(ctx, cfg, hdr)?;
     if cfg.encap_ifindex != 0 {
         return encapsulate_via_device(ctx, cfg, peer, tos);
     }
@@ -95,27 +103,109 @@ fn try_from_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
     encapsulate(ctx, cfg, peer, tos, hash)
 }
 
-/// Registers the sender as a local endpoint if it is in this host's subnet
-/// and not known yet, so the answers to its first packets are delivered
-/// straight into it instead of through the kernel's routing.
+/// True for a UDP datagram (first or only fragment) to the VXLAN port.
 #[inline(always)]
-fn learn_endpoint(ctx: &TcContext, cfg: &Config, hdr: &[u8; ETH_HLEN + IPV4_HLEN]) {
-    let src = [hdr[26], hdr[27], hdr[28], hdr[29]];
-    if !subnet_contains(cfg, &src) {
-        return;
+fn to_vxlan_port(ctx: &TcContext, cfg: &Config, hdr: &[u8; ETH_HLEN + IPV4_HLEN]) -> bool {
+    if u16::from_be_bytes([hdr[20], hdr[21]]) & 0x1fff != 0 {
+        return false; // a later fragment: no UDP header
     }
-    // SAFETY: presence check only.
-    if unsafe { ENDPOINTS.get(&src) }.is_some() {
-        return;
+    let ihl = usize::from(hdr[14] & 0x0f) * 4;
+    if ihl < IPV4_HLEN {
+        return false;
+    }
+    // SAFETY: ptr_at checked the 4 bytes (ports) after the IPv4 header.
+    match ctx.ptr_at::<[u8; 4]>(ETH_HLEN + ihl) {
+        // SAFETY: in bounds (checked above), byte array.
+        Some(ports) => unsafe {
+            u16::from_ne_bytes([(*ports)[2], (*ports)[3]]) == cfg.vxlan_port_be
+        },
+        None => false,
+    }
+}
+
+/// Anti-spoofing: the packet's source must be a container address that
+/// belongs to the port it came in on (`attach = "veth"`: bound in
+/// `OVL_ENDPOINTS` to this ifindex, or learned for it now), or, on the
+/// bridge, an address of this host's subnet whose endpoint MAC matches.
+#[inline(always)]
+fn check_source(
+    ctx: &TcContext,
+    cfg: &Config,
+    hdr: &[u8; ETH_HLEN + IPV4_HLEN],
+) -> Result<(), DropReason> {
+    let src = [hdr[26], hdr[27], hdr[28], hdr[29]];
+    if !rules::in_subnet(cfg, &src) {
+        return Err(DropReason::SourceNotLocal);
+    }
+    if rules::is_host_address(cfg, &src) {
+        return Err(DropReason::SourceSpoofed);
+    }
+    // SAFETY: the value is copied out at once.
+    let known = unsafe { ENDPOINTS.get(&src) }.copied();
+    if cfg.flags & CONFIG_F_PER_PORT == 0 {
+        return match known {
+            Some(ep) if ep.mac != [0; 6] && ep.mac[..] != hdr[6..12] => {
+                Err(DropReason::SourceSpoofed)
+            }
+            _ => Ok(()),
+        };
+    }
+    // SAFETY: reading a field of the program's own context.
+    let port = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    match known {
+        Some(ep) if ep.ifindex == port => Ok(()),
+        Some(_) => Err(DropReason::SourceSpoofed),
+        None if cfg.flags & CONFIG_F_LEARN_ENDPOINTS != 0 => learn_endpoint(cfg, port, hdr, src),
+        None => Err(DropReason::SourceSpoofed),
+    }
+}
+
+/// Binds an unknown source to the port it came in on, so the answers to a
+/// container's first packets are delivered straight into it (before
+/// overlayd discovered it), at most `learn_limit` addresses per port.
+#[inline(always)]
+fn learn_endpoint(
+    cfg: &Config,
+    port: u32,
+    hdr: &[u8; ETH_HLEN + IPV4_HLEN],
+    src: [u8; 4],
+) -> Result<(), DropReason> {
+    match PORT_LEARNED.get_ptr_mut(&port) {
+        Some(n) => {
+            // SAFETY: a valid map value pointer for the program's run. Not an
+            // atomic add (this target has none for Rust): two CPUs learning on
+            // one port at the same instant may count one less, and overlayd
+            // recounts from OVL_ENDPOINTS on every refresh.
+            unsafe {
+                if *n >= u64::from(cfg.learn_limit) {
+                    return Err(DropReason::LearnLimit);
+                }
+                *n += 1;
+            }
+        }
+        None => {
+            if cfg.learn_limit == 0 {
+                return Err(DropReason::LearnLimit);
+            }
+            // Another CPU may have created it first: then it counts one less.
+            let _ = PORT_LEARNED.insert(&port, &1, BPF_NOEXIST as u64);
+        }
     }
     let ep = EndpointValue {
-        // SAFETY: reading a field of the program's own context.
-        ifindex: unsafe { (*ctx.skb.skb).ingress_ifindex },
+        ifindex: port,
         mac: [hdr[6], hdr[7], hdr[8], hdr[9], hdr[10], hdr[11]],
         _pad: [0; 2],
     };
     if ENDPOINTS.insert(&src, &ep, BPF_NOEXIST as u64).is_ok() {
         count(Counter::EndpointsLearned, 1);
+        return Ok(());
+    }
+    // Another CPU learned it at the same moment, or the table is full.
+    // SAFETY: the value is copied out at once.
+    match unsafe { ENDPOINTS.get(&src) }.copied() {
+        Some(ep) if ep.ifindex == port => Ok(()),
+        Some(_) => Err(DropReason::SourceSpoofed),
+        None => Err(DropReason::LearnLimit),
     }
 }
 
@@ -249,18 +339,19 @@ fn encapsulate_via_device(
 
 #[inline(always)]
 fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
-    let cfg = maps::config()?;
-    let check = cfg.flags & CONFIG_F_XDP_VALIDATES == 0;
-    let inner_dst = match classify(ctx, cfg, check)? {
+    let Some(cfg) = maps::config() else {
+        return Ok(Verdict::Next);
+    };
+    let inner_dst = match classify(ctx, cfg)? {
         Underlay::Other => {
             count(Counter::FromUnderlayPass, 1);
-            return Ok(Verdict::Pass);
+            return Ok(Verdict::Next);
         }
         Underlay::Vxlan { inner_dst } => inner_dst,
     };
     // SAFETY: the value is copied out before the packet changes.
     let endpoint = unsafe { ENDPOINTS.get(&inner_dst) }.copied();
-    let local = subnet_contains(cfg, &inner_dst);
+    let local = rules::in_subnet(cfg, &inner_dst);
     if endpoint.is_none() && !local {
         return Err(DropReason::NotLocal);
     }
@@ -299,15 +390,7 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
             // route it to the bridge (which resolves it) until it has.
             eth[0..6].copy_from_slice(&cfg.underlay_mac);
             count(Counter::DecapToKernel, 1);
-            Ok(Verdict::Pass)
+            Ok(Verdict::Kernel)
         }
     }
-}
-
-#[inline(always)]
-fn subnet_contains(cfg: &Config, ip: &[u8; 4]) -> bool {
-    let a = u32::from_ne_bytes(*ip);
-    let n = u32::from_ne_bytes(cfg.subnet);
-    let m = u32::from_ne_bytes(cfg.subnet_mask);
-    m != 0 && a & m == n
 }

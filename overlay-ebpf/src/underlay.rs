@@ -2,6 +2,7 @@
 //! and the tc program.
 
 use overlay_common::{
+    rules,
     vxlan::{self, ETH_P_IP, IPPROTO_UDP},
     Config, DropReason, ETH_HLEN, IPV4_HLEN, UDP_HLEN, VXLAN_HLEN,
 };
@@ -24,14 +25,12 @@ pub enum Underlay {
     Vxlan { inner_dst: [u8; 4] },
 }
 
-/// Reads the outer headers; `check_source` also looks up the sender among
-/// the peer hosts and checks the VNI (skipped by tc when XDP already did).
+/// Reads the outer headers and checks a VXLAN frame for this host: the VNI,
+/// the sender among the peer hosts, the inner source behind that very peer,
+/// and an inner destination that is not the host's own. The XDP and the tc
+/// program both run every check (XDP can be detached under tc).
 #[inline(always)]
-pub fn classify<P: Packet>(
-    p: &P,
-    cfg: &Config,
-    check_source: bool,
-) -> Result<Underlay, DropReason> {
+pub fn classify<P: Packet>(p: &P, cfg: &Config) -> Result<Underlay, DropReason> {
     // SAFETY: ptr_at checked that 14 bytes lie inside the packet.
     let Some(eth) = p.ptr_at::<[u8; ETH_HLEN]>(0) else {
         return Ok(Underlay::Other);
@@ -70,17 +69,15 @@ pub fn classify<P: Packet>(
     };
     // SAFETY: in bounds, byte array.
     let vx = unsafe { &*vx };
-    if check_source {
-        let Some(vni) = vxlan::vni(vx) else {
-            return Err(DropReason::BadVxlanFlags);
-        };
-        if vni != cfg.vni {
-            return Err(DropReason::UnknownVni);
-        }
-        let src = [ip[12], ip[13], ip[14], ip[15]];
-        if !maps::is_peer_host(&src) {
-            return Err(DropReason::UnknownPeer);
-        }
+    let Some(vni) = vxlan::vni(vx) else {
+        return Err(DropReason::BadVxlanFlags);
+    };
+    if vni != cfg.vni {
+        return Err(DropReason::UnknownVni);
+    }
+    let outer_src = [ip[12], ip[13], ip[14], ip[15]];
+    if !maps::is_peer_host(&outer_src) {
+        return Err(DropReason::UnknownPeer);
     }
     // SAFETY: ptr_at checked the inner Ethernet header and 20 bytes of inner IPv4.
     let Some(inner) = p.ptr_at::<[u8; ETH_HLEN + IPV4_HLEN]>(INNER_ETH) else {
@@ -91,7 +88,13 @@ pub fn classify<P: Packet>(
     if u16::from_be_bytes([inner[12], inner[13]]) != ETH_P_IP {
         return Err(DropReason::InnerNotIpv4);
     }
-    Ok(Underlay::Vxlan {
-        inner_dst: [inner[30], inner[31], inner[32], inner[33]],
-    })
+    let inner_src = [inner[26], inner[27], inner[28], inner[29]];
+    if maps::peer_of(inner_src) != Some(outer_src) {
+        return Err(DropReason::InnerSourceSpoofed);
+    }
+    let inner_dst = [inner[30], inner[31], inner[32], inner[33]];
+    if rules::is_host_address(cfg, &inner_dst) {
+        return Err(DropReason::ToHostAddress);
+    }
+    Ok(Underlay::Vxlan { inner_dst })
 }

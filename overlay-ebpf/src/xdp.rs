@@ -21,8 +21,10 @@ pub fn ovl_xdp_underlay(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn try_xdp_underlay(ctx: &XdpContext) -> Result<u32, DropReason> {
-    let cfg = maps::config()?;
-    match classify(ctx, cfg, true)? {
+    let Some(cfg) = maps::config() else {
+        return Ok(xdp_action::XDP_PASS);
+    };
+    match classify(ctx, cfg)? {
         Underlay::Other => count(Counter::XdpOtherPass, 1),
         Underlay::Vxlan { .. } => count(Counter::XdpVxlanPass, 1),
     }

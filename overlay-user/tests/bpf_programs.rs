@@ -2,115 +2,19 @@
 //! truncated at every header boundary, and hostile. Each asserts the verdict,
 //! the output bytes and the counters. Needs root (fails loudly in CI without).
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use overlay_common::{
-    csum, programs, vtep_mac, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_VALIDATES,
+    csum, programs, vtep_mac, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT,
+    CONFIG_F_XDP_VALIDATES,
 };
-use overlay_user::bpf::{loader, maps::Maps};
+use overlay_user::bpf::loader;
 
 #[path = "common/packets.rs"]
 mod packets;
 use packets::*;
-
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-
-struct Fixture {
-    ebpf: aya::Ebpf,
-    maps: Maps,
-    pin_dir: std::path::PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
-    }
-}
-
-fn fixture(flags: u32) -> Option<Fixture> {
-    if !overlay_lab::need_root_or_skip() {
-        return None;
-    }
-    static N: AtomicU32 = AtomicU32::new(0);
-    let pin_dir = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/overlay-unit-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    overlay_lab::ensure_bpffs().expect("bpffs mounted");
-    loader::ensure_bpffs(&pin_dir).expect("bpffs");
-    let mut ebpf = loader::load(Some(&pin_dir)).expect("the verifier accepts every program");
-    let mut maps = Maps::take(&mut ebpf).expect("maps");
-    packets::install(&mut maps, flags);
-    Some(Fixture {
-        ebpf,
-        maps,
-        pin_dir,
-    })
-}
-
-impl Fixture {
-    fn run_tc(&mut self, name: &'static str, input: &[u8]) -> (u32, Vec<u8>) {
-        let prog: &mut SchedClassifier = loader::program(&mut self.ebpf, name).unwrap();
-        let mut out = vec![0u8; input.len() + 256];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(input),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })
-            .unwrap_or_else(|e| panic!("test_run of {} bytes: {e}", input.len()));
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
-    }
-
-    /// Runs a tc program as if the packet came in on interface `ingress_ifindex`.
-    fn run_tc_from(&mut self, name: &'static str, input: &[u8], ingress_ifindex: u32) -> u32 {
-        let prog: &mut SchedClassifier = loader::program(&mut self.ebpf, name).unwrap();
-        // struct __sk_buff: ingress_ifindex is the u32 at offset 36.
-        let mut ctx = [0u8; 192];
-        ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
-        let mut out = vec![0u8; input.len() + 256];
-        prog.test_run(TestRunOptions {
-            data_in: Some(input),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat: 1,
-            ..Default::default()
-        })
-        .expect("test_run")
-        .return_value
-    }
-
-    fn run_xdp(&mut self, input: &[u8]) -> (u32, Vec<u8>) {
-        let prog: &mut Xdp = loader::program(&mut self.ebpf, programs::XDP_UNDERLAY).unwrap();
-        let mut out = vec![0u8; input.len() + 256];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(input),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })
-            .expect("test_run");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
-    }
-
-    fn counter(&self, name: &str) -> u64 {
-        self.maps.stats().unwrap().counters[name]
-    }
-
-    fn drops(&self, name: &str) -> u64 {
-        self.maps.stats().unwrap().drops[name]
-    }
-}
+#[path = "common/fixture.rs"]
+mod fixture;
+use fixture::*;
 
 // ---- from_container: encapsulation -----------------------------------------
 
@@ -181,7 +85,7 @@ fn encapsulates_tcp_udp_icmp_to_a_peer() {
 
 #[test]
 fn learns_the_sender_of_the_first_packet_to_a_peer() {
-    let Some(mut f) = fixture(CONFIG_F_LEARN_ENDPOINTS) else {
+    let Some(mut f) = fixture(CONFIG_F_LEARN_ENDPOINTS | CONFIG_F_PER_PORT) else {
         return;
     };
     let mac = [0x02, 0x42, 0x0a, 0x67, 0x64, 0x09];
@@ -194,11 +98,12 @@ fn learns_the_sender_of_the_first_packet_to_a_peer() {
         f.run_tc_from(programs::FROM_CONTAINER, &frame(C_UNKNOWN), 1),
         TC_ACT_REDIRECT
     );
-    // Not from this host's subnet: not learned.
+    // Not from this host's subnet: not learned, not sent.
     assert_eq!(
         f.run_tc_from(programs::FROM_CONTAINER, &frame([10, 9, 9, 9]), 1),
-        TC_ACT_REDIRECT
+        TC_ACT_SHOT
     );
+    assert_eq!(f.drops("source_not_local"), 1);
     let learned: Vec<_> = f
         .maps
         .endpoints()
@@ -210,9 +115,14 @@ fn learns_the_sender_of_the_first_packet_to_a_peer() {
     assert_eq!(learned[0].1.ifindex, 1);
     assert_eq!(learned[0].1.mac, mac);
     assert_eq!(f.counter("endpoints_learned"), 1);
-    // A known endpoint is never overwritten by a packet claiming its address.
+    // A known endpoint is never overwritten by a packet claiming its address,
+    // and the packet is not sent.
     let spoof = eth(GW_MAC, mac, 0x0800, &ipv4(C1, REMOTE, 6, &tcp_segment()));
-    f.run_tc_from(programs::FROM_CONTAINER, &spoof, 1);
+    assert_eq!(
+        f.run_tc_from(programs::FROM_CONTAINER, &spoof, 1),
+        TC_ACT_SHOT
+    );
+    assert_eq!(f.drops("source_spoofed"), 1);
     let c1 = f
         .maps
         .endpoints()
@@ -283,7 +193,7 @@ fn leaves_everything_else_to_the_kernel() {
     ];
     for (i, input) in cases.iter().enumerate() {
         let (ret, out) = f.run_tc(programs::FROM_CONTAINER, input);
-        assert_eq!(ret, TC_ACT_OK, "case {i}");
+        assert_eq!(ret, TC_ACT_NEXT, "case {i}: on to the next program");
         assert_eq!(&out, input, "case {i}: untouched");
     }
     assert_eq!(f.counter("from_container_pass"), cases.len() as u64);
@@ -422,23 +332,30 @@ fn underlay_traffic_that_is_not_ours_passes_untouched() {
     ];
     for (i, input) in cases.iter().enumerate() {
         let (ret, out) = f.run_tc(programs::FROM_UNDERLAY, input);
-        assert_eq!(ret, TC_ACT_OK, "case {i}");
+        assert_eq!(ret, TC_ACT_NEXT, "case {i}: on to the next program");
         assert_eq!(&out, input, "case {i}");
     }
     assert_eq!(f.counter("from_underlay_pass"), cases.len() as u64);
 }
 
 #[test]
-fn tc_trusts_xdp_checks_when_xdp_validates() {
+fn tc_checks_even_when_xdp_validates() {
     let Some(mut f) = fixture(CONFIG_F_XDP_VALIDATES) else {
         return;
     };
-    // With XDP in front, tc skips the peer/VNI lookups (XDP has dropped those frames).
+    // XDP can be detached under tc: tc repeats the peer and VNI checks.
     let (ret, _) = f.run_tc(
         programs::FROM_UNDERLAY,
         &vxlan_frame(STRANGER, VNI, 0x08, &inner_frame(C1)),
     );
-    assert_eq!(ret, TC_ACT_REDIRECT);
+    assert_eq!(ret, TC_ACT_SHOT);
+    assert_eq!(f.drops("unknown_peer"), 1);
+    let (ret, _) = f.run_tc(
+        programs::FROM_UNDERLAY,
+        &vxlan_frame(PEER, 43, 0x08, &inner_frame(C1)),
+    );
+    assert_eq!(ret, TC_ACT_SHOT);
+    assert_eq!(f.drops("unknown_vni"), 1);
 }
 
 // ---- XDP: early verdicts ------------------------------------------------------

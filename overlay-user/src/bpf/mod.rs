@@ -105,7 +105,7 @@ impl BpfDataplane {
             flags |= CONFIG_F_XDP_VALIDATES;
         }
         if cfg.attach == AttachPoint::Veth {
-            flags |= CONFIG_F_LEARN_ENDPOINTS;
+            flags |= CONFIG_F_LEARN_ENDPOINTS | overlay_common::CONFIG_F_PER_PORT;
         }
         let bpf_cfg = overlay_common::Config {
             local_ip: local_ip.octets(),
@@ -119,6 +119,8 @@ impl BpfDataplane {
             subnet_mask: cfg.subnet.netmask().octets(),
             flags,
             encap_ifindex,
+            gateway_ip: cfg.gateway().octets(),
+            learn_limit: overlay_common::DEFAULT_LEARN_LIMIT,
         };
         maps.set_config(&bpf_cfg)?;
 

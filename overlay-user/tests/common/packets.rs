@@ -13,6 +13,7 @@ pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x05];
 pub const GW_MAC: [u8; 6] = [0x02, 0x42, 0, 0, 0, 0x01];
 pub const C1_MAC: [u8; 6] = [0x02, 0x42, 0x0a, 0x67, 0x64, 0x02];
 pub const C1: [u8; 4] = [10, 103, 100, 2];
+pub const GW: [u8; 4] = [10, 103, 100, 1];
 pub const C_UNKNOWN: [u8; 4] = [10, 103, 100, 9];
 pub const REMOTE: [u8; 4] = [10, 103, 200, 2];
 pub const VNI: u32 = 42;
@@ -32,6 +33,8 @@ pub fn host_config(flags: u32) -> Config {
         subnet_mask: [255, 255, 255, 0],
         flags,
         encap_ifindex: 0,
+        gateway_ip: GW,
+        learn_limit: overlay_common::DEFAULT_LEARN_LIMIT,
     }
 }
 

@@ -1,0 +1,119 @@
+//! The BPF_PROG_TEST_RUN fixture: the programs loaded with their maps
+//! pinned in a directory of their own (removed on drop), the fixture host of
+//! `packets.rs` installed, and runners that return verdict and output.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use overlay_common::programs;
+use overlay_user::bpf::{loader, maps::Maps};
+
+use super::packets;
+
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+/// TC_ACT_UNSPEC (-1): on to the next program (tcx's TCX_NEXT).
+pub const TC_ACT_NEXT: u32 = u32::MAX;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+pub struct Fixture {
+    pub ebpf: aya::Ebpf,
+    pub maps: Maps,
+    pub pin_dir: std::path::PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+/// The programs with the fixture host installed (config `flags`).
+pub fn fixture(flags: u32) -> Option<Fixture> {
+    let mut f = empty_fixture()?;
+    packets::install(&mut f.maps, flags);
+    Some(f)
+}
+
+/// The programs with empty maps: no config, no peers, no endpoints.
+pub fn empty_fixture() -> Option<Fixture> {
+    if !overlay_lab::need_root_or_skip() {
+        return None;
+    }
+    static N: AtomicU32 = AtomicU32::new(0);
+    let pin_dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/overlay-unit-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    overlay_lab::ensure_bpffs().expect("bpffs mounted");
+    loader::ensure_bpffs(&pin_dir).expect("bpffs");
+    let mut ebpf = loader::load(Some(&pin_dir)).expect("the verifier accepts every program");
+    let maps = Maps::take(&mut ebpf).expect("maps");
+    Some(Fixture {
+        ebpf,
+        maps,
+        pin_dir,
+    })
+}
+
+impl Fixture {
+    pub fn run_tc(&mut self, name: &'static str, input: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &mut SchedClassifier = loader::program(&mut self.ebpf, name).unwrap();
+        let mut out = vec![0u8; input.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(input),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("test_run of {} bytes: {e}", input.len()));
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    /// Runs a tc program as if the packet came in on interface `ingress_ifindex`.
+    pub fn run_tc_from(&mut self, name: &'static str, input: &[u8], ingress_ifindex: u32) -> u32 {
+        let prog: &mut SchedClassifier = loader::program(&mut self.ebpf, name).unwrap();
+        // struct __sk_buff: ingress_ifindex is the u32 at offset 36.
+        let mut ctx = [0u8; 192];
+        ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+        let mut out = vec![0u8; input.len() + 256];
+        prog.test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..Default::default()
+        })
+        .expect("test_run")
+        .return_value
+    }
+
+    pub fn run_xdp(&mut self, input: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &mut Xdp = loader::program(&mut self.ebpf, programs::XDP_UNDERLAY).unwrap();
+        let mut out = vec![0u8; input.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(input),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..Default::default()
+            })
+            .expect("test_run");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.maps.stats().unwrap().counters[name]
+    }
+
+    pub fn drops(&self, name: &str) -> u64 {
+        self.maps.stats().unwrap().drops[name]
+    }
+}
