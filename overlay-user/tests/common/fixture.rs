@@ -109,6 +109,47 @@ impl Fixture {
         (r.return_value, out)
     }
 
+    /// Runs a tc program as from `ingress_ifindex`; `None` when the kernel's
+    /// test runner refuses the skb (EINVAL), a panic on any other error.
+    pub fn try_run_tc_from(
+        &mut self,
+        name: &'static str,
+        input: &[u8],
+        ingress_ifindex: u32,
+    ) -> Option<u32> {
+        let prog: &mut SchedClassifier = loader::program(&mut self.ebpf, name).unwrap();
+        let mut ctx = [0u8; 192];
+        ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+        let mut out = vec![0u8; input.len() + 256];
+        match prog.test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..Default::default()
+        }) {
+            Ok(r) => Some(r.return_value),
+            Err(e) if format!("{e:?}").contains("code: 22") => None,
+            Err(e) => panic!("test_run of {} bytes: {e:?}", input.len()),
+        }
+    }
+
+    /// Runs the XDP program; `None` when the test runner refuses the frame.
+    pub fn try_run_xdp(&mut self, input: &[u8]) -> Option<u32> {
+        let prog: &mut Xdp = loader::program(&mut self.ebpf, programs::XDP_UNDERLAY).unwrap();
+        let mut out = vec![0u8; input.len() + 256];
+        match prog.test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        }) {
+            Ok(r) => Some(r.return_value),
+            Err(e) if format!("{e:?}").contains("code: 22") => None,
+            Err(e) => panic!("XDP test_run of {} bytes: {e:?}", input.len()),
+        }
+    }
+
     pub fn counter(&self, name: &str) -> u64 {
         self.maps.stats().unwrap().counters[name]
     }
