@@ -152,7 +152,7 @@ fn traffic_comes_back_after_changes_without_a_restart() {
             &h2.underlay_ip.to_string(),
         ],
     )
-    .ok();
+    .unwrap();
     back_within_1s(&c, "peer MAC changed");
 
     // 5. The underlay address changes; host 2 is told the new one.

@@ -10,6 +10,8 @@ use anyhow::{bail, Context, Result};
 pub const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
+    // arping -U: a host announcing a new MAC (tests of changes while running).
+    "iputils-arping",
     "tcpdump",
     "tshark",
     "iperf3",
