@@ -8,7 +8,7 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use overlay_common::{
     csum, programs, vtep_mac, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_VALIDATES,
 };
-use overlay_user::bpf::{loader, maps::Maps};
+use overlay_user::dataplane::bpf::{loader, maps::Maps};
 
 #[path = "common/packets.rs"]
 mod packets;

@@ -4,8 +4,9 @@
 use clap::error::ErrorKind;
 use clap::CommandFactory;
 
-use overlay_user::api::{Request, Response};
-use overlay_user::attach::{parse_address, Attachment, Detachment, Target};
+use overlay_user::model::attach::{Attachment, Detachment, Target};
+use overlay_user::sources::api::{Request, Response};
+use overlay_user::sources::attach::parse_address;
 
 use crate::output::print_json;
 use crate::{unexpected, Cli, CtlError, Ctx};

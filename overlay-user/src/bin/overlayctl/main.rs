@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use overlay_user::api::{self, ApiError, Request, Response};
+use overlay_user::sources::api::{self, ApiError, Request, Response};
 
 /// Manage the overlay agent (overlayd) of this host.
 #[derive(Parser, Debug)]

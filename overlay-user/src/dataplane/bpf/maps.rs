@@ -7,7 +7,8 @@ use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray};
 use ipnet::Ipv4Net;
 use overlay_common::{maps as names, Config, Counter, DropReason, EndpointValue, PeerValue};
 
-use crate::dataplane::{DataplaneError, Stats};
+use crate::dataplane::DataplaneError;
+use crate::model::status::Stats;
 
 /// The maps of one loaded dataplane, owned (taken out of the `Ebpf`).
 pub struct Maps {

@@ -1,5 +1,10 @@
 //! The BPF dataplane: tc and XDP programs from overlay-ebpf, driven through
 //! pinned maps.
+//!
+//! Owns: loading the object, pins and links ([`loader`]), the typed maps
+//! with domain methods ([`maps`]), and the collect-metadata VXLAN device of
+//! `encap = "device"`. Must not touch: the kernel dataplane's devices and
+//! routes, and anything above the dataplane.
 
 pub mod loader;
 pub mod maps;
@@ -18,9 +23,12 @@ use loader::Links;
 pub use loader::LoadError;
 use maps::Maps;
 
-use crate::config::{AttachPoint, Config, EncapMode, XdpMode};
-use crate::dataplane::{Dataplane, DataplaneError, EndpointSpec, Mode, PeerSpec, Stats};
-use crate::netlink;
+use crate::dataplane::{Dataplane, DataplaneError};
+use crate::model::config::{AttachPoint, Config, EncapMode, XdpMode};
+use crate::model::endpoint::EndpointSpec;
+use crate::model::peer::PeerSpec;
+use crate::model::status::{Mode, Stats};
+use crate::sys::netlink;
 
 const LINK_UNDERLAY: &str = "underlay-tc";
 const LINK_XDP: &str = "underlay-xdp";

@@ -1,4 +1,4 @@
-//! `overlayctl attach`: plumb a container started with `--network none`, or
+//! Attach, a control source: `overlayctl attach` plumbs a container started with `--network none`, or
 //! a named network namespace, into this host's bridge, as pipework does.
 //!
 //! A veth pair is made in the host's namespace; one end is moved into the
@@ -15,87 +15,54 @@
 //!
 //! Any failure after the pair exists deletes the pair again: a failed attach
 //! leaves nothing behind.
+//!
+//! The API asks for it through the [`Plumber`] interface; the veth
+//! plumbing itself is [`crate::sys::veth`], the container lookup
+//! [`crate::sys::docker`], the naming [`crate::model::attach`].
 
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
-use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 
-use crate::agent::{Agent, AgentError, Source};
-use crate::config::format_mac;
-use crate::docker::{self, DockerError};
-use crate::netlink::{self, Handle, NetlinkError};
-use crate::netns::{self, NetnsError};
+use crate::agent::error::AgentError;
+use crate::agent::handle::Core;
+use crate::model::attach::{
+    container_ifname, mac_for, netns_ifname, Attachment, Detachment, Target, CONTAINER_IFNAME,
+    CONTAINER_PREFIX, TEMP_PREFIX, VXLAN_OVERHEAD,
+};
+use crate::model::change::Change;
+use crate::model::source::Source;
+use crate::model::validation::format_mac;
+use crate::sources::{Plumber, SourceError};
+use crate::sys::docker::{self, DockerError};
+use crate::sys::netlink::{self, NetlinkError};
+use crate::sys::netns::{self, NetnsError};
+use crate::sys::veth::{self, Inside, VethError};
 
-/// Host-side names of interfaces attached to containers start with this.
-pub const CONTAINER_PREFIX: &str = "ovlc";
-/// Host-side names of interfaces attached to named namespaces start with this.
-pub const NETNS_PREFIX: &str = "ovln";
-/// The container end's name while it is still in the host's namespace.
-const TEMP_PREFIX: &str = "ovlt";
-/// The interface's name inside the container.
-pub const CONTAINER_IFNAME: &str = "eth0";
-/// VXLAN over IPv4 overhead: the overlay MTU is the underlay's minus this.
-pub const VXLAN_OVERHEAD: u32 = 50;
+/// The attach source: plumbs containers when the API asks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Attacher;
 
-/// What to attach to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Target {
-    /// A Docker container, by name or ID.
-    Container(String),
-    /// A named network namespace (`/run/netns/NAME`).
-    Netns(String),
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Container(c) => write!(f, "container {c}"),
-            Target::Netns(n) => write!(f, "network namespace {n}"),
-        }
+#[async_trait::async_trait]
+impl Plumber for Attacher {
+    async fn attach(
+        &self,
+        core: &Core,
+        target: Target,
+        address: &str,
+        mtu: Option<u32>,
+    ) -> Result<Attachment, SourceError> {
+        let plumbing = |e: AttachError| SourceError::Plumbing(Box::new(e));
+        let addr = parse_address(address).map_err(plumbing)?;
+        attach(core, target, addr, mtu).await.map_err(plumbing)
     }
-}
 
-/// What `attach` made.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attachment {
-    /// The target, as given.
-    pub target: Target,
-    /// The interface inside the target (`eth0`).
-    pub ifname: String,
-    /// Its address.
-    pub ip: Ipv4Addr,
-    /// Its prefix length.
-    pub prefix: u8,
-    /// Its MAC.
-    pub mac: String,
-    /// Its MTU.
-    pub mtu: u32,
-    /// The default route's gateway.
-    pub gateway: Ipv4Addr,
-    /// The host-side interface, a port of `bridge`.
-    pub host_ifname: String,
-    /// The bridge.
-    pub bridge: String,
-}
-
-/// What `detach` removed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Detachment {
-    /// The target, as given.
-    pub target: Target,
-    /// The host-side interface that was deleted (with its peer in the target).
-    pub host_ifname: String,
-    /// Whether that interface still existed.
-    pub interface_removed: bool,
-    /// The endpoint that was removed, if there was one.
-    pub ip: Option<Ipv4Addr>,
+    async fn detach(&self, core: &Core, target: Target) -> Result<Detachment, SourceError> {
+        detach(core, target)
+            .await
+            .map_err(|e| SourceError::Plumbing(Box::new(e)))
+    }
 }
 
 /// Errors of attach and detach; the messages are shown to users as is.
@@ -167,13 +134,8 @@ pub enum AttachError {
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     /// A netlink change was refused; whatever was made was removed again.
-    #[error("{what}: {reason}")]
-    Plumbing {
-        /// What was being done.
-        what: String,
-        /// What the kernel reported.
-        reason: String,
-    },
+    #[error(transparent)]
+    Veth(#[from] VethError),
 }
 
 /// Parse "a.b.c.d/len" (host bits expected: it is an interface address).
@@ -184,34 +146,6 @@ pub fn parse_address(value: &str) -> Result<Ipv4Net, AttachError> {
     }
     v.parse()
         .map_err(|_| AttachError::BadAddress(value.to_owned()))
-}
-
-/// The host-side interface name for the container with full ID `id`.
-pub fn container_ifname(id: &str) -> String {
-    let hex: String = id
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .take(11)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    format!("{CONTAINER_PREFIX}{hex}")
-}
-
-/// The host-side interface name for the named network namespace `name`.
-pub fn netns_ifname(name: &str) -> String {
-    // FNV-1a, 64 bits; 44 of them as 11 hex digits.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{NETNS_PREFIX}{:011x}", h & 0xfff_ffff_ffff)
-}
-
-/// The Docker-style MAC for `ip`: 02:42 and the four address bytes.
-pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
-    let o = ip.octets();
-    [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
 /// The target's namespace file, its host-side interface name, and a label.
@@ -227,7 +161,7 @@ async fn resolve(target: &Target, socket: &std::path::Path) -> Result<Resolved, 
             let inspect = docker::inspect(&client, socket, name)
                 .await?
                 .ok_or_else(|| DockerError::NoContainer(name.clone()))?;
-            let info = docker::container_info(&inspect, &[], Ipv4Net::default());
+            let info = docker::container(&inspect);
             let pid = info
                 .pid
                 .ok_or_else(|| DockerError::NotRunning(name.clone()))?;
@@ -249,25 +183,17 @@ async fn resolve(target: &Target, socket: &std::path::Path) -> Result<Resolved, 
     }
 }
 
-fn plumbing(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> AttachError {
-    let what = what.into();
-    move |e| AttachError::Plumbing {
-        what,
-        reason: e.to_string(),
-    }
-}
-
 /// Attach `target` with address `addr` (e.g. 10.103.100.50/24); `mtu`
 /// defaults to the underlay interface's MTU minus 50.
 pub async fn attach(
-    agent: &Mutex<Agent>,
+    core: &Core,
     target: Target,
     addr: Ipv4Net,
     mtu: Option<u32>,
 ) -> Result<Attachment, AttachError> {
     let ip = addr.addr();
     let (cfg, gateway) = {
-        let agent = agent.lock().await;
+        let agent = core.lock().await;
         let cfg = agent.config().clone();
         if addr.prefix_len() != cfg.subnet.prefix_len() {
             return Err(AttachError::WrongPrefix {
@@ -314,10 +240,7 @@ pub async fn attach(
         Err(e) => return Err(e.into()),
     }
     let ns_file = netns::open(&resolved.ns_path)?;
-    let has_eth0 = netns::run_in(&resolved.ns_path, |h| {
-        Box::pin(async move { netlink::link_by_name(&h, CONTAINER_IFNAME).await.is_ok() })
-    })
-    .await?;
+    let has_eth0 = veth::has_link_in(&resolved.ns_path, CONTAINER_IFNAME).await?;
     if has_eth0 {
         return Err(AttachError::HasInterface {
             target,
@@ -327,36 +250,40 @@ pub async fn attach(
 
     let mac = mac_for(ip);
     let temp = format!("{TEMP_PREFIX}{}", &host_ifname[CONTAINER_PREFIX.len()..]);
-    handle
-        .link()
-        .add()
-        .veth(temp.clone(), host_ifname.clone())
-        .execute()
-        .await
-        .map_err(plumbing(format!("creating veth pair {host_ifname}/{temp}")))?;
-    let made = plumb(
-        &handle,
-        &resolved,
-        ns_file,
-        &temp,
+    veth::create_pair(&handle, &host_ifname, &temp).await?;
+    let inside = Inside {
+        ifname: CONTAINER_IFNAME.into(),
         mac,
         mtu,
         addr,
         gateway,
+    };
+    let made = veth::plumb(
+        &handle,
+        &resolved.ns_path,
+        ns_file,
+        &host_ifname,
+        &temp,
+        &inside,
         bridge.index,
     )
-    .await;
+    .await
+    .map_err(AttachError::from);
     let registered = match made {
-        Ok(()) => agent
-            .lock()
-            .await
-            .add_endpoint_with_mac(ip, &host_ifname, mac, Source::Attach)
-            .await
-            .map_err(AttachError::from),
+        Ok(()) => {
+            let change = Change::AddEndpoint {
+                ip,
+                ifname: host_ifname.clone(),
+                mac: Some(mac),
+            };
+            core.apply(Source::Attach, change)
+                .await
+                .map_err(AttachError::from)
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = registered {
-        remove_link(&handle, &host_ifname).await;
+        veth::remove_link(&handle, &host_ifname).await;
         return Err(e);
     }
     log::info!(
@@ -377,147 +304,27 @@ pub async fn attach(
     })
 }
 
-/// Move the pair's far end into the target and configure both ends.
-#[allow(clippy::too_many_arguments)]
-async fn plumb(
-    handle: &Handle,
-    resolved: &Resolved,
-    ns_file: std::fs::File,
-    temp: &str,
-    mac: [u8; 6],
-    mtu: u32,
-    addr: Ipv4Net,
-    gateway: Ipv4Addr,
-    bridge_index: u32,
-) -> Result<(), AttachError> {
-    let host = netlink::link_by_name(handle, &resolved.host_ifname).await?;
-    let peer = netlink::link_by_name(handle, temp).await?;
-    handle
-        .link()
-        .set(peer.index)
-        .mtu(mtu)
-        .address(mac.to_vec())
-        .execute()
-        .await
-        .map_err(plumbing(format!("setting MTU and MAC of {temp}")))?;
-    handle
-        .link()
-        .set(peer.index)
-        .setns_by_fd(ns_file.as_raw_fd())
-        .execute()
-        .await
-        .map_err(plumbing(format!(
-            "moving {temp} into {}",
-            resolved.ns_path.display()
-        )))?;
-    drop(ns_file);
-    let temp_name = temp.to_string();
-    netns::run_in(&resolved.ns_path, move |h| {
-        Box::pin(async move { configure_inside(&h, &temp_name, mtu, addr, gateway).await })
-    })
-    .await??;
-    handle
-        .link()
-        .set(host.index)
-        .mtu(mtu)
-        .execute()
-        .await
-        .map_err(plumbing(format!("setting MTU of {}", resolved.host_ifname)))?;
-    handle
-        .link()
-        .set(host.index)
-        .controller(bridge_index)
-        .execute()
-        .await
-        .map_err(plumbing(format!(
-            "plugging {} into the bridge",
-            resolved.host_ifname
-        )))?;
-    handle
-        .link()
-        .set(host.index)
-        .up()
-        .execute()
-        .await
-        .map_err(plumbing(format!("bringing {} up", resolved.host_ifname)))?;
-    Ok(())
-}
-
-/// Inside the target: rename to eth0, up, address, default route; lo up.
-async fn configure_inside(
-    h: &Handle,
-    temp: &str,
-    mtu: u32,
-    addr: Ipv4Net,
-    gateway: Ipv4Addr,
-) -> Result<(), AttachError> {
-    let link = netlink::link_by_name(h, temp).await?;
-    h.link()
-        .set(link.index)
-        .name(CONTAINER_IFNAME.into())
-        .mtu(mtu)
-        .execute()
-        .await
-        .map_err(plumbing(format!("renaming {temp} to {CONTAINER_IFNAME}")))?;
-    h.link()
-        .set(link.index)
-        .up()
-        .execute()
-        .await
-        .map_err(plumbing(format!("bringing {CONTAINER_IFNAME} up")))?;
-    if let Ok(lo) = netlink::link_by_name(h, "lo").await {
-        let _ = h.link().set(lo.index).up().execute().await;
-    }
-    h.address()
-        .add(link.index, addr.addr().into(), addr.prefix_len())
-        .execute()
-        .await
-        .map_err(plumbing(format!("adding {addr} to {CONTAINER_IFNAME}")))?;
-    h.route()
-        .add()
-        .v4()
-        .output_interface(link.index)
-        .gateway(gateway)
-        .execute()
-        .await
-        .map_err(plumbing(format!("adding the default route via {gateway}")))?;
-    Ok(())
-}
-
-async fn remove_link(handle: &Handle, name: &str) -> bool {
-    match netlink::link_by_name(handle, name).await {
-        Ok(link) => match handle.link().del(link.index).execute().await {
-            Ok(()) => true,
-            Err(e) => {
-                log::warn!("removing {name}: {e}");
-                false
-            }
-        },
-        Err(_) => false,
-    }
-}
-
 /// Undo [`attach`]: remove the endpoint and the veth pair.
-pub async fn detach(agent: &Mutex<Agent>, target: Target) -> Result<Detachment, AttachError> {
-    let socket = agent.lock().await.config().docker.socket.clone();
+pub async fn detach(core: &Core, target: Target) -> Result<Detachment, AttachError> {
+    let socket = core.lock().await.config().docker.socket.clone();
     let host_ifname = match &target {
         Target::Container(_) => resolve(&target, &socket).await?.host_ifname,
         Target::Netns(name) => netns_ifname(name),
     };
     let ip = {
-        let mut agent = agent.lock().await;
+        let mut agent = core.lock().await;
         let ip = agent
             .endpoints()
             .values()
             .find(|e| e.source == Source::Attach && e.spec.ifname == host_ifname)
             .map(|e| e.spec.ip);
         if let Some(ip) = ip {
-            agent.del_endpoint(ip).await?;
+            agent.apply(Source::Attach, Change::DelEndpoint(ip)).await?;
         }
         ip
     };
     let handle = netlink::connect()?;
-    let interface_removed = remove_link(&handle, &host_ifname).await;
+    let interface_removed = veth::remove_link(&handle, &host_ifname).await;
     if ip.is_none() && !interface_removed {
         return Err(AttachError::NotAttached {
             target,
@@ -537,50 +344,10 @@ pub async fn detach(agent: &Mutex<Agent>, target: Target) -> Result<Detachment, 
     })
 }
 
-/// Interfaces inside `ns_path`, by name (used by tests and diagnostics).
-pub async fn interfaces_in(ns_path: &std::path::Path) -> Result<Vec<String>, AttachError> {
-    let names = netns::run_in(ns_path, |h| {
-        Box::pin(async move {
-            h.link()
-                .get()
-                .execute()
-                .try_collect::<Vec<_>>()
-                .await
-                .map(|msgs| {
-                    msgs.into_iter()
-                        .filter_map(|m| {
-                            m.attributes.into_iter().find_map(|a| match a {
-                                netlink_packet_route::link::LinkAttribute::IfName(n) => Some(n),
-                                _ => None,
-                            })
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .map_err(|e| e.to_string())
-        })
-    })
-    .await?;
-    names.map_err(|reason| AttachError::Plumbing {
-        what: format!("listing interfaces in {}", ns_path.display()),
-        reason,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_fit_and_are_stable() {
-        let id = "3ffd421aa325939c14bfb047be9507d7615f831d281543e20548c576ce19049d";
-        assert_eq!(container_ifname(id), "ovlc3ffd421aa32");
-        assert_eq!(container_ifname(id).len(), 15);
-        let n = netns_ifname("ovl123x0-h1c1");
-        assert_eq!(n.len(), 15);
-        assert!(n.starts_with(NETNS_PREFIX));
-        assert_eq!(n, netns_ifname("ovl123x0-h1c1"));
-        assert_ne!(n, netns_ifname("ovl123x0-h1c2"));
-    }
+    use crate::model::attach::mac_for;
 
     #[test]
     fn addresses() {

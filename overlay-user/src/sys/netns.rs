@@ -153,7 +153,7 @@ mod tests {
             return;
         }
         let names = run_in(&of_pid(std::process::id()), |h| {
-            Box::pin(async move { crate::netlink::links(&h).await.map(|l| l.len()) })
+            Box::pin(async move { crate::sys::netlink::links(&h).await.map(|l| l.len()) })
         })
         .await
         .unwrap()

@@ -1,13 +1,16 @@
-//! overlayd's configuration file (TOML): the schema, loading and validation,
-//! and the strict parsers for CIDRs, addresses and MACs that the CLI and the
-//! API share with it.
+//! overlayd's configuration (the TOML file's schema) and its validation.
+//! Plain data: reading the file is the config source's job
+//! (`sources::config::load`).
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+
+use crate::model::network::{gateway_of, overlaps, MAX_SUBNET_PREFIX, MAX_VNI};
+use crate::model::validation::{check_network, check_underlay_ip, parse_vtep_mac, InputError};
 
 /// Where the from-container program is attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,45 +199,6 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/overlay")
 }
 
-/// The largest VXLAN network identifier (24 bits).
-pub const MAX_VNI: u32 = 16_777_215;
-
-/// The longest container-subnet prefix: a /30 still has room for the
-/// gateway (.1) and one container next to the network and broadcast addresses.
-pub const MAX_SUBNET_PREFIX: u8 = 30;
-
-/// Errors of [`Config::load`].
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read (missing, no permission, ...).
-    #[error("cannot read config file {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What the OS reported.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not TOML or does not match the schema; the message has the line and column.
-    #[error("config file {}: {source}", path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What the TOML parser reported (with line and column).
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    /// The file parsed but a value is not acceptable.
-    #[error("config file {}: {source}", path.display())]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// The problem.
-        #[source]
-        source: ValidationError,
-    },
-}
-
 /// A configuration value that parsed but is not acceptable ([`Config::validate`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
@@ -309,70 +273,7 @@ pub enum ValidationError {
     },
 }
 
-/// A malformed or unusable value typed by a user (config file, CLI or API).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InputError {
-    /// Not of the form a.b.c.d/len.
-    #[error("{value:?} is not an IPv4 CIDR; expected a network address like 10.103.200.0/24")]
-    NotCidr {
-        /// What was given.
-        value: String,
-    },
-    /// A CIDR whose address has bits set beyond the prefix.
-    #[error("{value} has host bits set; expected a network address like {}", value.trunc())]
-    HostBits {
-        /// What was given.
-        value: Ipv4Net,
-    },
-    /// Not a dotted-quad IPv4 address.
-    #[error("{value:?} is not an IPv4 address; expected a dotted quad like 192.168.56.5")]
-    NotIpv4 {
-        /// What was given.
-        value: String,
-    },
-    /// An address that cannot be a VTEP (unspecified, loopback, multicast, broadcast).
-    #[error(
-        "{ip} is {kind} address; expected a host's unicast underlay address like 192.168.56.5"
-    )]
-    UnderlayIp {
-        /// The address.
-        ip: Ipv4Addr,
-        /// "an unspecified", "a loopback", "a multicast" or "a broadcast".
-        kind: &'static str,
-    },
-    /// Not six colon-separated hex bytes.
-    #[error("{value:?} is not a MAC address; expected six hex bytes like 02:2a:c0:a8:38:05")]
-    NotMac {
-        /// What was given.
-        value: String,
-    },
-    /// A MAC that cannot be a VTEP's (multicast or all zeros).
-    #[error("{value} is not a unicast MAC address; expected one like 02:2a:c0:a8:38:05 (first byte even, not all zeros)")]
-    NotUnicastMac {
-        /// The MAC, formatted.
-        value: String,
-    },
-}
-
 impl Config {
-    /// Read, parse and validate the file at `path`.
-    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let cfg = Config::parse(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })?;
-        cfg.validate().map_err(|source| ConfigError::Invalid {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(cfg)
-    }
-
     /// Parse TOML text without validating it.
     pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
         toml::from_str(text)
@@ -477,16 +378,6 @@ impl DockerConfig {
     }
 }
 
-/// The gateway address of `subnet`: its network address plus one.
-pub fn gateway_of(subnet: Ipv4Net) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(subnet.network()).wrapping_add(1))
-}
-
-/// Whether two subnets share at least one address.
-pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
-}
-
 fn check_ifname(field: &'static str, value: &str) -> Result<(), ValidationError> {
     let ok = !value.is_empty()
         && value.len() <= 15
@@ -503,98 +394,6 @@ fn check_ifname(field: &'static str, value: &str) -> Result<(), ValidationError>
             value: value.to_owned(),
         })
     }
-}
-
-/// Reject a CIDR with host bits set.
-pub fn check_network(net: Ipv4Net) -> Result<(), InputError> {
-    if net != net.trunc() {
-        return Err(InputError::HostBits { value: net });
-    }
-    Ok(())
-}
-
-/// Parse a network in CIDR form strictly: "a.b.c.d/len" with no host bits set.
-pub fn parse_cidr(value: &str) -> Result<Ipv4Net, InputError> {
-    let trimmed = value.trim();
-    if !trimmed.contains('/') {
-        return Err(InputError::NotCidr {
-            value: value.to_owned(),
-        });
-    }
-    let net: Ipv4Net = trimmed.parse().map_err(|_| InputError::NotCidr {
-        value: value.to_owned(),
-    })?;
-    check_network(net)?;
-    Ok(net)
-}
-
-/// Parse a dotted-quad IPv4 address.
-pub fn parse_ipv4(value: &str) -> Result<Ipv4Addr, InputError> {
-    value.trim().parse().map_err(|_| InputError::NotIpv4 {
-        value: value.to_owned(),
-    })
-}
-
-/// Reject addresses that cannot be a host's VTEP address.
-pub fn check_underlay_ip(ip: Ipv4Addr) -> Result<(), InputError> {
-    let kind = if ip.is_unspecified() {
-        "an unspecified"
-    } else if ip.is_loopback() {
-        "a loopback"
-    } else if ip.is_multicast() {
-        "a multicast"
-    } else if ip.is_broadcast() {
-        "a broadcast"
-    } else {
-        return Ok(());
-    };
-    Err(InputError::UnderlayIp { ip, kind })
-}
-
-/// Parse and check a peer's underlay address.
-pub fn parse_underlay_ip(value: &str) -> Result<Ipv4Addr, InputError> {
-    let ip = parse_ipv4(value)?;
-    check_underlay_ip(ip)?;
-    Ok(ip)
-}
-
-/// Parse a MAC written as six colon-separated hex bytes (aa:bb:cc:dd:ee:ff).
-pub fn parse_mac(value: &str) -> Result<[u8; 6], InputError> {
-    let bad = || InputError::NotMac {
-        value: value.to_owned(),
-    };
-    let mut mac = [0u8; 6];
-    let mut parts = value.trim().split(':');
-    for byte in mac.iter_mut() {
-        let part = parts.next().ok_or_else(bad)?;
-        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
-        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-    }
-    if parts.next().is_some() {
-        return Err(bad());
-    }
-    Ok(mac)
-}
-
-/// Parse a VTEP MAC: [`parse_mac`], and it must be unicast and not all zeros.
-pub fn parse_vtep_mac(value: &str) -> Result<[u8; 6], InputError> {
-    let mac = parse_mac(value)?;
-    if mac[0] & 1 == 1 || mac == [0; 6] {
-        return Err(InputError::NotUnicastMac {
-            value: format_mac(&mac),
-        });
-    }
-    Ok(mac)
-}
-
-/// Format a MAC as lowercase aa:bb:cc:dd:ee:ff.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
-    )
 }
 
 #[cfg(test)]
@@ -677,66 +476,6 @@ vtep_mac = "02:aa:bb:cc:dd:ee"
         assert_eq!(cfg.attach, AttachPoint::Bridge);
         assert_eq!(cfg.xdp, XdpMode::Off);
         assert_eq!(cfg.peers[0].vtep_mac.as_deref(), Some("02:aa:bb:cc:dd:ee"));
-    }
-
-    #[test]
-    fn load_names_the_file_and_line() {
-        let dir = std::env::temp_dir().join(format!("overlay-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-
-        let missing = dir.join("missing.toml");
-        let e = Config::load(&missing).unwrap_err().to_string();
-        assert!(
-            e.starts_with(&format!("cannot read config file {}: ", missing.display())),
-            "{e}"
-        );
-
-        let bad = dir.join("bad.toml");
-        std::fs::write(&bad, EXAMPLE.replace("vni = 42", "vni = \"x\"")).unwrap();
-        let e = Config::load(&bad).unwrap_err().to_string();
-        assert!(
-            e.starts_with(&format!("config file {}: ", bad.display())),
-            "{e}"
-        );
-        assert!(e.contains("line 5, column 7"), "{e}");
-
-        let no_prefix = dir.join("no_prefix.toml");
-        std::fs::write(
-            &no_prefix,
-            EXAMPLE.replace("10.103.200.0/24", "10.103.200.0"),
-        )
-        .unwrap();
-        let e = Config::load(&no_prefix).unwrap_err().to_string();
-        assert!(e.contains("line 8, column 10"), "{e}");
-        assert!(
-            e.contains("\"10.103.200.0\" is not an IPv4 CIDR; expected a network address like 10.103.200.0/24"),
-            "{e}"
-        );
-
-        let unknown = dir.join("unknown.toml");
-        std::fs::write(&unknown, format!("{EXAMPLE}\nfoo = 1\n")).unwrap();
-        let e = Config::load(&unknown).unwrap_err().to_string();
-        assert!(e.contains("unknown field `foo`"), "{e}");
-
-        let invalid = dir.join("invalid.toml");
-        std::fs::write(
-            &invalid,
-            EXAMPLE.replace("10.103.100.0/24", "10.103.100.5/24"),
-        )
-        .unwrap();
-        let e = Config::load(&invalid).unwrap_err().to_string();
-        assert_eq!(
-            e,
-            format!(
-                "config file {}: subnet: 10.103.100.5/24 has host bits set; expected a network address like 10.103.100.0/24",
-                invalid.display()
-            )
-        );
-
-        let good = dir.join("good.toml");
-        std::fs::write(&good, EXAMPLE).unwrap();
-        assert_eq!(Config::load(&good).unwrap(), example());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -846,69 +585,5 @@ vtep_mac = "02:aa:bb:cc:dd:ee"
             err_of(|c| c.docker.socket = PathBuf::new()),
             "docker.socket = \"\" is empty; expected the Docker API socket, like /var/run/docker.sock"
         );
-    }
-
-    #[test]
-    fn cidr_parsing_is_strict() {
-        assert_eq!(parse_cidr("10.1.2.0/24").unwrap(), net("10.1.2.0/24"));
-        assert_eq!(
-            parse_cidr("10.1.2.3/24").unwrap_err().to_string(),
-            "10.1.2.3/24 has host bits set; expected a network address like 10.1.2.0/24"
-        );
-        for bad in ["10.1.2.0", "10.1.2.0/33", "banana", "10.1.2/24", "::/0", ""] {
-            assert_eq!(
-                parse_cidr(bad).unwrap_err().to_string(),
-                format!(
-                    "{bad:?} is not an IPv4 CIDR; expected a network address like 10.103.200.0/24"
-                )
-            );
-        }
-    }
-
-    #[test]
-    fn address_parsing() {
-        assert_eq!(
-            parse_underlay_ip("192.168.56.5").unwrap(),
-            Ipv4Addr::new(192, 168, 56, 5)
-        );
-        assert_eq!(
-            parse_underlay_ip("192.168.56").unwrap_err().to_string(),
-            "\"192.168.56\" is not an IPv4 address; expected a dotted quad like 192.168.56.5"
-        );
-        assert_eq!(
-            parse_underlay_ip("127.0.0.2").unwrap_err().to_string(),
-            "127.0.0.2 is a loopback address; expected a host's unicast underlay address like 192.168.56.5"
-        );
-    }
-
-    #[test]
-    fn mac_round_trip() {
-        let mac = parse_mac("AA:bb:0c:dd:ee:ff").unwrap();
-        assert_eq!(mac, [0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0xff]);
-        assert_eq!(format_mac(&mac), "aa:bb:0c:dd:ee:ff");
-        for bad in [
-            "aa:bb:cc:dd:ee",
-            "aa:bb:cc:dd:ee:ff:00",
-            "aa-bb-cc-dd-ee-ff",
-            "a:bb:cc:dd:ee:ff0",
-            "gg:bb:cc:dd:ee:ff",
-            "+a:bb:cc:dd:ee:ff",
-        ] {
-            assert_eq!(
-                parse_mac(bad).unwrap_err().to_string(),
-                format!(
-                    "{bad:?} is not a MAC address; expected six hex bytes like 02:2a:c0:a8:38:05"
-                )
-            );
-        }
-        assert!(parse_vtep_mac("00:00:00:00:00:00").is_err());
-        assert!(parse_vtep_mac("02:00:00:00:00:01").is_ok());
-    }
-
-    #[test]
-    fn overlap() {
-        assert!(overlaps(net("10.0.0.0/8"), net("10.1.0.0/16")));
-        assert!(overlaps(net("10.1.0.0/16"), net("10.0.0.0/8")));
-        assert!(!overlaps(net("10.1.0.0/24"), net("10.1.1.0/24")));
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::Source;
+use crate::model::source::Source;
 
 /// The file's name inside `state_dir`.
 pub const STATE_FILE: &str = "state.json";
