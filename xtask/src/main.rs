@@ -72,7 +72,11 @@ enum Cmd {
     /// Check overlay-user's module graph (no import circles, no use of a higher
     /// layer, sources independent of each other) and that no source file is
     /// longer than 600 lines.
-    Lint,
+    Lint {
+        /// Print overlay-user's module graph instead.
+        #[arg(long)]
+        graph: bool,
+    },
     /// Run the lint, then every test: unit tests, BPF program tests and end-to-end tests (needs root).
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
@@ -126,7 +130,8 @@ fn main() -> Result<()> {
                 command: command.trim().to_string(),
             })
         }
-        Cmd::Lint => lint::run(&root()),
+        Cmd::Lint { graph: true } => lint::print_graph(&root()),
+        Cmd::Lint { graph: false } => lint::run(&root()),
         Cmd::Test { args } => {
             lint::run(&root())?;
             setup::ensure()?;

@@ -277,6 +277,11 @@ impl<'ast> Visit<'ast> for PathCollector {
         self.tokens(m.tokens.clone());
     }
 
+    fn visit_visibility(&mut self, v: &'ast syn::Visibility) {
+        // `pub(crate)`, `pub(super)`: a visibility, not a use.
+        let _ = v;
+    }
+
     fn visit_attribute(&mut self, a: &'ast syn::Attribute) {
         // Paths in `#[cfg(..)]`, `#[serde(with = "..")]` and the like do not name modules.
         let _ = a;

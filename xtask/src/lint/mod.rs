@@ -59,15 +59,31 @@ fn rust_files(dir: &Path) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// All problems of the workspace at `root`.
-pub fn problems(root: &Path) -> Result<Vec<String>> {
-    let mut problems = Vec::new();
+/// overlay-user's library, parsed (its binaries under `src/bin` are the top layer: not in the graph).
+fn library(root: &Path) -> Result<Vec<graph::SourceFile>> {
     let src: PathBuf = root.join("overlay-user").join("src");
     let lib: Vec<(String, String)> = rust_files(&src)?
         .into_iter()
         .filter(|(rel, _)| !rel.starts_with("bin/"))
         .collect();
-    let parsed = graph::parse(&lib).map_err(anyhow::Error::msg)?;
+    graph::parse(&lib).map_err(anyhow::Error::msg)
+}
+
+/// Prints overlay-user's module graph, one `module -> used module` per line.
+pub fn print_graph(root: &Path) -> Result<()> {
+    let g = graph::Graph::build(&library(root)?);
+    for (from, tos) in &g.edges {
+        for to in tos {
+            println!("{} -> {}", graph::display(from), graph::display(to));
+        }
+    }
+    Ok(())
+}
+
+/// All problems of the workspace at `root`.
+pub fn problems(root: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let parsed = library(root)?;
     let g = graph::Graph::build(&parsed);
     problems.extend(rules::check_graph(&g));
     problems.extend(

@@ -41,7 +41,10 @@ fn a_clean_graph_passes() {
     let g = graph(&[
         ("lib.rs", "pub mod sys; pub mod model; pub mod agent;"),
         ("sys/mod.rs", "pub mod netlink;"),
-        ("sys/netlink.rs", "pub struct Link;"),
+        (
+            "sys/netlink.rs",
+            "pub(crate) struct Link; pub(super) fn f() {}",
+        ),
         ("model/mod.rs", "pub struct PeerSpec;"),
         (
             "agent/mod.rs",
