@@ -1,4 +1,9 @@
 //! overlayd: the overlay agent of one host.
+//!
+//! The top of the crate: it reads the config file, starts the dataplane
+//! (`dataplane::select`), hands the agent core to the control sources (the
+//! config file's peers, the state file, the API with the attach source,
+//! Docker, discovery) and waits for SIGTERM or SIGINT.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

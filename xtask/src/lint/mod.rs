@@ -5,6 +5,7 @@
 //! - no module uses a higher layer ([`rules::LAYERS`]: sys < model <
 //!   dataplane < agent < sources < bin), and the control sources
 //!   (`sources::*`) do not use each other;
+//! - every folder's `mod.rs` says what the folder owns and must not touch;
 //! - no `anyhow` in overlay-user's library, and every error enum and
 //!   variant there has a doc comment;
 //! - no source file above [`rules::MAX_LINES`] lines in the crates below.
@@ -86,6 +87,11 @@ pub fn problems(root: &Path) -> Result<Vec<String>> {
     let parsed = library(root)?;
     let g = graph::Graph::build(&parsed);
     problems.extend(rules::check_graph(&g));
+    problems.extend(
+        rules::check_folder_docs(&parsed)
+            .into_iter()
+            .map(|p| p.replacen(": ", ": overlay-user/src/", 1)),
+    );
     problems.extend(
         rules::check_sources(&parsed)
             .into_iter()

@@ -211,6 +211,41 @@ pub fn check_lengths(files: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// Every folder's `mod.rs` starts with a `//!` doc comment saying what the
+/// folder owns and what it must not touch (the words `Owns` and `Must not
+/// touch`).
+pub fn check_folder_docs(files: &[SourceFile]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|f| f.rel.ends_with("/mod.rs"))
+        .filter_map(|f| {
+            let doc: String = f
+                .ast
+                .attrs
+                .iter()
+                .filter(|a| a.path().is_ident("doc"))
+                .filter_map(|a| match &a.meta {
+                    syn::Meta::NameValue(nv) => match &nv.value {
+                        syn::Expr::Lit(syn::ExprLit {
+                            lit: syn::Lit::Str(s),
+                            ..
+                        }) => Some(s.value()),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            (!(doc.contains("Owns") && doc.contains("Must not touch"))).then(|| {
+                format!(
+                    "folder docs: {} needs a //! doc comment saying what the folder owns (\"Owns: ...\") and what it must not touch (\"Must not touch: ...\")",
+                    f.rel
+                )
+            })
+        })
+        .collect()
+}
+
 /// Library code must not use `anyhow` (binaries and xtask may), and every
 /// error enum (`#[derive(thiserror::Error)]`) and each of its variants needs
 /// a doc comment.

@@ -1,5 +1,5 @@
 use super::graph::{module_of, parse, Graph, ModPath};
-use super::rules::{check_graph, check_lengths, check_sources, cycles};
+use super::rules::{check_folder_docs, check_graph, check_lengths, check_sources, cycles};
 
 /// A module path from `a::b::c`.
 fn mod_path(s: &str) -> ModPath {
@@ -193,5 +193,25 @@ fn error_enums_need_docs_and_no_anyhow() {
             "error docs: model/mod.rs: variant E::B has no doc comment",
             "anyhow: model/mod.rs uses anyhow; library code returns its layer's thiserror enum",
         ]
+    );
+}
+
+#[test]
+fn folders_say_what_they_own() {
+    let files: Vec<(String, String)> = vec![
+        (
+            "sys/mod.rs".into(),
+            "//! Helpers.\n//!\n//! Owns: netlink. Must not touch: the model.\npub mod netlink;"
+                .into(),
+        ),
+        (
+            "model/mod.rs".into(),
+            "//! Plain data.\npub mod peer;".into(),
+        ),
+        ("model/peer.rs".into(), "//! A peer.".into()),
+    ];
+    assert_eq!(
+        check_folder_docs(&parse(&files).unwrap()),
+        vec!["folder docs: model/mod.rs needs a //! doc comment saying what the folder owns (\"Owns: ...\") and what it must not touch (\"Must not touch: ...\")"]
     );
 }

@@ -1,4 +1,10 @@
 //! overlayctl: the command-line client of overlayd's local API.
+//!
+//! One module per subcommand ([`peer`], [`endpoint`], [`status`],
+//! [`attach`] with `detach`) and [`output`] for tables and JSON. It talks to
+//! overlayd only through the API's client and wire format
+//! (`overlay_user::sources::api`) and checks values with the model's
+//! parsers; nothing else of the library.
 
 mod attach;
 mod endpoint;
