@@ -1,10 +1,10 @@
-//! The agent's errors; their messages are shown to users as is.
+//! The agent layer's one error type; its messages are shown to users as is.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
-use crate::agent::state::StateError;
 use crate::dataplane::DataplaneError;
 use crate::model::validation::InputError;
 use crate::sys::netlink::NetlinkError;
@@ -80,9 +80,43 @@ pub enum AgentError {
         #[source]
         source: DataplaneError,
     },
-    /// The state file could not be read.
-    #[error(transparent)]
-    State(#[from] StateError),
+    /// The state file exists but could not be read.
+    #[error("cannot read state file {}: {source}", path.display())]
+    StateRead {
+        /// The file.
+        path: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state file is not valid JSON of the expected shape.
+    #[error("state file {} is corrupt: {source}; fix or remove it", path.display())]
+    StateParse {
+        /// The file.
+        path: PathBuf,
+        /// What serde_json reported (with line and column).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The state file was written by a newer overlayd.
+    #[error("state file {} has version {found}; this overlayd understands version {supported}", path.display())]
+    StateVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u32,
+        /// The version this build writes and reads.
+        supported: u32,
+    },
+    /// Writing the state file (or its directory) failed.
+    #[error("cannot write state file {}: {source}", path.display())]
+    StateWrite {
+        /// The file.
+        path: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<NetlinkError> for AgentError {

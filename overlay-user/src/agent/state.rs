@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::agent::error::AgentError;
 use crate::model::source::Source;
 
 /// The file's name inside `state_dir`.
@@ -18,46 +19,6 @@ pub const STATE_FILE: &str = "state.json";
 
 /// The format version written by this build.
 pub const VERSION: u32 = 1;
-
-/// Errors reading or writing the state file.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    /// The file exists but could not be read.
-    #[error("cannot read state file {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What the OS reported.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid JSON of the expected shape.
-    #[error("state file {} is corrupt: {source}; fix or remove it", path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What serde_json reported (with line and column).
-        #[source]
-        source: serde_json::Error,
-    },
-    /// The file was written by a newer overlayd.
-    #[error("state file {} has version {found}; this overlayd understands version {VERSION}", path.display())]
-    Version {
-        /// The file.
-        path: PathBuf,
-        /// The version in the file.
-        found: u32,
-    },
-    /// Writing the file (or its directory) failed.
-    #[error("cannot write state file {}: {source}", path.display())]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// What the OS reported.
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// A peer as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,33 +74,34 @@ pub fn path_in(state_dir: &Path) -> PathBuf {
 }
 
 /// Read the state file; a missing file is an empty state.
-pub fn load(path: &Path) -> Result<State, StateError> {
+pub fn load(path: &Path) -> Result<State, AgentError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
         Err(source) => {
-            return Err(StateError::Read {
+            return Err(AgentError::StateRead {
                 path: path.to_owned(),
                 source,
             })
         }
     };
-    let state: State = serde_json::from_str(&text).map_err(|source| StateError::Parse {
+    let state: State = serde_json::from_str(&text).map_err(|source| AgentError::StateParse {
         path: path.to_owned(),
         source,
     })?;
     if state.version > VERSION {
-        return Err(StateError::Version {
+        return Err(AgentError::StateVersion {
             path: path.to_owned(),
             found: state.version,
+            supported: VERSION,
         });
     }
     Ok(state)
 }
 
 /// Replace the state file atomically, creating its directory if needed.
-pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
-    let werr = |source| StateError::Write {
+pub fn save(path: &Path, state: &State) -> Result<(), AgentError> {
+    let werr = |source| AgentError::StateWrite {
         path: path.to_owned(),
         source,
     };

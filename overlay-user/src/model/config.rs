@@ -199,80 +199,6 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/overlay")
 }
 
-/// A configuration value that parsed but is not acceptable ([`Config::validate`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ValidationError {
-    /// `vni` is 0 or does not fit in 24 bits.
-    #[error("vni = {0} is out of range; expected 1..=16777215")]
-    Vni(u32),
-    /// `vxlan_port` is 0.
-    #[error("vxlan_port = 0 is not a usable UDP port; expected 1..=65535 (usually 4789)")]
-    Port,
-    /// An interface name the kernel would not accept.
-    #[error("{field} = {value:?} is not a valid interface name; expected 1 to 15 characters without '/', ':' or whitespace")]
-    InterfaceName {
-        /// `underlay_interface` or `bridge`.
-        field: &'static str,
-        /// The name given.
-        value: String,
-    },
-    /// A field's value is malformed (host bits set, bad MAC, unusable address, ...).
-    #[error("{field}: {source}")]
-    Field {
-        /// The field, e.g. `subnet` or `peers[1].vtep_mac`.
-        field: String,
-        /// The problem.
-        #[source]
-        source: InputError,
-    },
-    /// This host's subnet has no room for a gateway and containers.
-    #[error("subnet {0} is too small; expected a prefix of /30 or shorter, like 10.103.100.0/24")]
-    SubnetTooSmall(Ipv4Net),
-    /// A peer's subnet overlaps this host's subnet.
-    #[error("peers[{index}].subnet {peer} overlaps this host's subnet {own}; expected a subnet disjoint from it")]
-    PeerOverlapsOwn {
-        /// The peer's position in `[[peers]]`.
-        index: usize,
-        /// The peer's subnet.
-        peer: Ipv4Net,
-        /// This host's subnet.
-        own: Ipv4Net,
-    },
-    /// Two peers' subnets overlap.
-    #[error("peers[{index}].subnet {peer} overlaps peers[{other_index}].subnet {other}; expected disjoint peer subnets")]
-    PeersOverlap {
-        /// The later peer's position.
-        index: usize,
-        /// The later peer's subnet.
-        peer: Ipv4Net,
-        /// The earlier peer's position.
-        other_index: usize,
-        /// The earlier peer's subnet.
-        other: Ipv4Net,
-    },
-    /// A peer's underlay address is this host's own.
-    #[error("peers[{index}].underlay_ip {ip} is this host's own underlay address; expected the peer host's address")]
-    PeerIsSelf {
-        /// The peer's position.
-        index: usize,
-        /// The address.
-        ip: Ipv4Addr,
-    },
-    /// `[docker]` is enabled with no network to watch.
-    #[error("docker.networks is empty; expected the Docker networks to watch, like [\"bridge\"]")]
-    DockerNoNetworks,
-    /// `[docker] socket` is empty or a network name is empty.
-    #[error("docker.{field} = {value:?} is empty; expected {expected}")]
-    DockerEmpty {
-        /// `socket` or `networks`.
-        field: &'static str,
-        /// The value given.
-        value: String,
-        /// What is expected instead.
-        expected: &'static str,
-    },
-}
-
 impl Config {
     /// Parse TOML text without validating it.
     pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
@@ -280,36 +206,36 @@ impl Config {
     }
 
     /// Check every value; the first problem found is returned.
-    pub fn validate(&self) -> Result<(), ValidationError> {
+    pub fn validate(&self) -> Result<(), InputError> {
         check_ifname("underlay_interface", &self.underlay_interface)?;
         check_ifname("bridge", &self.bridge)?;
         if self.vni == 0 || self.vni > MAX_VNI {
-            return Err(ValidationError::Vni(self.vni));
+            return Err(InputError::Vni(self.vni));
         }
         if self.vxlan_port == 0 {
-            return Err(ValidationError::Port);
+            return Err(InputError::Port);
         }
-        check_network(self.subnet).map_err(|source| ValidationError::Field {
+        check_network(self.subnet).map_err(|source| InputError::Field {
             field: "subnet".into(),
-            source,
+            source: Box::new(source),
         })?;
         if self.subnet.prefix_len() > MAX_SUBNET_PREFIX {
-            return Err(ValidationError::SubnetTooSmall(self.subnet));
+            return Err(InputError::SubnetTooSmall(self.subnet));
         }
         if let Some(ip) = self.underlay_ip {
-            check_underlay_ip(ip).map_err(|source| ValidationError::Field {
+            check_underlay_ip(ip).map_err(|source| InputError::Field {
                 field: "underlay_ip".into(),
-                source,
+                source: Box::new(source),
             })?;
         }
         for (index, peer) in self.peers.iter().enumerate() {
             let field = |name: &str| format!("peers[{index}].{name}");
-            check_network(peer.subnet).map_err(|source| ValidationError::Field {
+            check_network(peer.subnet).map_err(|source| InputError::Field {
                 field: field("subnet"),
-                source,
+                source: Box::new(source),
             })?;
             if overlaps(peer.subnet, self.subnet) {
-                return Err(ValidationError::PeerOverlapsOwn {
+                return Err(InputError::PeerOverlapsOwn {
                     index,
                     peer: peer.subnet,
                     own: self.subnet,
@@ -320,27 +246,27 @@ impl Config {
                 .enumerate()
                 .find(|(_, other)| overlaps(peer.subnet, other.subnet))
             {
-                return Err(ValidationError::PeersOverlap {
+                return Err(InputError::PeersOverlap {
                     index,
                     peer: peer.subnet,
                     other_index,
                     other: other.subnet,
                 });
             }
-            check_underlay_ip(peer.underlay_ip).map_err(|source| ValidationError::Field {
+            check_underlay_ip(peer.underlay_ip).map_err(|source| InputError::Field {
                 field: field("underlay_ip"),
-                source,
+                source: Box::new(source),
             })?;
             if Some(peer.underlay_ip) == self.underlay_ip {
-                return Err(ValidationError::PeerIsSelf {
+                return Err(InputError::PeerIsSelf {
                     index,
                     ip: peer.underlay_ip,
                 });
             }
             if let Some(mac) = &peer.vtep_mac {
-                parse_vtep_mac(mac).map_err(|source| ValidationError::Field {
+                parse_vtep_mac(mac).map_err(|source| InputError::Field {
                     field: field("vtep_mac"),
-                    source,
+                    source: Box::new(source),
                 })?;
             }
         }
@@ -356,19 +282,19 @@ impl Config {
 
 impl DockerConfig {
     /// Check the section's values (also when disabled, so that enabling it later works).
-    pub fn validate(&self) -> Result<(), ValidationError> {
+    pub fn validate(&self) -> Result<(), InputError> {
         if self.socket.as_os_str().is_empty() {
-            return Err(ValidationError::DockerEmpty {
+            return Err(InputError::DockerEmpty {
                 field: "socket",
                 value: String::new(),
                 expected: "the Docker API socket, like /var/run/docker.sock",
             });
         }
         if self.networks.is_empty() {
-            return Err(ValidationError::DockerNoNetworks);
+            return Err(InputError::DockerNoNetworks);
         }
         if let Some(n) = self.networks.iter().find(|n| n.trim().is_empty()) {
-            return Err(ValidationError::DockerEmpty {
+            return Err(InputError::DockerEmpty {
                 field: "networks",
                 value: n.clone(),
                 expected: "Docker network names, like \"bridge\"",
@@ -378,7 +304,7 @@ impl DockerConfig {
     }
 }
 
-fn check_ifname(field: &'static str, value: &str) -> Result<(), ValidationError> {
+fn check_ifname(field: &'static str, value: &str) -> Result<(), InputError> {
     let ok = !value.is_empty()
         && value.len() <= 15
         && value != "."
@@ -389,7 +315,7 @@ fn check_ifname(field: &'static str, value: &str) -> Result<(), ValidationError>
     if ok {
         Ok(())
     } else {
-        Err(ValidationError::InterfaceName {
+        Err(InputError::InterfaceName {
             field,
             value: value.to_owned(),
         })

@@ -5,7 +5,10 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-/// A malformed or unusable value typed by a user (config file, CLI or API).
+/// A malformed or unusable value typed by a user (config file, CLI or
+/// API), or a configuration value that parsed but is not acceptable
+/// ([`Config::validate`](crate::model::config::Config::validate)): the
+/// model's one error type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
     /// Not of the form a.b.c.d/len.
@@ -47,6 +50,76 @@ pub enum InputError {
     NotUnicastMac {
         /// The MAC, formatted.
         value: String,
+    },
+
+    /// `vni` is 0 or does not fit in 24 bits.
+    #[error("vni = {0} is out of range; expected 1..=16777215")]
+    Vni(u32),
+    /// `vxlan_port` is 0.
+    #[error("vxlan_port = 0 is not a usable UDP port; expected 1..=65535 (usually 4789)")]
+    Port,
+    /// An interface name the kernel would not accept.
+    #[error("{field} = {value:?} is not a valid interface name; expected 1 to 15 characters without '/', ':' or whitespace")]
+    InterfaceName {
+        /// `underlay_interface` or `bridge`.
+        field: &'static str,
+        /// The name given.
+        value: String,
+    },
+    /// A field's value is malformed (host bits set, bad MAC, unusable address, ...).
+    #[error("{field}: {source}")]
+    Field {
+        /// The field, e.g. `subnet` or `peers[1].vtep_mac`.
+        field: String,
+        /// The problem.
+        #[source]
+        source: Box<InputError>,
+    },
+    /// This host's subnet has no room for a gateway and containers.
+    #[error("subnet {0} is too small; expected a prefix of /30 or shorter, like 10.103.100.0/24")]
+    SubnetTooSmall(Ipv4Net),
+    /// A peer's subnet overlaps this host's subnet.
+    #[error("peers[{index}].subnet {peer} overlaps this host's subnet {own}; expected a subnet disjoint from it")]
+    PeerOverlapsOwn {
+        /// The peer's position in `[[peers]]`.
+        index: usize,
+        /// The peer's subnet.
+        peer: Ipv4Net,
+        /// This host's subnet.
+        own: Ipv4Net,
+    },
+    /// Two peers' subnets overlap.
+    #[error("peers[{index}].subnet {peer} overlaps peers[{other_index}].subnet {other}; expected disjoint peer subnets")]
+    PeersOverlap {
+        /// The later peer's position.
+        index: usize,
+        /// The later peer's subnet.
+        peer: Ipv4Net,
+        /// The earlier peer's position.
+        other_index: usize,
+        /// The earlier peer's subnet.
+        other: Ipv4Net,
+    },
+    /// A peer's underlay address is this host's own.
+    #[error("peers[{index}].underlay_ip {ip} is this host's own underlay address; expected the peer host's address")]
+    PeerIsSelf {
+        /// The peer's position.
+        index: usize,
+        /// The address.
+        ip: Ipv4Addr,
+    },
+    /// `[docker]` is enabled with no network to watch.
+    #[error("docker.networks is empty; expected the Docker networks to watch, like [\"bridge\"]")]
+    DockerNoNetworks,
+    /// `[docker] socket` is empty or a network name is empty.
+    #[error("docker.{field} = {value:?} is empty; expected {expected}")]
+    DockerEmpty {
+        /// `socket` or `networks`.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is expected instead.
+        expected: &'static str,
     },
 }
 

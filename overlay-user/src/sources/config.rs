@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use crate::agent::handle::Core;
 use crate::model::change::Change;
-use crate::model::config::{Config, PeerConfig, ValidationError};
+use crate::model::config::{Config, PeerConfig};
 use crate::model::peer::PeerSpec;
 use crate::model::source::Source;
-use crate::model::validation::parse_vtep_mac;
+use crate::model::validation::{parse_vtep_mac, InputError};
 use crate::sources::ControlSource;
 
 /// Errors of [`load`].
@@ -40,7 +40,7 @@ pub enum ConfigError {
         path: PathBuf,
         /// The problem.
         #[source]
-        source: ValidationError,
+        source: InputError,
     },
 }
 
