@@ -7,7 +7,7 @@ use ipnet::Ipv4Net;
 
 use crate::dataplane::DataplaneError;
 use crate::model::validation::InputError;
-use crate::sys::netlink::NetlinkError;
+use crate::sys::error::SysError;
 
 /// Errors of agent operations; the messages are shown to users as is.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,7 @@ pub enum AgentError {
     NoUnderlayIp(String),
     /// A netlink query failed.
     #[error(transparent)]
-    Netlink(NetlinkError),
+    Sys(SysError),
     /// The dataplane refused; the tables were not changed.
     #[error("{action}: {source}")]
     Dataplane {
@@ -119,11 +119,11 @@ pub enum AgentError {
     },
 }
 
-impl From<NetlinkError> for AgentError {
-    fn from(e: NetlinkError) -> Self {
+impl From<SysError> for AgentError {
+    fn from(e: SysError) -> Self {
         match e {
-            NetlinkError::NotFound(name) => AgentError::NoInterface(name),
-            e => AgentError::Netlink(e),
+            SysError::NotFound(name) => AgentError::NoInterface(name),
+            e => AgentError::Sys(e),
         }
     }
 }

@@ -19,7 +19,8 @@ use crate::model::source::Source;
 use crate::model::status::{Mode, Stats};
 use crate::sys::bridge::fixtures::snapshot;
 use crate::sys::bridge::Snapshot;
-use crate::sys::netlink::{FdbEntry, Link, Neighbour, Netlink, NetlinkError};
+use crate::sys::error::SysError;
+use crate::sys::netlink::{FdbEntry, Link, Neighbour, Netlink};
 
 /// A dataplane call, as recorded by [`FakeDataplane`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,26 +98,26 @@ pub(crate) struct FakeNet {
 
 #[async_trait::async_trait]
 impl Netlink for FakeNet {
-    async fn link_by_name(&self, name: &str) -> Result<Link, NetlinkError> {
+    async fn link_by_name(&self, name: &str) -> Result<Link, SysError> {
         let snap = self.snap.lock().unwrap();
         snap.links
             .iter()
             .find(|l| l.name == name)
             .cloned()
-            .ok_or_else(|| NetlinkError::NotFound(name.into()))
+            .ok_or_else(|| SysError::NotFound(name.into()))
     }
-    async fn link_by_index(&self, index: u32) -> Result<Link, NetlinkError> {
+    async fn link_by_index(&self, index: u32) -> Result<Link, SysError> {
         let snap = self.snap.lock().unwrap();
         snap.links
             .iter()
             .find(|l| l.index == index)
             .cloned()
-            .ok_or(NetlinkError::IndexNotFound(index))
+            .ok_or(SysError::IndexNotFound(index))
     }
-    async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+    async fn links(&self) -> Result<Vec<Link>, SysError> {
         Ok(self.snap.lock().unwrap().links.clone())
     }
-    async fn ipv4_addrs(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+    async fn ipv4_addrs(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, SysError> {
         Ok(self
             .addrs
             .iter()
@@ -124,10 +125,10 @@ impl Netlink for FakeNet {
             .map(|a| (a.1, a.2))
             .collect())
     }
-    async fn neighbours_v4(&self, _index: u32) -> Result<Vec<Neighbour>, NetlinkError> {
+    async fn neighbours_v4(&self, _index: u32) -> Result<Vec<Neighbour>, SysError> {
         Ok(self.snap.lock().unwrap().neighbours.clone())
     }
-    async fn bridge_fdb(&self, _bridge_index: u32) -> Result<Vec<FdbEntry>, NetlinkError> {
+    async fn bridge_fdb(&self, _bridge_index: u32) -> Result<Vec<FdbEntry>, SysError> {
         Ok(self.snap.lock().unwrap().fdb.clone())
     }
 }

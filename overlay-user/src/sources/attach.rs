@@ -35,10 +35,11 @@ use crate::model::change::Change;
 use crate::model::source::Source;
 use crate::model::validation::format_mac;
 use crate::sources::{Plumber, SourceError};
-use crate::sys::docker::{self, DockerError};
-use crate::sys::netlink::{self, NetlinkError};
-use crate::sys::netns::{self, NetnsError};
-use crate::sys::veth::{self, Inside, VethError};
+use crate::sys::docker;
+use crate::sys::error::SysError;
+use crate::sys::netlink;
+use crate::sys::netns;
+use crate::sys::veth::{self, Inside};
 
 /// The attach source: plumbs containers when the API asks.
 #[derive(Clone, Copy, Debug, Default)]
@@ -121,21 +122,14 @@ pub enum AttachError {
         /// The host-side name it would have.
         host_ifname: String,
     },
-    /// The container could not be found or does not run.
-    #[error(transparent)]
-    Docker(#[from] DockerError),
     /// The named network namespace does not exist.
     #[error("no network namespace named {0} (expected /run/netns/{0})")]
     NoNetns(String),
-    /// Entering the target's namespace failed.
+    /// The container could not be found or does not run, its namespace could
+    /// not be entered, a netlink query failed or a change was refused
+    /// (whatever was made was removed again).
     #[error(transparent)]
-    Netns(#[from] NetnsError),
-    /// A netlink query failed.
-    #[error(transparent)]
-    Netlink(#[from] NetlinkError),
-    /// A netlink change was refused; whatever was made was removed again.
-    #[error(transparent)]
-    Veth(#[from] VethError),
+    Sys(#[from] SysError),
 }
 
 /// Parse "a.b.c.d/len" (host bits expected: it is an interface address).
@@ -160,11 +154,9 @@ async fn resolve(target: &Target, socket: &std::path::Path) -> Result<Resolved, 
             let client = docker::connect(socket).await?;
             let inspect = docker::inspect(&client, socket, name)
                 .await?
-                .ok_or_else(|| DockerError::NoContainer(name.clone()))?;
+                .ok_or_else(|| SysError::NoContainer(name.clone()))?;
             let info = docker::container(&inspect);
-            let pid = info
-                .pid
-                .ok_or_else(|| DockerError::NotRunning(name.clone()))?;
+            let pid = info.pid.ok_or_else(|| SysError::NotRunning(name.clone()))?;
             Ok(Resolved {
                 ns_path: netns::of_pid(pid),
                 host_ifname: container_ifname(&info.id),
@@ -236,7 +228,7 @@ pub async fn attach(
                 host_ifname,
             })
         }
-        Err(NetlinkError::NotFound(_)) => {}
+        Err(SysError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
     let ns_file = netns::open(&resolved.ns_path)?;

@@ -7,7 +7,8 @@
 
 use std::net::Ipv4Addr;
 
-use crate::sys::netlink::{FdbEntry, Link, Neighbour, Netlink, NetlinkError};
+use crate::sys::error::SysError;
+use crate::sys::netlink::{FdbEntry, Link, Neighbour, Netlink};
 
 /// The host tables discovery works from, read at one moment.
 #[derive(Clone, Debug, Default)]
@@ -25,7 +26,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Read the tables of bridge `bridge`. A missing bridge is not an error:
     /// the snapshot then has no bridge, no neighbours and no FDB.
-    pub async fn take(net: &dyn Netlink, bridge: &str) -> Result<Snapshot, NetlinkError> {
+    pub async fn take(net: &dyn Netlink, bridge: &str) -> Result<Snapshot, SysError> {
         let links = net.links().await?;
         let bridge = links.iter().find(|l| l.name == bridge).cloned();
         let (neighbours, fdb) = match &bridge {

@@ -6,7 +6,7 @@
 //! (which needs a container's network namespace) use this.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
@@ -15,65 +15,15 @@ use bollard::Docker;
 use futures::TryStreamExt;
 use netlink_packet_route::link::LinkAttribute;
 
+use crate::sys::error::SysError;
 use crate::sys::netns;
 
 /// How long one Docker API request may take (the event stream is not limited).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Errors talking to Docker or locating a container's interfaces.
-#[derive(Debug, thiserror::Error)]
-pub enum DockerError {
-    /// The API could not be reached, or answered with an error.
-    #[error("Docker API at {}: {source}", socket.display())]
-    Api {
-        /// The socket.
-        socket: PathBuf,
-        /// What bollard reported.
-        #[source]
-        source: Box<BollardError>,
-    },
-    /// The event stream ended (dockerd stopped).
-    #[error("Docker API at {}: the event stream ended", socket.display())]
-    StreamEnded {
-        /// The socket.
-        socket: PathBuf,
-    },
-    /// No container has this name or ID.
-    #[error("no container named {0}")]
-    NoContainer(String),
-    /// The container exists but does not run (it has no network namespace).
-    #[error("container {0} is not running")]
-    NotRunning(String),
-    /// The container's interfaces could not be read.
-    #[error("container {container}: {reason}")]
-    Interfaces {
-        /// Its name.
-        container: String,
-        /// What failed.
-        reason: String,
-    },
-}
-
-impl DockerError {
-    /// Whether the error means the connection to Docker is lost (rather than
-    /// a problem with one container).
-    pub fn is_connection(&self) -> bool {
-        match self {
-            DockerError::Api { source, .. } => !matches!(
-                **source,
-                BollardError::DockerResponseServerError { .. }
-                    | BollardError::JsonDataError { .. }
-                    | BollardError::JsonSerdeError { .. }
-            ),
-            DockerError::StreamEnded { .. } => true,
-            _ => false,
-        }
-    }
-}
-
 /// Wraps a bollard error with the socket it came from.
-pub fn api_error(socket: &Path) -> impl Fn(BollardError) -> DockerError + '_ {
-    move |source| DockerError::Api {
+pub fn api_error(socket: &Path) -> impl Fn(BollardError) -> SysError + '_ {
+    move |source| SysError::DockerApi {
         socket: socket.to_owned(),
         source: Box::new(source),
     }
@@ -81,7 +31,7 @@ pub fn api_error(socket: &Path) -> impl Fn(BollardError) -> DockerError + '_ {
 
 /// Connect to the Docker API at `socket` and agree on an API version
 /// (dockerd 20.10 speaks 1.41 at most; bollard would ask for newer).
-pub async fn connect(socket: &Path) -> Result<Docker, DockerError> {
+pub async fn connect(socket: &Path) -> Result<Docker, SysError> {
     let docker = Docker::connect_with_unix(
         &socket.to_string_lossy(),
         REQUEST_TIMEOUT.as_secs(),
@@ -96,7 +46,7 @@ pub async fn inspect(
     docker: &Docker,
     socket: &Path,
     name: &str,
-) -> Result<Option<ContainerInspectResponse>, DockerError> {
+) -> Result<Option<ContainerInspectResponse>, SysError> {
     match docker.inspect_container(name, None).await {
         Ok(c) => Ok(Some(c)),
         Err(BollardError::DockerResponseServerError {
@@ -178,30 +128,5 @@ pub async fn veth_peers(pid: u32) -> Result<HashMap<[u8; 6], u32>, String> {
     match result {
         Ok(inner) => inner,
         Err(e) => Err(e.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connection_errors() {
-        let s = PathBuf::from("/x.sock");
-        let server = DockerError::Api {
-            socket: s.clone(),
-            source: Box::new(BollardError::DockerResponseServerError {
-                status_code: 500,
-                message: "boom".into(),
-            }),
-        };
-        assert!(!server.is_connection());
-        let gone = DockerError::Api {
-            socket: s.clone(),
-            source: Box::new(BollardError::SocketNotFoundError("/x.sock".into())),
-        };
-        assert!(gone.is_connection());
-        assert!(DockerError::StreamEnded { socket: s }.is_connection());
-        assert!(!DockerError::NoContainer("x".into()).is_connection());
     }
 }

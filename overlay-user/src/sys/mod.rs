@@ -1,7 +1,7 @@
 //! System helpers, the bottom layer: rtnetlink queries ([`netlink`]),
 //! netlink inside another network namespace ([`netns`]), a bridge's tables
 //! ([`bridge`]), veth plumbing into a namespace ([`veth`]) and the Docker
-//! Engine API client ([`docker`]).
+//! Engine API client ([`docker`]), and their one error type ([`error`]).
 //!
 //! Owns: talking to the kernel and to dockerd about interfaces, namespaces
 //! and containers. Must not touch: anything of overlay's own (the model,
@@ -10,6 +10,7 @@
 
 pub mod bridge;
 pub mod docker;
+pub mod error;
 pub mod netlink;
 pub mod netns;
 pub mod veth;

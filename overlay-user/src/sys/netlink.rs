@@ -17,28 +17,7 @@ use netlink_packet_route::AddressFamily;
 pub use rtnetlink::Handle;
 use rtnetlink::IpVersion;
 
-/// Errors of netlink queries.
-#[derive(Debug, thiserror::Error)]
-pub enum NetlinkError {
-    /// The netlink socket could not be opened.
-    #[error("cannot open a netlink socket: {0}")]
-    Connect(#[source] std::io::Error),
-    /// No interface has this name.
-    #[error("no interface named {0}")]
-    NotFound(String),
-    /// No interface has this index.
-    #[error("no interface with index {0}")]
-    IndexNotFound(u32),
-    /// The kernel refused or the request failed.
-    #[error("netlink {what}: {source}")]
-    Request {
-        /// What was asked, e.g. "dump of links".
-        what: String,
-        /// What rtnetlink reported (boxed: the error embeds a whole netlink message).
-        #[source]
-        source: Box<rtnetlink::Error>,
-    },
-}
+use crate::sys::error::SysError;
 
 /// A network interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,8 +73,8 @@ pub struct FdbEntry {
 }
 
 /// Open a route-netlink socket and drive it on the current tokio runtime.
-pub fn connect() -> Result<Handle, NetlinkError> {
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+pub fn connect() -> Result<Handle, SysError> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(SysError::Connect)?;
     tokio::spawn(conn);
     Ok(handle)
 }
@@ -104,9 +83,9 @@ fn is_enodev(e: &rtnetlink::Error) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == libc::ENODEV)
 }
 
-fn request_error(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+fn request_error(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> SysError {
     let what = what.into();
-    move |source| NetlinkError::Request {
+    move |source| SysError::Request {
         what,
         source: Box::new(source),
     }
@@ -146,36 +125,36 @@ fn link_from_message(msg: LinkMessage) -> Link {
 }
 
 /// The link called `name`.
-pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Link, NetlinkError> {
+pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Link, SysError> {
     // The kernel rejects names it could not hold with EINVAL; answer as for any unknown name.
     if name.is_empty() || name.len() > 15 || name.contains('\0') {
-        return Err(NetlinkError::NotFound(name.to_owned()));
+        return Err(SysError::NotFound(name.to_owned()));
     }
     let mut links = handle.link().get().match_name(name.to_owned()).execute();
     match links.try_next().await {
         Ok(Some(msg)) => Ok(link_from_message(msg)),
-        Ok(None) => Err(NetlinkError::NotFound(name.to_owned())),
-        Err(e) if is_enodev(&e) => Err(NetlinkError::NotFound(name.to_owned())),
+        Ok(None) => Err(SysError::NotFound(name.to_owned())),
+        Err(e) if is_enodev(&e) => Err(SysError::NotFound(name.to_owned())),
         Err(e) => Err(request_error(format!("lookup of link {name}"))(e)),
     }
 }
 
 /// The link with ifindex `index`.
-pub async fn link_by_index(handle: &Handle, index: u32) -> Result<Link, NetlinkError> {
+pub async fn link_by_index(handle: &Handle, index: u32) -> Result<Link, SysError> {
     if index == 0 {
-        return Err(NetlinkError::IndexNotFound(0));
+        return Err(SysError::IndexNotFound(0));
     }
     let mut links = handle.link().get().match_index(index).execute();
     match links.try_next().await {
         Ok(Some(msg)) => Ok(link_from_message(msg)),
-        Ok(None) => Err(NetlinkError::IndexNotFound(index)),
-        Err(e) if is_enodev(&e) => Err(NetlinkError::IndexNotFound(index)),
+        Ok(None) => Err(SysError::IndexNotFound(index)),
+        Err(e) if is_enodev(&e) => Err(SysError::IndexNotFound(index)),
         Err(e) => Err(request_error(format!("lookup of link {index}"))(e)),
     }
 }
 
 /// Every link in the namespace.
-pub async fn links(handle: &Handle) -> Result<Vec<Link>, NetlinkError> {
+pub async fn links(handle: &Handle) -> Result<Vec<Link>, SysError> {
     handle
         .link()
         .get()
@@ -187,7 +166,7 @@ pub async fn links(handle: &Handle) -> Result<Vec<Link>, NetlinkError> {
 }
 
 /// The links enslaved to the bridge `bridge_index`.
-pub async fn bridge_ports(handle: &Handle, bridge_index: u32) -> Result<Vec<Link>, NetlinkError> {
+pub async fn bridge_ports(handle: &Handle, bridge_index: u32) -> Result<Vec<Link>, SysError> {
     Ok(links(handle)
         .await?
         .into_iter()
@@ -196,7 +175,7 @@ pub async fn bridge_ports(handle: &Handle, bridge_index: u32) -> Result<Vec<Link
 }
 
 /// The IPv4 addresses (and prefix lengths) on link `index`, in kernel order.
-pub async fn ipv4_addrs(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+pub async fn ipv4_addrs(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, SysError> {
     let mut req = handle.address().get().set_link_index_filter(index);
     req.message_mut().header.family = AddressFamily::Inet;
     let msgs: Vec<_> = req
@@ -235,7 +214,7 @@ fn neighbour_mac(msg: &NeighbourMessage) -> Option<[u8; 6]> {
 }
 
 /// The IPv4 neighbour (ARP) entries on link `index`.
-pub async fn neighbours_v4(handle: &Handle, index: u32) -> Result<Vec<Neighbour>, NetlinkError> {
+pub async fn neighbours_v4(handle: &Handle, index: u32) -> Result<Vec<Neighbour>, SysError> {
     let msgs: Vec<NeighbourMessage> = handle
         .neighbours()
         .get()
@@ -264,7 +243,7 @@ pub async fn neighbours_v4(handle: &Handle, index: u32) -> Result<Vec<Neighbour>
 
 /// The bridge `bridge_index`'s FDB entries behind its ports, without the
 /// permanent ones (the ports' own MACs) and without the bridge's own entries.
-pub async fn bridge_fdb(handle: &Handle, bridge_index: u32) -> Result<Vec<FdbEntry>, NetlinkError> {
+pub async fn bridge_fdb(handle: &Handle, bridge_index: u32) -> Result<Vec<FdbEntry>, SysError> {
     let mut req = handle.neighbours().get();
     req.message_mut().header.family = AddressFamily::Bridge;
     let msgs: Vec<NeighbourMessage> = req
@@ -306,20 +285,20 @@ fn fdb_from_messages(msgs: &[NeighbourMessage], bridge_index: u32) -> Vec<FdbEnt
 /// kernel, tests substitute a fake.
 #[async_trait::async_trait]
 pub trait Netlink: Send + Sync {
-    /// The link called `name` ([`NetlinkError::NotFound`] names it if absent).
-    async fn link_by_name(&self, name: &str) -> Result<Link, NetlinkError>;
+    /// The link called `name` ([`SysError::NotFound`] names it if absent).
+    async fn link_by_name(&self, name: &str) -> Result<Link, SysError>;
     /// The link with ifindex `index`.
-    async fn link_by_index(&self, index: u32) -> Result<Link, NetlinkError>;
+    async fn link_by_index(&self, index: u32) -> Result<Link, SysError>;
     /// Every link.
-    async fn links(&self) -> Result<Vec<Link>, NetlinkError>;
+    async fn links(&self) -> Result<Vec<Link>, SysError>;
     /// IPv4 addresses and prefix lengths on link `index`.
-    async fn ipv4_addrs(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError>;
+    async fn ipv4_addrs(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, SysError>;
     /// IPv4 neighbour entries on link `index`.
-    async fn neighbours_v4(&self, index: u32) -> Result<Vec<Neighbour>, NetlinkError>;
+    async fn neighbours_v4(&self, index: u32) -> Result<Vec<Neighbour>, SysError>;
     /// FDB entries learned on the ports of bridge `bridge_index` (no permanent ones).
-    async fn bridge_fdb(&self, bridge_index: u32) -> Result<Vec<FdbEntry>, NetlinkError>;
+    async fn bridge_fdb(&self, bridge_index: u32) -> Result<Vec<FdbEntry>, SysError>;
     /// Links whose master is `bridge_index`.
-    async fn bridge_ports(&self, bridge_index: u32) -> Result<Vec<Link>, NetlinkError> {
+    async fn bridge_ports(&self, bridge_index: u32) -> Result<Vec<Link>, SysError> {
         Ok(self
             .links()
             .await?
@@ -337,7 +316,7 @@ pub struct RtNetlink {
 
 impl RtNetlink {
     /// Open a connection (needs a tokio runtime).
-    pub fn connect() -> Result<RtNetlink, NetlinkError> {
+    pub fn connect() -> Result<RtNetlink, SysError> {
         Ok(RtNetlink { handle: connect()? })
     }
 
@@ -354,22 +333,22 @@ impl RtNetlink {
 
 #[async_trait::async_trait]
 impl Netlink for RtNetlink {
-    async fn link_by_name(&self, name: &str) -> Result<Link, NetlinkError> {
+    async fn link_by_name(&self, name: &str) -> Result<Link, SysError> {
         link_by_name(&self.handle, name).await
     }
-    async fn link_by_index(&self, index: u32) -> Result<Link, NetlinkError> {
+    async fn link_by_index(&self, index: u32) -> Result<Link, SysError> {
         link_by_index(&self.handle, index).await
     }
-    async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+    async fn links(&self) -> Result<Vec<Link>, SysError> {
         links(&self.handle).await
     }
-    async fn ipv4_addrs(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+    async fn ipv4_addrs(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, SysError> {
         ipv4_addrs(&self.handle, index).await
     }
-    async fn neighbours_v4(&self, index: u32) -> Result<Vec<Neighbour>, NetlinkError> {
+    async fn neighbours_v4(&self, index: u32) -> Result<Vec<Neighbour>, SysError> {
         neighbours_v4(&self.handle, index).await
     }
-    async fn bridge_fdb(&self, bridge_index: u32) -> Result<Vec<FdbEntry>, NetlinkError> {
+    async fn bridge_fdb(&self, bridge_index: u32) -> Result<Vec<FdbEntry>, SysError> {
         bridge_fdb(&self.handle, bridge_index).await
     }
 }
@@ -378,16 +357,16 @@ impl Netlink for RtNetlink {
 /// host (RTMGRP_LINK | RTMGRP_NEIGH): new container veths, ARP entries of
 /// containers, next hops on the underlay. overlayd reacts to it at once
 /// instead of waiting for its next one-second tick.
-pub fn change_events() -> Result<futures::channel::mpsc::UnboundedReceiver<()>, NetlinkError> {
+pub fn change_events() -> Result<futures::channel::mpsc::UnboundedReceiver<()>, SysError> {
     use futures::StreamExt as _;
     use netlink_sys::AsyncSocket as _;
     let (mut conn, _handle, mut messages) =
-        rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+        rtnetlink::new_connection().map_err(SysError::Connect)?;
     let groups = rtnetlink::constants::RTMGRP_LINK | rtnetlink::constants::RTMGRP_NEIGH;
     conn.socket_mut()
         .socket_mut()
         .bind(&netlink_sys::SocketAddr::new(0, groups))
-        .map_err(NetlinkError::Connect)?;
+        .map_err(SysError::Connect)?;
     tokio::spawn(conn);
     let (tx, rx) = futures::channel::mpsc::unbounded();
     tokio::spawn(async move {

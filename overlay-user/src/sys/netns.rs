@@ -15,36 +15,7 @@ use std::pin::Pin;
 
 use rtnetlink::Handle;
 
-/// Errors of [`run_in`].
-#[derive(Debug, thiserror::Error)]
-pub enum NetnsError {
-    /// The namespace file could not be opened (no such process or namespace).
-    #[error("cannot open network namespace {}: {source}", path.display())]
-    Open {
-        /// `/proc/PID/ns/net` or `/run/netns/NAME`.
-        path: PathBuf,
-        /// What the OS reported.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `setns(2)` refused.
-    #[error("cannot enter network namespace {}: {source}", path.display())]
-    Enter {
-        /// The namespace file.
-        path: PathBuf,
-        /// What the OS reported.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The helper thread, its runtime or its netlink socket could not be set up.
-    #[error("network namespace {}: {reason}", path.display())]
-    Setup {
-        /// The namespace file.
-        path: PathBuf,
-        /// What failed.
-        reason: String,
-    },
-}
+use crate::sys::error::SysError;
 
 /// A future run inside a namespace: it gets a netlink handle opened there.
 pub type NsFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -60,15 +31,15 @@ pub fn named(name: &str) -> PathBuf {
 }
 
 /// Open a namespace file (to pass to rtnetlink's `setns_by_fd`, or to [`run_in_file`]).
-pub fn open(path: &Path) -> Result<File, NetnsError> {
-    File::open(path).map_err(|source| NetnsError::Open {
+pub fn open(path: &Path) -> Result<File, SysError> {
+    File::open(path).map_err(|source| SysError::NetnsOpen {
         path: path.to_owned(),
         source,
     })
 }
 
 /// Run `f` with a netlink handle inside the network namespace at `path`.
-pub async fn run_in<T, F>(path: &Path, f: F) -> Result<T, NetnsError>
+pub async fn run_in<T, F>(path: &Path, f: F) -> Result<T, SysError>
 where
     T: Send + 'static,
     F: FnOnce(Handle) -> NsFuture<T> + Send + 'static,
@@ -78,7 +49,7 @@ where
 }
 
 /// Like [`run_in`], with the namespace file already open.
-pub async fn run_in_file<T, F>(path: &Path, file: File, f: F) -> Result<T, NetnsError>
+pub async fn run_in_file<T, F>(path: &Path, file: File, f: F) -> Result<T, SysError>
 where
     T: Send + 'static,
     F: FnOnce(Handle) -> NsFuture<T> + Send + 'static,
@@ -86,7 +57,7 @@ where
     let path = path.to_owned();
     let setup = {
         let path = path.clone();
-        move |reason: String| NetnsError::Setup { path, reason }
+        move |reason: String| SysError::NetnsSetup { path, reason }
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let thread_path = path.clone();
@@ -96,12 +67,12 @@ where
             let result = (|| {
                 // SAFETY: plain syscall on an fd we own; it only moves this thread.
                 if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(NetnsError::Enter {
+                    return Err(SysError::NetnsEnter {
                         path: thread_path.clone(),
                         source: std::io::Error::last_os_error(),
                     });
                 }
-                let setup_err = |reason: String| NetnsError::Setup {
+                let setup_err = |reason: String| SysError::NetnsSetup {
                     path: thread_path.clone(),
                     reason,
                 };
@@ -121,7 +92,7 @@ where
             let _ = tx.send(result);
         })
         .map_err(|e| setup(format!("thread: {e}")))?;
-    rx.await.map_err(|_| NetnsError::Setup {
+    rx.await.map_err(|_| SysError::NetnsSetup {
         path,
         reason: "the helper thread panicked".into(),
     })?

@@ -10,31 +10,13 @@ use std::path::Path;
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 
-use crate::sys::netlink::{self, Handle, NetlinkError};
-use crate::sys::netns::{self, NetnsError};
+use crate::sys::error::SysError;
+use crate::sys::netlink::{self, Handle};
+use crate::sys::netns;
 
-/// Errors of veth plumbing.
-#[derive(Debug, thiserror::Error)]
-pub enum VethError {
-    /// A netlink query failed.
-    #[error(transparent)]
-    Netlink(#[from] NetlinkError),
-    /// Entering the target's namespace failed.
-    #[error(transparent)]
-    Netns(#[from] NetnsError),
-    /// A netlink change was refused.
-    #[error("{what}: {reason}")]
-    Plumbing {
-        /// What was being done.
-        what: String,
-        /// What the kernel reported.
-        reason: String,
-    },
-}
-
-fn plumbing(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> VethError {
+fn plumbing(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> SysError {
     let what = what.into();
-    move |e| VethError::Plumbing {
+    move |e| SysError::Plumbing {
         what,
         reason: e.to_string(),
     }
@@ -56,7 +38,7 @@ pub struct Inside {
 }
 
 /// Makes the pair `host` / `temp` in the host's namespace.
-pub async fn create_pair(handle: &Handle, host: &str, temp: &str) -> Result<(), VethError> {
+pub async fn create_pair(handle: &Handle, host: &str, temp: &str) -> Result<(), SysError> {
     handle
         .link()
         .add()
@@ -77,7 +59,7 @@ pub async fn plumb(
     temp: &str,
     inside: &Inside,
     bridge_index: u32,
-) -> Result<(), VethError> {
+) -> Result<(), SysError> {
     let host_link = netlink::link_by_name(handle, host).await?;
     let peer = netlink::link_by_name(handle, temp).await?;
     handle
@@ -130,7 +112,7 @@ pub async fn plumb(
 }
 
 /// Inside the target: rename, up, address, default route; lo up.
-async fn configure_inside(h: &Handle, temp: &str, inside: &Inside) -> Result<(), VethError> {
+async fn configure_inside(h: &Handle, temp: &str, inside: &Inside) -> Result<(), SysError> {
     let name = &inside.ifname;
     let link = netlink::link_by_name(h, temp).await?;
     h.link()
@@ -182,7 +164,7 @@ pub async fn remove_link(handle: &Handle, name: &str) -> bool {
 }
 
 /// Whether the namespace at `ns_path` has a link called `name`.
-pub async fn has_link_in(ns_path: &Path, name: &str) -> Result<bool, NetnsError> {
+pub async fn has_link_in(ns_path: &Path, name: &str) -> Result<bool, SysError> {
     let name = name.to_string();
     netns::run_in(ns_path, |h| {
         Box::pin(async move { netlink::link_by_name(&h, &name).await.is_ok() })
@@ -191,7 +173,7 @@ pub async fn has_link_in(ns_path: &Path, name: &str) -> Result<bool, NetnsError>
 }
 
 /// Interfaces inside `ns_path`, by name (used by tests and diagnostics).
-pub async fn interfaces_in(ns_path: &Path) -> Result<Vec<String>, VethError> {
+pub async fn interfaces_in(ns_path: &Path) -> Result<Vec<String>, SysError> {
     let names = netns::run_in(ns_path, |h| {
         Box::pin(async move {
             h.link()
@@ -213,7 +195,7 @@ pub async fn interfaces_in(ns_path: &Path) -> Result<Vec<String>, VethError> {
         })
     })
     .await?;
-    names.map_err(|reason| VethError::Plumbing {
+    names.map_err(|reason| SysError::Plumbing {
         what: format!("listing interfaces in {}", ns_path.display()),
         reason,
     })

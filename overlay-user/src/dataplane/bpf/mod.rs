@@ -28,6 +28,7 @@ use crate::model::config::{AttachPoint, Config, EncapMode, XdpMode};
 use crate::model::endpoint::EndpointSpec;
 use crate::model::peer::PeerSpec;
 use crate::model::status::{Mode, Stats};
+use crate::sys::error::SysError;
 use crate::sys::netlink;
 
 const LINK_UNDERLAY: &str = "underlay-tc";
@@ -63,7 +64,7 @@ impl BpfDataplane {
             name: "netlink".into(),
             reason: e.to_string(),
         })?;
-        let iface = |name: &str, e: netlink::NetlinkError| LoadError::Interface {
+        let iface = |name: &str, e: SysError| LoadError::Interface {
             name: name.to_string(),
             reason: e.to_string(),
         };
@@ -458,7 +459,7 @@ pub async fn remove_encap_device() -> Result<(), DataplaneError> {
             .execute()
             .await
             .map_err(|e| DataplaneError::Netlink(format!("deleting {ENCAP_DEVICE}: {e}"))),
-        Err(netlink::NetlinkError::NotFound(_)) => Ok(()),
+        Err(SysError::NotFound(_)) => Ok(()),
         Err(e) => Err(DataplaneError::Netlink(e.to_string())),
     }
 }

@@ -20,8 +20,9 @@ use crate::model::source::Source;
 use crate::model::validation::format_mac;
 use crate::sources::docker::containers::{container_info, ContainerInfo};
 use crate::sources::ControlSource;
-use crate::sys::docker::{api_error, connect, inspect, short_id, veth_peers, DockerError};
-use crate::sys::netlink::{Netlink, NetlinkError, RtNetlink};
+use crate::sys::docker::{api_error, connect, inspect, short_id, veth_peers};
+use crate::sys::error::SysError;
+use crate::sys::netlink::{Netlink, RtNetlink};
 
 /// The first retry after losing Docker comes this soon.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -60,10 +61,7 @@ pub struct Watcher {
 impl Watcher {
     /// A watcher for the `[docker]` settings `cfg`, for containers of
     /// `subnet`, if the section is enabled (then it says so in the log).
-    pub fn from_config(
-        cfg: &DockerConfig,
-        subnet: Ipv4Net,
-    ) -> Result<Option<Watcher>, NetlinkError> {
+    pub fn from_config(cfg: &DockerConfig, subnet: Ipv4Net) -> Result<Option<Watcher>, SysError> {
         if !cfg.enabled {
             return Ok(None);
         }
@@ -92,7 +90,7 @@ impl Watcher {
         let mut backoff = MIN_BACKOFF;
         loop {
             let e = match self.session(&core).await {
-                Ok(()) => DockerError::StreamEnded {
+                Ok(()) => SysError::DockerStreamEnded {
                     socket: self.cfg.socket.clone(),
                 },
                 Err(e) => e,
@@ -115,7 +113,7 @@ impl Watcher {
     }
 
     /// One connection: reconcile, then handle events until the stream fails.
-    async fn session(&mut self, core: &Core) -> Result<(), DockerError> {
+    async fn session(&mut self, core: &Core) -> Result<(), SysError> {
         let socket = self.cfg.socket.clone();
         let docker = connect(&socket).await?;
         let since = SystemTime::now()
@@ -159,7 +157,7 @@ impl Watcher {
         core: &Core,
         docker: &Docker,
         event: EventMessage,
-    ) -> Result<(), DockerError> {
+    ) -> Result<(), SysError> {
         let action = event.action.as_deref().unwrap_or_default();
         let actor = event.actor.unwrap_or_default();
         let id = actor.id.unwrap_or_default();
@@ -188,7 +186,7 @@ impl Watcher {
         &self,
         docker: &Docker,
         id: &str,
-    ) -> Result<Option<(ContainerInfo, Vec<Resolved>)>, DockerError> {
+    ) -> Result<Option<(ContainerInfo, Vec<Resolved>)>, SysError> {
         let Some(inspect) = inspect(docker, &self.cfg.socket, id).await? else {
             return Ok(None);
         };
@@ -201,7 +199,7 @@ impl Watcher {
         }
         let peers = veth_peers(pid)
             .await
-            .map_err(|reason| DockerError::Interfaces {
+            .map_err(|reason| SysError::ContainerInterfaces {
                 container: info.name.clone(),
                 reason,
             })?;
@@ -236,7 +234,7 @@ impl Watcher {
         core: &Core,
         docker: &Docker,
         id: &str,
-    ) -> Result<(), DockerError> {
+    ) -> Result<(), SysError> {
         match self.resolve(docker, id).await? {
             None => {
                 self.forget_container(core, id).await;
@@ -389,7 +387,7 @@ impl Watcher {
         &mut self,
         core: &Core,
         docker: &Docker,
-    ) -> Result<(usize, usize), DockerError> {
+    ) -> Result<(usize, usize), SysError> {
         let socket = self.cfg.socket.clone();
         let list = docker
             .list_containers(Some(ListContainersOptionsBuilder::new().all(false).build()))
