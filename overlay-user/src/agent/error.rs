@@ -78,7 +78,7 @@ pub enum AgentError {
         action: String,
         /// What the dataplane reported.
         #[source]
-        source: DataplaneError,
+        source: Box<DataplaneError>,
     },
     /// The state file exists but could not be read.
     #[error("cannot read state file {}: {source}", path.display())]

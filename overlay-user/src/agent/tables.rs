@@ -210,7 +210,7 @@ impl Agent {
             .await
             .map_err(|source| AgentError::Dataplane {
                 action: format!("adding peer {subnet}"),
-                source,
+                source: Box::new(source),
             })?;
         log::info!("peer {subnet} via {underlay_ip} ({source})");
         let old = self.peers.insert(subnet, PeerEntry { spec, source });
@@ -231,7 +231,7 @@ impl Agent {
             .await
             .map_err(|source| AgentError::Dataplane {
                 action: format!("deleting peer {subnet}"),
-                source,
+                source: Box::new(source),
             })?;
         self.peers.remove(&subnet);
         log::info!("peer {subnet} deleted");
@@ -317,7 +317,7 @@ impl Agent {
             .await
             .map_err(|source| AgentError::Dataplane {
                 action: format!("adding endpoint {ip}"),
-                source,
+                source: Box::new(source),
             })?;
         log::info!(
             "endpoint {ip} on {} (ifindex {}, mac {}) ({source})",
@@ -343,7 +343,7 @@ impl Agent {
             .await
             .map_err(|source| AgentError::Dataplane {
                 action: format!("deleting endpoint {ip}"),
-                source,
+                source: Box::new(source),
             })?;
         self.endpoints.remove(&ip);
         log::info!("endpoint {ip} deleted");
@@ -360,7 +360,7 @@ impl Agent {
             .stats()
             .map_err(|source| AgentError::Dataplane {
                 action: "reading counters".into(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(Status {
             mode: self.dataplane.mode(),
@@ -429,7 +429,7 @@ impl Agent {
             .await
             .map_err(|source| AgentError::Dataplane {
                 action: "shutting down the dataplane".into(),
-                source,
+                source: Box::new(source),
             })
     }
 

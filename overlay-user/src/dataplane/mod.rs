@@ -23,7 +23,8 @@ use crate::model::endpoint::EndpointSpec;
 use crate::model::peer::PeerSpec;
 use crate::model::status::{Mode, Stats};
 
-/// Errors of a dataplane implementation.
+/// Errors of the dataplane layer: of either implementation, of loading,
+/// starting and choosing one, and of the kernel dataplane's firewall rules.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     /// A BPF map operation failed.
@@ -51,6 +52,58 @@ pub enum DataplaneError {
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),
+    /// The BPF pin directory is not on a BPF filesystem and one could not be mounted.
+    #[error("bpffs at {path}: {reason}")]
+    Bpffs {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// The eBPF object could not be loaded (maps created, relocations).
+    #[error("loading the eBPF object: {0}")]
+    Object(#[from] aya::EbpfError),
+    /// The kernel refused a BPF program (verifier, missing capability).
+    #[error("loading program {program}: {source}")]
+    Program {
+        /// The program.
+        program: &'static str,
+        /// What the kernel said.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// An interface the configuration names does not exist, has no usable
+    /// address or is unusable for the dataplane.
+    #[error("interface {name}: {reason}")]
+    Interface {
+        /// Its name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A netlink socket could not be opened.
+    #[error("cannot open a netlink socket: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The kernel refused a netlink request (kernel dataplane).
+    #[error("{what}: {source}")]
+    Request {
+        /// What was asked, e.g. "adding the route to 10.103.200.0/24".
+        what: String,
+        /// What rtnetlink reported (boxed: it embeds a whole netlink message).
+        #[source]
+        source: Box<rtnetlink::Error>,
+    },
+    /// The iptables command is missing or failed (kernel dataplane's firewall rules).
+    #[error("iptables: {what}: {reason}")]
+    Iptables {
+        /// What was being done.
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The firewall's blocking helper task failed.
+    #[error("firewall task: {0}")]
+    Task(String),
 }
 
 /// What every dataplane implementation offers the agent.

@@ -3,10 +3,9 @@
 
 use std::net::Ipv4Addr;
 
-use crate::dataplane::bpf::{self, BpfDataplane, LoadError};
-use crate::dataplane::kernel::error::KernelError;
+use crate::dataplane::bpf::{self, BpfDataplane};
 use crate::dataplane::kernel::{self, KernelDataplane};
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Dataplane, DataplaneError};
 use crate::model::config::{Config, DataplaneChoice};
 use crate::sys::netlink;
 
@@ -16,17 +15,6 @@ pub struct Started {
     pub dataplane: Box<dyn Dataplane>,
     /// Why this mode: the setting, or for `auto` what happened to BPF.
     pub reason: String,
-}
-
-/// Errors of [`start`].
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// `dataplane = "ebpf"` and the BPF dataplane could not be loaded.
-    #[error(transparent)]
-    Ebpf(#[from] LoadError),
-    /// The kernel dataplane could not be set up (`kernel`, or `auto` after BPF failed).
-    #[error(transparent)]
-    Kernel(#[from] KernelError),
 }
 
 /// Starts the dataplane `choice` asks for, with this host's underlay address
@@ -43,7 +31,7 @@ pub async fn start(
     cfg: &Config,
     underlay_ip: Ipv4Addr,
     choice: DataplaneChoice,
-) -> Result<Started, StartError> {
+) -> Result<Started, DataplaneError> {
     let reason = match choice {
         DataplaneChoice::Ebpf | DataplaneChoice::Kernel => {
             format!("dataplane = {}", choice_name(choice))
@@ -64,10 +52,10 @@ pub async fn start(
                     reason,
                 });
             }
-            Err(e) if choice == DataplaneChoice::Ebpf => return Err(e.into()),
+            Err(e) if choice == DataplaneChoice::Ebpf => return Err(e),
             // A missing or unusable interface is the host's problem, not BPF's:
             // the kernel path would not fix it, so auto reports it too.
-            Err(e @ LoadError::Interface { .. }) => return Err(e.into()),
+            Err(e @ DataplaneError::Interface { .. }) => return Err(e),
             Err(e) => {
                 let e = error_chain(&e);
                 log::warn!(

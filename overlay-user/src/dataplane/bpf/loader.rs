@@ -15,61 +15,17 @@ use aya::programs::{
 use aya::{Ebpf, EbpfLoader};
 use overlay_common::programs;
 
+use crate::dataplane::DataplaneError;
+
 /// The eBPF object built from overlay-ebpf by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay.o"));
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
-/// Errors while loading and attaching the BPF dataplane.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The pin directory is not on a BPF filesystem and one could not be mounted.
-    #[error("bpffs at {path}: {reason}")]
-    Bpffs {
-        /// The directory.
-        path: PathBuf,
-        /// Why it is unusable.
-        reason: String,
-    },
-    /// The object could not be loaded (maps created, relocations).
-    #[error("loading the eBPF object: {0}")]
-    Object(#[from] aya::EbpfError),
-    /// The kernel refused a program (verifier, missing capability).
-    #[error("loading program {program}: {source}")]
-    Program {
-        /// The program.
-        program: &'static str,
-        /// What the kernel said.
-        #[source]
-        source: aya::programs::ProgramError,
-    },
-    /// Attaching a program to an interface failed.
-    #[error("attaching {program} to {ifname}: {reason}")]
-    Attach {
-        /// The program.
-        program: &'static str,
-        /// The interface.
-        ifname: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// An interface the configuration names does not exist or has no usable address.
-    #[error("interface {name}: {reason}")]
-    Interface {
-        /// Its name.
-        name: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A map operation during start-up failed.
-    #[error(transparent)]
-    Dataplane(#[from] crate::dataplane::DataplaneError),
-}
-
 /// Makes sure `pin_dir` lies on a bpffs, mounting one at /sys/fs/bpf if
 /// nothing is mounted there yet, and creates `pin_dir/{maps,links}`.
-pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), LoadError> {
-    let fail = |reason: String| LoadError::Bpffs {
+pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let fail = |reason: String| DataplaneError::Bpffs {
         path: pin_dir.to_path_buf(),
         reason,
     };
@@ -105,7 +61,7 @@ fn is_bpffs(p: &Path) -> bool {
 
 /// Loads the object and every program (the verifier runs here). With a pin
 /// directory, maps are reused from `pin_dir/maps` or pinned there.
-pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf, LoadError> {
+pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf, DataplaneError> {
     let mut loader = EbpfLoader::new();
     let maps_dir;
     if let Some(dir) = pin_dir {
@@ -115,13 +71,13 @@ pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf, LoadError> {
     let mut ebpf = loader.load(OBJECT)?;
     for name in [programs::FROM_CONTAINER, programs::FROM_UNDERLAY] {
         let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
-        prog.load().map_err(|source| LoadError::Program {
+        prog.load().map_err(|source| DataplaneError::Program {
             program: name,
             source,
         })?;
     }
     let xdp: &mut Xdp = program(&mut ebpf, programs::XDP_UNDERLAY)?;
-    xdp.load().map_err(|source| LoadError::Program {
+    xdp.load().map_err(|source| DataplaneError::Program {
         program: programs::XDP_UNDERLAY,
         source,
     })?;
@@ -129,15 +85,15 @@ pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf, LoadError> {
 }
 
 /// A program of the object by name and type.
-pub fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+pub fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataplaneError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let p = ebpf.program_mut(name).ok_or(LoadError::Program {
+    let p = ebpf.program_mut(name).ok_or(DataplaneError::Program {
         program: name,
         source: aya::programs::ProgramError::NotLoaded,
     })?;
-    p.try_into().map_err(|source| LoadError::Program {
+    p.try_into().map_err(|source| DataplaneError::Program {
         program: name,
         source,
     })
@@ -180,9 +136,9 @@ impl Links {
         program_name: &'static str,
         ifname: &str,
         name: &str,
-    ) -> Result<(), LoadError> {
+    ) -> Result<(), DataplaneError> {
         let prog: &mut SchedClassifier = program(ebpf, program_name)?;
-        let fail = |reason: String| LoadError::Attach {
+        let fail = |reason: String| DataplaneError::Attach {
             program: program_name,
             ifname: ifname.to_string(),
             reason,
@@ -237,10 +193,10 @@ impl Links {
         ifname: &str,
         mode: XdpMode,
         name: &str,
-    ) -> Result<(), LoadError> {
+    ) -> Result<(), DataplaneError> {
         let program_name = programs::XDP_UNDERLAY;
         let prog: &mut Xdp = program(ebpf, program_name)?;
-        let fail = |reason: String| LoadError::Attach {
+        let fail = |reason: String| DataplaneError::Attach {
             program: program_name,
             ifname: ifname.to_string(),
             reason,

@@ -20,7 +20,6 @@ use overlay_common::{
 };
 
 use loader::Links;
-pub use loader::LoadError;
 use maps::Maps;
 
 use crate::dataplane::{Dataplane, DataplaneError};
@@ -59,12 +58,12 @@ pub struct BpfDataplane {
 impl BpfDataplane {
     /// Loads, configures and attaches everything for `cfg`. On failure,
     /// whatever this attempt attached is detached again.
-    pub async fn start(cfg: &Config) -> Result<Self, LoadError> {
-        let handle = netlink::connect().map_err(|e| LoadError::Interface {
+    pub async fn start(cfg: &Config) -> Result<Self, DataplaneError> {
+        let handle = netlink::connect().map_err(|e| DataplaneError::Interface {
             name: "netlink".into(),
             reason: e.to_string(),
         })?;
-        let iface = |name: &str, e: SysError| LoadError::Interface {
+        let iface = |name: &str, e: SysError| DataplaneError::Interface {
             name: name.to_string(),
             reason: e.to_string(),
         };
@@ -81,7 +80,7 @@ impl BpfDataplane {
                 .map_err(|e| iface(&cfg.underlay_interface, e))?
                 .first()
                 .map(|(ip, _)| *ip)
-                .ok_or_else(|| LoadError::Interface {
+                .ok_or_else(|| DataplaneError::Interface {
                     name: cfg.underlay_interface.clone(),
                     reason: "has no IPv4 address; set underlay_ip in the config".into(),
                 })?,
@@ -92,7 +91,7 @@ impl BpfDataplane {
             EncapMode::Bpf => {
                 remove_encap_device()
                     .await
-                    .map_err(|e| LoadError::Interface {
+                    .map_err(|e| DataplaneError::Interface {
                         name: ENCAP_DEVICE.into(),
                         reason: e.to_string(),
                     })?;
@@ -157,7 +156,7 @@ impl BpfDataplane {
         Ok(dp)
     }
 
-    async fn attach_all(&mut self, cfg: &Config) -> Result<(), LoadError> {
+    async fn attach_all(&mut self, cfg: &Config) -> Result<(), DataplaneError> {
         // XDP first, so that tc may rely on its checks from the first frame.
         match cfg.xdp {
             XdpMode::Off => self.links.detach(LINK_XDP),
@@ -193,7 +192,7 @@ impl BpfDataplane {
             }
             AttachPoint::Veth => {
                 self.links.detach(LINK_BRIDGE);
-                self.sync_ports().await.map_err(LoadError::Dataplane)?;
+                self.sync_ports().await?;
             }
         }
         Ok(())
@@ -417,8 +416,8 @@ async fn ensure_encap_device(
     handle: &rtnetlink::Handle,
     cfg: &Config,
     underlay_mtu: u32,
-) -> Result<u32, LoadError> {
-    let fail = |reason: String| LoadError::Interface {
+) -> Result<u32, DataplaneError> {
+    let fail = |reason: String| DataplaneError::Interface {
         name: ENCAP_DEVICE.into(),
         reason,
     };

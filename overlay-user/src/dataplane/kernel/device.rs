@@ -9,7 +9,8 @@ use netlink_packet_route::link::{
 };
 use rtnetlink::Handle;
 
-use crate::dataplane::kernel::error::{is_missing, request, KernelError};
+use crate::dataplane::kernel::error::{is_missing, request};
+use crate::dataplane::DataplaneError;
 use crate::model::validation::format_mac;
 
 /// Prefix of our VXLAN devices' names; the VNI follows.
@@ -52,7 +53,7 @@ pub struct DeviceSpec {
 pub(crate) async fn link_message(
     handle: &Handle,
     name: &str,
-) -> Result<Option<LinkMessage>, KernelError> {
+) -> Result<Option<LinkMessage>, DataplaneError> {
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
         Ok(msg) => Ok(msg),
@@ -96,7 +97,10 @@ pub(crate) fn matches_spec(settings: &[InfoVxlan], dev: &DeviceSpec) -> bool {
 
 /// Creates the device (or keeps a matching one), sets its MTU and MAC and
 /// brings it up; returns its ifindex.
-pub(crate) async fn ensure_device(handle: &Handle, dev: &DeviceSpec) -> Result<u32, KernelError> {
+pub(crate) async fn ensure_device(
+    handle: &Handle,
+    dev: &DeviceSpec,
+) -> Result<u32, DataplaneError> {
     if let Some(msg) = link_message(handle, &dev.name).await? {
         match vxlan_settings(&msg) {
             Some(settings) if matches_spec(&settings, dev) => {
@@ -135,7 +139,7 @@ pub(crate) async fn ensure_device(handle: &Handle, dev: &DeviceSpec) -> Result<u
     let index = link_message(handle, &dev.name)
         .await?
         .map(|m| m.header.index)
-        .ok_or_else(|| KernelError::Interface {
+        .ok_or_else(|| DataplaneError::Interface {
             name: dev.name.clone(),
             reason: "vanished right after it was created".into(),
         })?;
@@ -155,7 +159,7 @@ pub(crate) async fn delete_link(
     handle: &Handle,
     index: u32,
     name: &str,
-) -> Result<(), KernelError> {
+) -> Result<(), DataplaneError> {
     match handle.link().del(index).execute().await {
         Err(e) if !is_missing(&e) => Err(request(format!("deleting {name}"))(e)),
         _ => Ok(()),
@@ -167,7 +171,7 @@ pub(crate) async fn delete_link(
 pub async fn remove_devices(
     handle: &Handle,
     keep: Option<&str>,
-) -> Result<Vec<String>, KernelError> {
+) -> Result<Vec<String>, DataplaneError> {
     let links: Vec<LinkMessage> = handle
         .link()
         .get()

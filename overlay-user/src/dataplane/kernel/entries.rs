@@ -13,7 +13,8 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlag, Route
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, IpVersion};
 
-use crate::dataplane::kernel::error::{is_missing, request, KernelError};
+use crate::dataplane::kernel::error::{is_missing, request};
+use crate::dataplane::DataplaneError;
 use crate::model::validation::format_mac;
 
 const RT_TABLE_MAIN: u8 = 254;
@@ -34,7 +35,7 @@ impl Entries<'_> {
         &self,
         gateway: Ipv4Addr,
         vtep_mac: [u8; 6],
-    ) -> Result<(), KernelError> {
+    ) -> Result<(), DataplaneError> {
         self.handle
             .neighbours()
             .add(self.index, IpAddr::V4(gateway))
@@ -52,7 +53,7 @@ impl Entries<'_> {
     }
 
     /// Removes the neighbour entry of `gateway`; a missing one is fine.
-    pub async fn del_neighbour(&self, gateway: Ipv4Addr) -> Result<(), KernelError> {
+    pub async fn del_neighbour(&self, gateway: Ipv4Addr) -> Result<(), DataplaneError> {
         let mut msg = NeighbourMessage::default();
         msg.header.family = AddressFamily::Inet;
         msg.header.ifindex = self.index;
@@ -70,7 +71,7 @@ impl Entries<'_> {
     }
 
     /// The FDB entry `mac` -> `dst`.
-    pub async fn add_fdb(&self, mac: [u8; 6], dst: Ipv4Addr) -> Result<(), KernelError> {
+    pub async fn add_fdb(&self, mac: [u8; 6], dst: Ipv4Addr) -> Result<(), DataplaneError> {
         self.handle
             .neighbours()
             .add_bridge(self.index, &mac)
@@ -88,7 +89,7 @@ impl Entries<'_> {
     }
 
     /// Removes the FDB entry `mac` -> `dst`; a missing one is fine.
-    pub async fn del_fdb(&self, mac: [u8; 6], dst: Ipv4Addr) -> Result<(), KernelError> {
+    pub async fn del_fdb(&self, mac: [u8; 6], dst: Ipv4Addr) -> Result<(), DataplaneError> {
         let mut msg = NeighbourMessage::default();
         msg.header.family = AddressFamily::Bridge;
         msg.header.ifindex = self.index;
@@ -109,7 +110,11 @@ impl Entries<'_> {
     }
 
     /// The route to `subnet` via `gateway`, on the device, `onlink`.
-    pub async fn add_route(&self, subnet: Ipv4Net, gateway: Ipv4Addr) -> Result<(), KernelError> {
+    pub async fn add_route(
+        &self,
+        subnet: Ipv4Net,
+        gateway: Ipv4Addr,
+    ) -> Result<(), DataplaneError> {
         let mut req = self
             .handle
             .route()
@@ -129,7 +134,7 @@ impl Entries<'_> {
     /// The IPv4 routes of the main table out of our device.
     pub async fn our_routes(
         &self,
-    ) -> Result<Vec<(Ipv4Net, Option<Ipv4Addr>, RouteMessage)>, KernelError> {
+    ) -> Result<Vec<(Ipv4Net, Option<Ipv4Addr>, RouteMessage)>, DataplaneError> {
         let msgs: Vec<RouteMessage> = self
             .handle
             .route()
@@ -164,7 +169,7 @@ impl Entries<'_> {
     }
 
     /// Removes the routes to `subnet` on the device.
-    pub async fn del_route(&self, subnet: Ipv4Net) -> Result<(), KernelError> {
+    pub async fn del_route(&self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
         for (net, _, msg) in self.our_routes().await? {
             if net == subnet {
                 if let Err(e) = self.handle.route().del(msg).execute().await {
@@ -184,7 +189,7 @@ impl Entries<'_> {
 pub async fn fdb_entries(
     handle: &Handle,
     index: u32,
-) -> Result<BTreeSet<([u8; 6], Ipv4Addr)>, KernelError> {
+) -> Result<BTreeSet<([u8; 6], Ipv4Addr)>, DataplaneError> {
     let mut req = handle.neighbours().get();
     req.message_mut().header.family = AddressFamily::Bridge;
     let msgs: Vec<NeighbourMessage> = req

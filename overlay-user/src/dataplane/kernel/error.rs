@@ -1,41 +1,19 @@
-//! The kernel dataplane's errors, and how netlink answers are read.
+//! How the kernel dataplane reads netlink's answers and reports failures.
 
 use crate::dataplane::DataplaneError;
 
-/// Errors while setting up or changing the kernel dataplane.
-#[derive(Debug, thiserror::Error)]
-pub enum KernelError {
-    /// The netlink socket could not be opened.
-    #[error("cannot open a netlink socket: {0}")]
-    Connect(#[source] std::io::Error),
-    /// An interface the configuration names does not exist or is unusable.
-    #[error("interface {name}: {reason}")]
-    Interface {
-        /// Its name.
-        name: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The kernel refused a netlink request.
-    #[error("{what}: {source}")]
-    Request {
-        /// What was asked, e.g. "adding the route to 10.103.200.0/24".
-        what: String,
-        /// What rtnetlink reported (boxed: it embeds a whole netlink message).
-        #[source]
-        source: Box<rtnetlink::Error>,
-    },
-}
-
-impl From<KernelError> for DataplaneError {
-    fn from(e: KernelError) -> Self {
-        DataplaneError::Netlink(e.to_string())
+/// A failure inside one of the [`Dataplane`](crate::dataplane::Dataplane)
+/// methods, as the agent sees it: `netlink: ` and the whole message.
+pub(crate) fn netlink_failure(e: DataplaneError) -> DataplaneError {
+    match e {
+        e @ DataplaneError::Netlink(_) => e,
+        e => DataplaneError::Netlink(e.to_string()),
     }
 }
 
-pub(crate) fn request(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> KernelError {
+pub(crate) fn request(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> DataplaneError {
     let what = what.into();
-    move |source| KernelError::Request {
+    move |source| DataplaneError::Request {
         what,
         source: Box::new(source),
     }

@@ -20,21 +20,7 @@
 
 use std::time::Duration;
 
-/// Errors of rule changes.
-#[derive(Debug, thiserror::Error)]
-pub enum FirewallError {
-    /// The iptables command is missing or failed.
-    #[error("iptables: {what}: {reason}")]
-    Iptables {
-        /// What was being done.
-        what: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The blocking helper task failed.
-    #[error("firewall task: {0}")]
-    Task(String),
-}
+use crate::dataplane::DataplaneError;
 
 /// One rule: table, chain, rule specification.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,15 +57,15 @@ pub fn rules(device: &str) -> Vec<Rule> {
     ]
 }
 
-fn ipt_err(what: impl Into<String>) -> impl FnOnce(Box<dyn std::error::Error>) -> FirewallError {
+fn ipt_err(what: impl Into<String>) -> impl FnOnce(Box<dyn std::error::Error>) -> DataplaneError {
     let what = what.into();
-    move |e| FirewallError::Iptables {
+    move |e| DataplaneError::Iptables {
         what,
         reason: e.to_string(),
     }
 }
 
-fn ensure_blocking(device: &str) -> Result<usize, FirewallError> {
+fn ensure_blocking(device: &str) -> Result<usize, DataplaneError> {
     let ipt = iptables::new(false).map_err(ipt_err("starting"))?;
     let mut added = 0;
     for r in rules(device) {
@@ -96,7 +82,7 @@ fn ensure_blocking(device: &str) -> Result<usize, FirewallError> {
     Ok(added)
 }
 
-fn remove_blocking(device: &str) -> Result<usize, FirewallError> {
+fn remove_blocking(device: &str) -> Result<usize, DataplaneError> {
     let ipt = iptables::new(false).map_err(ipt_err("starting"))?;
     let mut removed = 0;
     for r in rules(device) {
@@ -114,21 +100,21 @@ fn remove_blocking(device: &str) -> Result<usize, FirewallError> {
 }
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, FirewallError> + Send + 'static,
-) -> Result<T, FirewallError> {
+    f: impl FnOnce() -> Result<T, DataplaneError> + Send + 'static,
+) -> Result<T, DataplaneError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| FirewallError::Task(e.to_string()))?
+        .map_err(|e| DataplaneError::Task(e.to_string()))?
 }
 
 /// Add the missing rules for `device`; returns how many were added.
-pub async fn ensure(device: &str) -> Result<usize, FirewallError> {
+pub async fn ensure(device: &str) -> Result<usize, DataplaneError> {
     let device = device.to_string();
     blocking(move || ensure_blocking(&device)).await
 }
 
 /// Remove every copy of the rules for `device`; returns how many were removed.
-pub async fn remove(device: &str) -> Result<usize, FirewallError> {
+pub async fn remove(device: &str) -> Result<usize, DataplaneError> {
     let device = device.to_string();
     blocking(move || remove_blocking(&device)).await
 }

@@ -19,8 +19,8 @@
 //! neighbour and FDB entries with it.
 //!
 //! Owns: the device ([`device`]), the per-peer entries ([`entries`]), the
-//! firewall rules the device needs ([`firewall`]) and their errors
-//! ([`error`]). Must not touch: BPF (pins, programs, maps) and anything
+//! firewall rules the device needs ([`firewall`]) and how netlink answers
+//! are read ([`error`]). Must not touch: BPF (pins, programs, maps) and anything
 //! above the dataplane.
 
 pub mod device;
@@ -40,7 +40,7 @@ use crate::dataplane::kernel::device::{
     device_name, ensure_device, link_message, remove_devices, DeviceSpec, VXLAN_OVERHEAD,
 };
 use crate::dataplane::kernel::entries::{fdb_entries, Entries};
-use crate::dataplane::kernel::error::{is_missing, request, KernelError};
+use crate::dataplane::kernel::error::{is_missing, netlink_failure, request};
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::model::config::Config;
 use crate::model::endpoint::EndpointSpec;
@@ -88,17 +88,17 @@ impl KernelDataplane {
     /// underlay address `local_ip`. Peers left on the device by an earlier
     /// run stay until the first [`Dataplane::refresh`] after the agent has
     /// re-added the current ones; then whatever is not a peer any more goes.
-    pub async fn start(cfg: &Config, local_ip: Ipv4Addr) -> Result<Self, KernelError> {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(KernelError::Connect)?;
+    pub async fn start(cfg: &Config, local_ip: Ipv4Addr) -> Result<Self, DataplaneError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(DataplaneError::Connect)?;
         tokio::spawn(conn);
         let underlay = netlink::link_by_name(&handle, &cfg.underlay_interface)
             .await
-            .map_err(|e| KernelError::Interface {
+            .map_err(|e| DataplaneError::Interface {
                 name: cfg.underlay_interface.clone(),
                 reason: e.to_string(),
             })?;
         if underlay.mtu <= VXLAN_OVERHEAD + 68 {
-            return Err(KernelError::Interface {
+            return Err(DataplaneError::Interface {
                 name: underlay.name,
                 reason: format!("MTU {} leaves no room for VXLAN", underlay.mtu),
             });
@@ -159,11 +159,11 @@ impl KernelDataplane {
 
     /// Makes the kernel's routes, neighbour and FDB entries on the device
     /// match the peers exactly: adds what is missing, removes what is not ours.
-    async fn sync(&mut self) -> Result<(), KernelError> {
+    async fn sync(&mut self) -> Result<(), DataplaneError> {
         // Neighbours first, then FDB, then routes (as in add_peer); removal the other way round.
         let neighbours = netlink::neighbours_v4(&self.handle, self.index)
             .await
-            .map_err(|e| KernelError::Interface {
+            .map_err(|e| DataplaneError::Interface {
                 name: self.dev.name.clone(),
                 reason: e.to_string(),
             })?;
@@ -246,13 +246,9 @@ impl KernelDataplane {
     }
 }
 
-#[async_trait::async_trait]
-impl Dataplane for KernelDataplane {
-    fn mode(&self) -> Mode {
-        Mode::Kernel
-    }
-
-    async fn add_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError> {
+impl KernelDataplane {
+    /// Neighbour entry, FDB entry and route for `peer`.
+    async fn install_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError> {
         let new = Installed::of(peer, self.dev.vni);
         // Neighbour, FDB entry, route: by the time the route sends a packet
         // into the device, the kernel knows where to send it.
@@ -275,7 +271,8 @@ impl Dataplane for KernelDataplane {
         Ok(())
     }
 
-    async fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
+    /// Removes what [`KernelDataplane::install_peer`] made for `subnet`.
+    async fn remove_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
         let Some(old) = self.peers.get(&subnet).copied() else {
             // Not ours (e.g. left by an earlier run): remove the route anyway.
             self.entries().del_route(subnet).await?;
@@ -299,20 +296,8 @@ impl Dataplane for KernelDataplane {
         Ok(())
     }
 
-    async fn add_endpoint(&mut self, _ep: &EndpointSpec) -> Result<(), DataplaneError> {
-        // The kernel routes decapsulated packets to the bridge by itself.
-        Ok(())
-    }
-
-    async fn del_endpoint(&mut self, _ip: Ipv4Addr) -> Result<(), DataplaneError> {
-        Ok(())
-    }
-
-    fn stats(&self) -> Result<Stats, DataplaneError> {
-        Ok(self.stats.clone())
-    }
-
-    async fn refresh(&mut self) -> Result<(), DataplaneError> {
+    /// Re-creates a vanished device and makes its entries match the peers.
+    async fn resync(&mut self) -> Result<(), DataplaneError> {
         // The device may have been deleted or recreated behind our back.
         let index = link_message(&self.handle, &self.dev.name)
             .await?
@@ -335,12 +320,49 @@ impl Dataplane for KernelDataplane {
         Ok(())
     }
 
-    async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
+    /// With `cleanup`, deletes our devices (with their entries).
+    async fn remove_all(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
         if cleanup {
             // Routes, neighbour and FDB entries go with the device.
             remove_devices(&self.handle, None).await?;
         }
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Dataplane for KernelDataplane {
+    fn mode(&self) -> Mode {
+        Mode::Kernel
+    }
+
+    async fn add_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError> {
+        self.install_peer(peer).await.map_err(netlink_failure)
+    }
+
+    async fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
+        self.remove_peer(subnet).await.map_err(netlink_failure)
+    }
+
+    async fn add_endpoint(&mut self, _ep: &EndpointSpec) -> Result<(), DataplaneError> {
+        // The kernel routes decapsulated packets to the bridge by itself.
+        Ok(())
+    }
+
+    async fn del_endpoint(&mut self, _ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+
+    fn stats(&self) -> Result<Stats, DataplaneError> {
+        Ok(self.stats.clone())
+    }
+
+    async fn refresh(&mut self) -> Result<(), DataplaneError> {
+        self.resync().await.map_err(netlink_failure)
+    }
+
+    async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
+        self.remove_all(cleanup).await.map_err(netlink_failure)
     }
 }
 
