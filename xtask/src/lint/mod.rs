@@ -6,8 +6,9 @@
 //!   dataplane < agent < sources < bin), and the control sources
 //!   (`sources::*`) do not use each other;
 //! - every folder's `mod.rs` says what the folder owns and must not touch;
-//! - no `anyhow` in overlay-user's library, and every error enum and
-//!   variant there has a doc comment;
+//! - no `anyhow` in overlay-user's library, one error enum per layer (per
+//!   source in `sources`), and every error enum and variant there has a
+//!   doc comment;
 //! - no source file above [`rules::MAX_LINES`] lines in the crates below.
 //!
 //! Every problem is printed; the command fails if there is one.
@@ -87,6 +88,11 @@ pub fn problems(root: &Path) -> Result<Vec<String>> {
     let parsed = library(root)?;
     let g = graph::Graph::build(&parsed);
     problems.extend(rules::check_graph(&g));
+    problems.extend(
+        rules::check_error_enums(&parsed)
+            .into_iter()
+            .map(|p| p.replace(" in ", " in overlay-user/src/")),
+    );
     problems.extend(
         rules::check_folder_docs(&parsed)
             .into_iter()

@@ -246,6 +246,45 @@ pub fn check_folder_docs(files: &[SourceFile]) -> Vec<String> {
         .collect()
 }
 
+/// One error enum (`#[derive(thiserror::Error)]`) per layer; in a peer
+/// folder ([`PEER_FOLDERS`]), one per peer and one for the folder itself.
+pub fn check_error_enums(files: &[SourceFile]) -> Vec<String> {
+    let mut scopes: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+    for f in files {
+        for item in &f.ast.items {
+            if let syn::Item::Enum(e) = item {
+                if derives_thiserror(&e.attrs) {
+                    // A layer's first folder; in a peer folder, the peer.
+                    let depth = PEER_FOLDERS
+                        .iter()
+                        .find(|p| {
+                            f.module.len() > p.len()
+                                && f.module.iter().zip(p.iter()).all(|(a, b)| a == b)
+                        })
+                        .map_or(1, |p| p.len() + 1);
+                    let scope = f.module[..depth.min(f.module.len())].to_vec();
+                    scopes
+                        .entry(scope)
+                        .or_default()
+                        .push(format!("{} in {}", e.ident, f.rel));
+                }
+            }
+        }
+    }
+    scopes
+        .into_iter()
+        .filter(|(_, enums)| enums.len() > 1)
+        .map(|(scope, enums)| {
+            format!(
+                "errors: {} has {} error enums ({}); one thiserror enum per layer (per source in sources)",
+                display(&scope),
+                enums.len(),
+                enums.join(", ")
+            )
+        })
+        .collect()
+}
+
 /// Library code must not use `anyhow` (binaries and xtask may), and every
 /// error enum (`#[derive(thiserror::Error)]`) and each of its variants needs
 /// a doc comment.

@@ -1,5 +1,7 @@
 use super::graph::{module_of, parse, Graph, ModPath};
-use super::rules::{check_folder_docs, check_graph, check_lengths, check_sources, cycles};
+use super::rules::{
+    check_error_enums, check_folder_docs, check_graph, check_lengths, check_sources, cycles,
+};
 
 /// A module path from `a::b::c`.
 fn mod_path(s: &str) -> ModPath {
@@ -213,5 +215,23 @@ fn folders_say_what_they_own() {
     assert_eq!(
         check_folder_docs(&parse(&files).unwrap()),
         vec!["folder docs: model/mod.rs needs a //! doc comment saying what the folder owns (\"Owns: ...\") and what it must not touch (\"Must not touch: ...\")"]
+    );
+}
+
+#[test]
+fn one_error_enum_per_layer() {
+    let e =
+        |name: &str| format!("/// E.\n#[derive(Debug, thiserror::Error)]\npub enum {name} {{}}\n");
+    let files: Vec<(String, String)> = vec![
+        ("sys/netlink.rs".into(), e("NetlinkError")),
+        ("sys/netns.rs".into(), e("NetnsError")),
+        ("agent/error.rs".into(), e("AgentError")),
+        ("sources/mod.rs".into(), e("SourceError")),
+        ("sources/api/wire.rs".into(), e("ApiError")),
+        ("sources/attach.rs".into(), e("AttachError")),
+    ];
+    assert_eq!(
+        check_error_enums(&parse(&files).unwrap()),
+        vec!["errors: sys has 2 error enums (NetlinkError in sys/netlink.rs, NetnsError in sys/netns.rs); one thiserror enum per layer (per source in sources)"]
     );
 }
