@@ -13,7 +13,7 @@
 //! Owns: the interfaces the sources share: [`ControlSource`] (how a source
 //! runs) and [`Plumber`] (how the API asks the attach source to plumb).
 //! Every source reports changes through the one
-//! [`Core`](crate::agent::handle::Core) handle.
+//! [`Core`] handle.
 //!
 //! Must not touch: the dataplane (only the core drives it), and each
 //! other: a source never names another; what two of them need lives below
