@@ -45,7 +45,9 @@ mod docker;
 mod lab;
 mod netns;
 mod perf;
+mod ping;
 mod process;
+mod sweep;
 mod traffic;
 
 pub use agent::{agent_config, underlay_of, AgentOptions, Binaries, Overlayd};
@@ -56,17 +58,18 @@ pub use docker::{
     docker_cli, docker_missing, need_docker_or_skip, DockerOptions, Dockerd, BUSYBOX_IMAGE,
 };
 pub use lab::{
-    ensure_bpffs, host_subnet_octet, host_underlay_ip, sweep_stale, Container, Host, Lab, LabSpec,
-    BPFFS_MOUNT, BPFFS_ROOT, MAX_CONTAINERS_PER_HOST, MAX_HOSTS, UNDERLAY_PREFIX, VXLAN_OVERHEAD,
+    host_subnet_octet, host_underlay_ip, Container, Host, Lab, LabSpec, MAX_CONTAINERS_PER_HOST,
+    MAX_HOSTS, UNDERLAY_PREFIX, VXLAN_OVERHEAD,
 };
 pub use netns::{
     exec, exec_ok, netns_path, nsenter_command, run_in_netns, sysctl, sysctl_get, NETNS_DIR,
 };
 pub use perf::tcp_rr;
+pub use ping::{first_reply, ping, PingResult, PING_DEFAULT_SIZE, PING_INTERVAL};
 pub use process::{Proc, STOP_GRACE};
+pub use sweep::{ensure_bpffs, sweep_stale, BPFFS_MOUNT, BPFFS_ROOT};
 pub use traffic::{
-    first_reply, pattern_sha256, ping, transfer, transfer_with_timeout, PatternReader, PingResult,
-    Transfer, PING_DEFAULT_SIZE, PING_INTERVAL, TRANSFER_TIMEOUT,
+    pattern_sha256, transfer, transfer_with_timeout, PatternReader, Transfer, TRANSFER_TIMEOUT,
 };
 
 /// Whether the current process runs as root (effective uid 0).

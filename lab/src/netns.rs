@@ -197,3 +197,14 @@ pub(crate) fn del_netns(ns: &str) {
         .stderr(Stdio::null())
         .status();
 }
+
+/// Set rp_filter=0 on every interface of `ns` (plus `all` and `default`).
+pub(crate) fn disable_rp_filter(ns: &str) -> Result<()> {
+    run_in_netns(ns, || -> std::io::Result<()> {
+        for entry in std::fs::read_dir("/proc/sys/net/ipv4/conf")? {
+            std::fs::write(entry?.path().join("rp_filter"), "0")?;
+        }
+        Ok(())
+    })?
+    .with_context(|| format!("disabling rp_filter in {ns}"))
+}

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use overlay_common::{programs, vtep_mac, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS};
-use overlay_user::bpf::{loader, maps::Maps};
+use overlay_user::dataplane::bpf::{loader, maps::Maps};
 
 #[path = "../tests/common/packets.rs"]
 mod packets;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use overlay_common::{
     programs, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT, CONFIG_F_XDP_VALIDATES,
 };
-use overlay_user::bpf::maps::Maps;
+use overlay_user::dataplane::bpf::maps::Maps;
 
 #[path = "common/packets.rs"]
 mod packets;

@@ -7,7 +7,7 @@ use overlay_common::{
     csum, programs, vtep_mac, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT,
     CONFIG_F_XDP_VALIDATES,
 };
-use overlay_user::bpf::loader;
+use overlay_user::dataplane::bpf::loader;
 
 #[path = "common/packets.rs"]
 mod packets;

@@ -3,11 +3,13 @@
 //! - `cargo xtask setup`: install what building and testing need, if missing.
 //! - `cargo xtask run`: the demo (two simulated hosts, cross-host traffic).
 //! - `cargo xtask run -- ARGS`: run overlayd with ARGS on this host.
-//! - `cargo xtask test`: every test (unit, BPF_PROG_TEST_RUN, end to end).
+//! - `cargo xtask lint`: architecture checks (no import circles, layers, file lengths).
+//! - `cargo xtask test`: the lint, then every test (unit, BPF_PROG_TEST_RUN, end to end).
 //! - `cargo xtask bench`: the dataplane against plain routing, iptables and kernel VXLAN.
 
 mod bench;
 mod demo;
+mod lint;
 mod setup;
 
 use std::path::PathBuf;
@@ -67,7 +69,15 @@ enum Cmd {
         #[arg(long)]
         debug: bool,
     },
-    /// Run every test: unit tests, BPF program tests and end-to-end tests (needs root).
+    /// Check overlay-user's module graph (no import circles, no use of a higher
+    /// layer, sources independent of each other) and that no source file is
+    /// longer than 600 lines.
+    Lint {
+        /// Print overlay-user's module graph instead.
+        #[arg(long)]
+        graph: bool,
+    },
+    /// Run the lint, then every test: unit tests, BPF program tests and end-to-end tests (needs root).
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
@@ -120,7 +130,10 @@ fn main() -> Result<()> {
                 command: command.trim().to_string(),
             })
         }
+        Cmd::Lint { graph: true } => lint::print_graph(&root()),
+        Cmd::Lint { graph: false } => lint::run(&root()),
         Cmd::Test { args } => {
+            lint::run(&root())?;
             setup::ensure()?;
             test(&args)
         }

@@ -1,22 +1,33 @@
 //! overlayd: the overlay agent of one host.
+//!
+//! The top of the crate: it reads the config file, starts the dataplane
+//! (`dataplane::select`), hands the agent core to the control sources (the
+//! config file's peers, the state file, the API with the attach source,
+//! Docker, discovery) and waits for SIGTERM or SIGINT.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use log::LevelFilter;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::Mutex;
 
-use overlay_user::agent::{self, mode_name, Agent};
-use overlay_user::api;
-use overlay_user::config::{Config, DataplaneChoice};
-use overlay_user::dataplane;
-use overlay_user::netlink::{Netlink, RtNetlink};
-use overlay_user::state;
+use overlay_user::agent::handle::Core;
+use overlay_user::agent::state;
+use overlay_user::agent::tables::{resolve_underlay_ip, Agent};
+use overlay_user::dataplane::kernel::{device::device_name, firewall};
+use overlay_user::dataplane::select;
+use overlay_user::model::config::{Config, DataplaneChoice};
+use overlay_user::model::status::{mode_name, Mode};
+use overlay_user::sources::api::{self, ApiSource};
+use overlay_user::sources::attach::Attacher;
+use overlay_user::sources::config::{self as config_file, ConfigFile};
+use overlay_user::sources::discovery::Discovery;
+use overlay_user::sources::docker::watcher::Watcher;
+use overlay_user::sources::{self, ControlSource};
+use overlay_user::sys::netlink::{Netlink, RtNetlink};
 
 /// The overlay agent: connects this host's containers to other hosts' over VXLAN.
 #[derive(Parser, Debug)]
@@ -74,7 +85,7 @@ fn main() -> ExitCode {
     init_logging(args.log_level);
 
     // A bad config changes nothing: check it before anything else.
-    let mut cfg = match Config::load(&args.config) {
+    let mut cfg = match config_file::load(&args.config) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("error: {e}");
@@ -140,7 +151,7 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
     let net: Arc<dyn Netlink> = Arc::new(RtNetlink::connect().context("netlink")?);
 
     // Everything that can be refused is checked before the dataplane is touched.
-    let underlay_ip = agent::resolve_underlay_ip(&cfg, &*net).await.map_err(|e| {
+    let underlay_ip = resolve_underlay_ip(&cfg, &*net).await.map_err(|e| {
         Failure::BadInput(anyhow::Error::new(e).context(format!(
             "config file {}: underlay_interface {}",
             args.config.display(),
@@ -159,7 +170,7 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::BadInput(e.into()))?;
 
-    let started = match dataplane::start(&cfg, underlay_ip, cfg.dataplane).await {
+    let started = match select::start(&cfg, underlay_ip, cfg.dataplane).await {
         Ok(started) => started,
         Err(e) => {
             let _ = std::fs::remove_file(&args.socket);
@@ -168,45 +179,54 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
             ));
         }
     };
-    let mut agent = Agent::new(cfg, started.dataplane, net, underlay_ip);
+    let mut agent = Agent::new(cfg.clone(), started.dataplane, net.clone(), underlay_ip);
     agent.set_mode_reason(Some(started.reason));
-    agent.restore(saved).await;
-    let ready = {
-        let cfg = agent.config();
-        format!(
-            "overlayd ready: mode={} subnet={} underlay={} ({}) vni={} port={} api={}",
-            mode_name(agent.mode()),
-            cfg.subnet,
-            cfg.underlay_interface,
-            underlay_ip,
-            cfg.vni,
-            cfg.vxlan_port,
-            args.socket.display()
-        )
-    };
-    let agent = Arc::new(Mutex::new(agent));
-    let server = tokio::spawn(api::serve(listener, agent.clone()));
+    let mode = agent.mode();
+    let core = Core::new(agent);
+    // The config file's peers first, then what the API and attach added earlier.
+    Box::new(ConfigFile::new(&cfg)).run(core.clone()).await;
+    core.restore(saved).await;
+    let ready = format!(
+        "overlayd ready: mode={} subnet={} underlay={} ({}) vni={} port={} api={}",
+        mode_name(mode),
+        cfg.subnet,
+        cfg.underlay_interface,
+        underlay_ip,
+        cfg.vni,
+        cfg.vxlan_port,
+        args.socket.display()
+    );
+    let server = sources::spawn(
+        Box::new(ApiSource::new(listener, Arc::new(Attacher))),
+        core.clone(),
+    );
     // Containers join by themselves when [docker] is enabled.
-    let docker = overlay_user::docker::spawn(agent.clone())
-        .await
-        .context("netlink for the Docker watcher")?;
+    let docker = Watcher::from_config(&cfg.docker, cfg.subnet)
+        .context("netlink for the Docker watcher")?
+        .map(|w| sources::spawn(Box::new(w), core.clone()));
     // The kernel dataplane forwards through netfilter: keep FORWARD open for it.
-    let overlay_device = {
-        let a = agent.lock().await;
-        (a.mode() == overlay_user::dataplane::Mode::Kernel)
-            .then(|| overlay_user::kernel::device_name(a.config().vni))
-    };
+    let overlay_device = (mode == Mode::Kernel).then(|| device_name(cfg.vni));
     let firewall = overlay_device
         .clone()
-        .map(|dev| tokio::spawn(overlay_user::firewall::keep(dev)));
+        .map(|dev| tokio::spawn(firewall::keep(dev)));
     println!("{ready}");
     log::info!("{ready}");
 
-    wait_for_signal(&agent, term, int).await;
+    // Containers on the bridge, and the dataplane's housekeeping: every
+    // second, and at once when a link or neighbour changes.
+    let discovery = sources::spawn(
+        Box::new(Discovery::new(net, cfg.bridge.clone(), cfg.subnet)),
+        core.clone(),
+    );
 
-    server.abort();
-    for task in [docker, firewall].into_iter().flatten() {
+    wait_for_signal(term, int).await;
+
+    for task in [Some(discovery), Some(server), docker, firewall]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
+        let _ = task.await;
     }
     let _ = std::fs::remove_file(&args.socket);
     log::info!(
@@ -217,52 +237,19 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
             "; the dataplane keeps forwarding"
         }
     );
-    agent
-        .lock()
-        .await
-        .shutdown(args.cleanup)
-        .await
-        .context("shutdown")?;
+    core.shutdown(args.cleanup).await.context("shutdown")?;
     if let (true, Some(dev)) = (args.cleanup, &overlay_device) {
-        if let Err(e) = overlay_user::firewall::remove(dev).await {
+        if let Err(e) = firewall::remove(dev).await {
             log::warn!("removing the firewall rules for {dev}: {e}");
         }
     }
     Ok(())
 }
 
-/// Tick every second, and at once when a link or neighbour changes, until
-/// SIGTERM or SIGINT.
-async fn wait_for_signal(agent: &Mutex<Agent>, mut term: Signal, mut int: Signal) {
-    use futures::StreamExt as _;
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut changes = match overlay_user::netlink::change_events() {
-        Ok(rx) => Some(rx),
-        Err(e) => {
-            log::warn!("no netlink change events ({e}); discovery runs once a second");
-            None
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => agent.lock().await.tick().await,
-            Some(()) = async { match changes.as_mut() { Some(rx) => rx.next().await, None => None } } => {
-                // Let a burst of changes settle, then look once.
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                if let Some(rx) = changes.as_mut() {
-                    while rx.try_recv().is_ok() {}
-                }
-                agent.lock().await.tick().await;
-            }
-            _ = term.recv() => {
-                log::info!("SIGTERM");
-                return;
-            }
-            _ = int.recv() => {
-                log::info!("SIGINT");
-                return;
-            }
-        }
+/// Waits for SIGTERM or SIGINT.
+async fn wait_for_signal(mut term: Signal, mut int: Signal) {
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM"),
+        _ = int.recv() => log::info!("SIGINT"),
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use overlay_common::programs;
-use overlay_user::bpf::{loader, maps::Maps};
+use overlay_user::dataplane::bpf::{loader, maps::Maps};
 
 use super::packets;
 

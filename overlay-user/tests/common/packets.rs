@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use overlay_common::{csum, vtep_mac, Config, EndpointValue, PeerValue};
-use overlay_user::bpf::maps::Maps;
+use overlay_user::dataplane::bpf::maps::Maps;
 
 pub const LOCAL: [u8; 4] = [192, 168, 56, 4];
 pub const PEER: [u8; 4] = [192, 168, 56, 5];

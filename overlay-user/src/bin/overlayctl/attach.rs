@@ -1,11 +1,12 @@
-//! `overlayctl attach` and `overlayctl detach`: plumb a container started
-//! with `--network none` (or a named network namespace) into the overlay.
+//! `overlayctl attach`: plumb a container started with `--network none`
+//! (or a named network namespace) into the overlay.
 
 use clap::error::ErrorKind;
 use clap::CommandFactory;
 
-use overlay_user::api::{Request, Response};
-use overlay_user::attach::{parse_address, Attachment, Detachment, Target};
+use overlay_user::model::attach::{Attachment, Target};
+use overlay_user::sources::api::{Request, Response};
+use overlay_user::sources::attach::parse_address;
 
 use crate::output::print_json;
 use crate::{unexpected, Cli, CtlError, Ctx};
@@ -38,26 +39,6 @@ pub struct AttachArgs {
     /// The interface's MTU (default: the underlay interface's MTU minus 50).
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(68..=65535))]
     mtu: Option<u32>,
-}
-
-/// Remove what `overlayctl attach` made.
-#[derive(clap::Args, Debug)]
-#[command(
-    long_about = "Remove what `overlayctl attach` made: the endpoint and the veth pair (which \
-takes the container's eth0, its address and its route with it).",
-    after_help = "Examples:\n  overlayctl detach web\n  overlayctl detach --netns blue"
-)]
-pub struct DetachArgs {
-    /// The container (name or ID); leave out with --netns.
-    #[arg(
-        value_name = "CONTAINER",
-        required_unless_present = "netns",
-        conflicts_with = "netns"
-    )]
-    container: Option<String>,
-    /// Detach the named network namespace instead of a container.
-    #[arg(long, value_name = "NAME")]
-    netns: Option<String>,
 }
 
 fn usage(message: &str) -> ! {
@@ -95,20 +76,6 @@ pub async fn attach(ctx: &Ctx, args: AttachArgs) -> Result<(), CtlError> {
     Ok(())
 }
 
-/// Run `overlayctl detach ...`.
-pub async fn detach(ctx: &Ctx, args: DetachArgs) -> Result<(), CtlError> {
-    let req = Request::Detach {
-        container: args.container,
-        netns: args.netns,
-    };
-    match ctx.request(req).await? {
-        Response::Detached(d) if ctx.json => print_json(&d),
-        Response::Detached(d) => println!("{}", describe_detach(&d)),
-        other => return Err(unexpected(&other)),
-    }
-    Ok(())
-}
-
 fn target(t: &Target) -> String {
     t.to_string()
 }
@@ -126,17 +93,6 @@ fn describe_attach(a: &Attachment) -> String {
         a.host_ifname,
         a.bridge
     )
-}
-
-fn describe_detach(d: &Detachment) -> String {
-    let mut parts = Vec::new();
-    if d.interface_removed {
-        parts.push(format!("removed {} and its peer", d.host_ifname));
-    }
-    if let Some(ip) = d.ip {
-        parts.push(format!("endpoint {ip} deleted"));
-    }
-    format!("detached {}: {}", target(&d.target), parts.join(", "))
 }
 
 #[cfg(test)]
@@ -159,16 +115,6 @@ mod tests {
         assert_eq!(
             describe_attach(&a),
             "attached container web: eth0 10.103.100.50/24 mac 02:42:0a:67:64:32 mtu 1450 gateway 10.103.100.1; host side ovlc3ffd421aa32 on docker0"
-        );
-        let d = Detachment {
-            target: Target::Netns("blue".into()),
-            host_ifname: "ovln0123456789a".into(),
-            interface_removed: true,
-            ip: Some("10.103.100.51".parse().unwrap()),
-        };
-        assert_eq!(
-            describe_detach(&d),
-            "detached network namespace blue: removed ovln0123456789a and its peer, endpoint 10.103.100.51 deleted"
         );
     }
 }

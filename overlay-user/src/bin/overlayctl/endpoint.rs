@@ -4,8 +4,8 @@ use std::net::Ipv4Addr;
 
 use clap::Subcommand;
 
-use overlay_user::api::{Request, Response};
-use overlay_user::config::parse_ipv4;
+use overlay_user::model::validation::parse_ipv4;
+use overlay_user::sources::api::{Request, Response};
 
 use crate::output::{print_json, table, Align};
 use crate::{unexpected, CtlError, Ctx};

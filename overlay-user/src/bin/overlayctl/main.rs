@@ -1,6 +1,13 @@
 //! overlayctl: the command-line client of overlayd's local API.
+//!
+//! One module per subcommand ([`peer`], [`endpoint`], [`status`],
+//! [`attach`], [`detach`]) and [`output`] for tables and JSON. It talks to
+//! overlayd only through the API's client and wire format
+//! (`overlay_user::sources::api`) and checks values with the model's
+//! parsers; nothing else of the library.
 
 mod attach;
+mod detach;
 mod endpoint;
 mod output;
 mod peer;
@@ -11,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use overlay_user::api::{self, ApiError, Request, Response};
+use overlay_user::sources::api::{self, ApiError, Request, Response};
 
 /// Manage the overlay agent (overlayd) of this host.
 #[derive(Parser, Debug)]
@@ -62,7 +69,7 @@ enum Command {
     /// Give a --network none container (or a namespace) an interface on the bridge and register it.
     Attach(attach::AttachArgs),
     /// Remove what `attach` made.
-    Detach(attach::DetachArgs),
+    Detach(detach::DetachArgs),
 }
 
 /// What every subcommand needs.
@@ -124,7 +131,7 @@ async fn main() -> ExitCode {
         Command::Endpoint(args) => endpoint::run(&ctx, args).await,
         Command::Status(args) => status::run(&ctx, args).await,
         Command::Attach(args) => attach::attach(&ctx, args).await,
-        Command::Detach(args) => attach::detach(&ctx, args).await,
+        Command::Detach(args) => detach::detach(&ctx, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

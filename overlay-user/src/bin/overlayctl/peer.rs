@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 use clap::Subcommand;
 use ipnet::Ipv4Net;
 
-use overlay_user::api::{Request, Response};
-use overlay_user::config::{format_mac, parse_cidr, parse_underlay_ip, parse_vtep_mac};
+use overlay_user::model::validation::{format_mac, parse_cidr, parse_underlay_ip, parse_vtep_mac};
+use overlay_user::sources::api::{Request, Response};
 
 use crate::output::{print_json, table, Align};
 use crate::{unexpected, CtlError, Ctx};

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use overlay_common::{Counter, DropReason};
-use overlay_user::agent::{mode_name, Status};
-use overlay_user::api::{Request, Response};
+use overlay_user::model::status::{mode_name, Status};
+use overlay_user::sources::api::{Request, Response};
 
 use crate::output::{print_json, table, Align};
 use crate::{unexpected, CtlError, Ctx};
@@ -98,8 +98,8 @@ fn render(s: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use overlay_user::config::{AttachPoint, XdpMode};
-    use overlay_user::dataplane::{Mode, Stats};
+    use overlay_user::model::config::{AttachPoint, XdpMode};
+    use overlay_user::model::status::{Mode, Stats};
 
     #[test]
     fn renders() {

@@ -1,0 +1,85 @@
+//! [`Core`], the handle through which every control source reports to the
+//! agent: changes go in through [`Core::apply`] (or [`CoreGuard::apply`]
+//! for several under one lock), the tables are read through the guard.
+//! Nothing else changes the tables or reaches the dataplane.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::agent::error::AgentError;
+use crate::agent::state::State;
+use crate::agent::tables::Agent;
+use crate::model::change::Change;
+use crate::model::source::Source;
+
+/// The agent, shared by the sources. Cloning it clones the handle.
+#[derive(Clone)]
+pub struct Core {
+    agent: Arc<Mutex<Agent>>,
+}
+
+impl Core {
+    /// Hands `agent` over to the sources.
+    pub fn new(agent: Agent) -> Core {
+        Core {
+            agent: Arc::new(Mutex::new(agent)),
+        }
+    }
+
+    /// Exclusive access: read the tables, report several changes at once.
+    pub async fn lock(&self) -> CoreGuard<'_> {
+        CoreGuard {
+            agent: self.agent.lock().await,
+        }
+    }
+
+    /// Report one change from `source`; on an error nothing was changed.
+    pub async fn apply(&self, source: Source, change: Change) -> Result<(), AgentError> {
+        self.lock().await.apply(source, change).await
+    }
+
+    /// Re-apply the peers and endpoints of the state file (after the
+    /// config source's peers); entries that fail are logged and skipped.
+    pub async fn restore(&self, saved: State) {
+        self.agent.lock().await.restore(saved).await
+    }
+
+    /// Stop the dataplane; with `cleanup`, remove everything it made.
+    pub async fn shutdown(&self, cleanup: bool) -> Result<(), AgentError> {
+        self.agent.lock().await.shutdown(cleanup).await
+    }
+}
+
+/// The agent while locked: [`Agent`]'s read methods through `Deref`,
+/// changes through [`CoreGuard::apply`].
+pub struct CoreGuard<'a> {
+    agent: MutexGuard<'a, Agent>,
+}
+
+impl Deref for CoreGuard<'_> {
+    type Target = Agent;
+
+    fn deref(&self) -> &Agent {
+        &self.agent
+    }
+}
+
+impl CoreGuard<'_> {
+    /// Report one change from `source`; on an error nothing was changed.
+    pub async fn apply(&mut self, source: Source, change: Change) -> Result<(), AgentError> {
+        self.agent.apply(source, change).await
+    }
+
+    /// The dataplane's periodic housekeeping (next-hop MACs, new ports, a
+    /// vanished device); problems are logged once each.
+    pub async fn refresh(&mut self) {
+        self.agent.refresh().await
+    }
+
+    /// Log a problem of a periodic task as a warning, once while it repeats.
+    pub fn warn_once(&mut self, message: String) {
+        self.agent.note_tick_error(message)
+    }
+}

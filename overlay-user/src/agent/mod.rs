@@ -1,0 +1,19 @@
+//! The agent core: the desired state reported by all control sources,
+//! reconciled into the dataplane, and persisted.
+//!
+//! Owns: the tables of peers and endpoints with the source of each entry
+//! and their validation ([`tables`]), the one handle the sources report
+//! through ([`handle::Core`]), the state file ([`state`]) and the agent's
+//! errors ([`error`]).
+//!
+//! Must not touch: the control sources (they call the core, never the
+//! other way round) and the dataplane's implementations (the core knows the
+//! [`Dataplane`](crate::dataplane::Dataplane) trait only).
+
+pub mod error;
+pub mod handle;
+pub mod state;
+pub mod tables;
+
+#[cfg(test)]
+pub(crate) mod testing;

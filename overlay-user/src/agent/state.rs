@@ -1,0 +1,170 @@
+//! The state file: peers and endpoints added through the API, kept in
+//! `state_dir/state.json` so that a restart re-applies them.
+//!
+//! The file is replaced atomically (written to a temporary file in the same
+//! directory, synced, then renamed over the old one).
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::error::AgentError;
+use crate::model::source::Source;
+
+/// The file's name inside `state_dir`.
+pub const STATE_FILE: &str = "state.json";
+
+/// The format version written by this build.
+pub const VERSION: u32 = 1;
+
+/// A peer as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPeer {
+    /// The remote container subnet.
+    pub subnet: Ipv4Net,
+    /// The remote host's underlay address.
+    pub underlay_ip: Ipv4Addr,
+    /// The remote VTEP MAC when given explicitly (aa:bb:cc:dd:ee:ff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<String>,
+    /// Who added it.
+    pub source: Source,
+}
+
+/// An endpoint as stored; the ifindex and MAC are looked up again on restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEndpoint {
+    /// The container's address.
+    pub ip: Ipv4Addr,
+    /// The host-side interface.
+    pub dev: String,
+    /// Who added it.
+    pub source: Source,
+}
+
+/// The whole file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Format version ([`VERSION`]).
+    pub version: u32,
+    /// Peers.
+    #[serde(default)]
+    pub peers: Vec<StoredPeer>,
+    /// Endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<StoredEndpoint>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            version: VERSION,
+            peers: Vec::new(),
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+/// The state file's path for `state_dir`.
+pub fn path_in(state_dir: &Path) -> PathBuf {
+    state_dir.join(STATE_FILE)
+}
+
+/// Read the state file; a missing file is an empty state.
+pub fn load(path: &Path) -> Result<State, AgentError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(source) => {
+            return Err(AgentError::StateRead {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let state: State = serde_json::from_str(&text).map_err(|source| AgentError::StateParse {
+        path: path.to_owned(),
+        source,
+    })?;
+    if state.version > VERSION {
+        return Err(AgentError::StateVersion {
+            path: path.to_owned(),
+            found: state.version,
+            supported: VERSION,
+        });
+    }
+    Ok(state)
+}
+
+/// Replace the state file atomically, creating its directory if needed.
+pub fn save(path: &Path, state: &State) -> Result<(), AgentError> {
+    let werr = |source| AgentError::StateWrite {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir).map_err(werr)?;
+    let mut json = serde_json::to_vec_pretty(state).expect("state serializes");
+    json.push(b'\n');
+    let tmp = path.with_extension("json.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        werr(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = std::env::temp_dir().join(format!("overlay-state-test-{}", std::process::id()));
+        let path = path_in(&dir.join("nested"));
+        assert_eq!(load(&path).unwrap(), State::default());
+        let state = State {
+            version: VERSION,
+            peers: vec![StoredPeer {
+                subnet: "10.103.200.0/24".parse().unwrap(),
+                underlay_ip: Ipv4Addr::new(192, 168, 56, 5),
+                vtep_mac: Some("02:2a:c0:a8:38:05".into()),
+                source: Source::Api,
+            }],
+            endpoints: vec![StoredEndpoint {
+                ip: Ipv4Addr::new(10, 103, 100, 7),
+                dev: "veth1".into(),
+                source: Source::Attach,
+            }],
+        };
+        save(&path, &state).unwrap();
+        assert_eq!(load(&path).unwrap(), state);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"source\": \"api\""), "{text}");
+        assert!(!path.with_extension("json.tmp").exists());
+
+        std::fs::write(&path, "{\"version\": 1, \"peers\": [").unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("state file {} is corrupt: ", path.display())),
+            "{e}"
+        );
+        std::fs::write(&path, "{\"version\": 9}").unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(
+            e.ends_with("has version 9; this overlayd understands version 1"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

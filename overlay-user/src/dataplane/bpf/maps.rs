@@ -1,0 +1,154 @@
+//! Typed facade over the dataplane's maps: domain methods instead of raw
+//! keys and values.
+
+use std::net::Ipv4Addr;
+
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray};
+use ipnet::Ipv4Net;
+use overlay_common::{maps as names, Config, Counter, DropReason, EndpointValue, PeerValue};
+
+use crate::dataplane::DataplaneError;
+use crate::model::status::Stats;
+
+/// The maps of one loaded dataplane, owned (taken out of the `Ebpf`).
+pub struct Maps {
+    config: Array<MapData, Config>,
+    peers: LpmTrie<MapData, [u8; 4], PeerValue>,
+    peer_hosts: HashMap<MapData, [u8; 4], u32>,
+    endpoints: HashMap<MapData, [u8; 4], EndpointValue>,
+    counters: PerCpuArray<MapData, u64>,
+    drops: PerCpuArray<MapData, u64>,
+}
+
+fn err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DataplaneError> {
+        fn take(
+            ebpf: &mut aya::Ebpf,
+            name: &'static str,
+        ) -> Result<aya::maps::Map, DataplaneError> {
+            ebpf.take_map(name)
+                .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))
+        }
+        Ok(Self {
+            config: Array::try_from(take(ebpf, names::CONFIG)?).map_err(err(names::CONFIG))?,
+            peers: LpmTrie::try_from(take(ebpf, names::PEERS)?).map_err(err(names::PEERS))?,
+            peer_hosts: HashMap::try_from(take(ebpf, names::PEER_HOSTS)?)
+                .map_err(err(names::PEER_HOSTS))?,
+            endpoints: HashMap::try_from(take(ebpf, names::ENDPOINTS)?)
+                .map_err(err(names::ENDPOINTS))?,
+            counters: PerCpuArray::try_from(take(ebpf, names::COUNTERS)?)
+                .map_err(err(names::COUNTERS))?,
+            drops: PerCpuArray::try_from(take(ebpf, names::DROPS)?).map_err(err(names::DROPS))?,
+        })
+    }
+
+    /// Writes this host's settings.
+    pub fn set_config(&mut self, cfg: &Config) -> Result<(), DataplaneError> {
+        self.config.set(0, cfg, 0).map_err(err(names::CONFIG))
+    }
+
+    /// Reads this host's settings back.
+    pub fn config(&self) -> Result<Config, DataplaneError> {
+        self.config.get(&0, 0).map_err(err(names::CONFIG))
+    }
+
+    /// Routes `subnet` to a remote host.
+    pub fn add_peer(&mut self, subnet: Ipv4Net, value: &PeerValue) -> Result<(), DataplaneError> {
+        let key = Key::new(u32::from(subnet.prefix_len()), subnet.network().octets());
+        self.peers.insert(&key, value, 0).map_err(err(names::PEERS))
+    }
+
+    /// Removes `subnet`; absent is fine.
+    pub fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
+        let key = Key::new(u32::from(subnet.prefix_len()), subnet.network().octets());
+        ignore_missing(self.peers.remove(&key)).map_err(err(names::PEERS))
+    }
+
+    /// The peer entries now in the map.
+    pub fn peers(&self) -> Result<Vec<(Ipv4Net, PeerValue)>, DataplaneError> {
+        let mut out = Vec::new();
+        for item in self.peers.iter() {
+            let (k, v) = item.map_err(err(names::PEERS))?;
+            let net = Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8)
+                .map_err(|e| DataplaneError::Other(format!("bad key in {}: {e}", names::PEERS)))?;
+            out.push((net, v));
+        }
+        Ok(out)
+    }
+
+    /// Sets how many subnets live behind a peer host (0 removes it).
+    pub fn set_peer_host(&mut self, ip: Ipv4Addr, subnets: u32) -> Result<(), DataplaneError> {
+        if subnets == 0 {
+            ignore_missing(self.peer_hosts.remove(&ip.octets())).map_err(err(names::PEER_HOSTS))
+        } else {
+            self.peer_hosts
+                .insert(ip.octets(), subnets, 0)
+                .map_err(err(names::PEER_HOSTS))
+        }
+    }
+
+    /// The peer hosts now in the map.
+    pub fn peer_hosts(&self) -> Result<Vec<Ipv4Addr>, DataplaneError> {
+        self.peer_hosts
+            .keys()
+            .map(|k| k.map(Ipv4Addr::from).map_err(err(names::PEER_HOSTS)))
+            .collect()
+    }
+
+    /// Delivers traffic for `ip` to a local interface.
+    pub fn add_endpoint(&mut self, ip: Ipv4Addr, v: &EndpointValue) -> Result<(), DataplaneError> {
+        self.endpoints
+            .insert(ip.octets(), v, 0)
+            .map_err(err(names::ENDPOINTS))
+    }
+
+    /// Forgets `ip`; absent is fine.
+    pub fn del_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        ignore_missing(self.endpoints.remove(&ip.octets())).map_err(err(names::ENDPOINTS))
+    }
+
+    /// The endpoints now in the map.
+    pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, EndpointValue)>, DataplaneError> {
+        self.endpoints
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| (Ipv4Addr::from(k), v))
+                    .map_err(err(names::ENDPOINTS))
+            })
+            .collect()
+    }
+
+    /// Counters and drops summed over CPUs.
+    pub fn stats(&self) -> Result<Stats, DataplaneError> {
+        let mut stats = Stats::default();
+        for c in Counter::ALL {
+            let v = self
+                .counters
+                .get(&(c as u32), 0)
+                .map_err(err(names::COUNTERS))?;
+            stats.counters.insert(c.name().to_string(), v.iter().sum());
+        }
+        for r in DropReason::ALL {
+            let v = self.drops.get(&(r as u32), 0).map_err(err(names::DROPS))?;
+            stats.drops.insert(r.name().to_string(), v.iter().sum());
+        }
+        Ok(stats)
+    }
+}
+
+fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,477 @@
+//! The BPF dataplane: tc and XDP programs from overlay-ebpf, driven through
+//! pinned maps.
+//!
+//! Owns: loading the object, pins and links ([`loader`]), the typed maps
+//! with domain methods ([`maps`]), and the collect-metadata VXLAN device of
+//! `encap = "device"`. Must not touch: the kernel dataplane's devices and
+//! routes, and anything above the dataplane.
+
+pub mod loader;
+pub mod maps;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use aya::{programs::XdpMode as AyaXdpMode, Ebpf};
+use ipnet::Ipv4Net;
+use overlay_common::{
+    programs, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_VALIDATES,
+};
+
+use loader::Links;
+use maps::Maps;
+
+use crate::dataplane::{Dataplane, DataplaneError};
+use crate::model::config::{AttachPoint, Config, EncapMode, XdpMode};
+use crate::model::endpoint::EndpointSpec;
+use crate::model::peer::PeerSpec;
+use crate::model::status::{Mode, Stats};
+use crate::sys::error::SysError;
+use crate::sys::netlink;
+
+const LINK_UNDERLAY: &str = "underlay-tc";
+const LINK_XDP: &str = "underlay-xdp";
+const LINK_BRIDGE: &str = "bridge-tc";
+const PORT_PREFIX: &str = "port-";
+
+/// The BPF implementation of [`Dataplane`].
+pub struct BpfDataplane {
+    ebpf: Ebpf,
+    maps: Maps,
+    links: Links,
+    pin_dir: PathBuf,
+    handle: rtnetlink::Handle,
+    underlay_index: u32,
+    bridge_index: u32,
+    attach: AttachPoint,
+    /// Bridge ports with the from-container program, by ifindex.
+    ports: BTreeMap<u32, String>,
+    /// Peers as added, to derive peer hosts and refresh next-hop MACs.
+    peers: BTreeMap<Ipv4Net, PeerValue>,
+    /// Endpoints the agent added; others in the map were learned by the
+    /// from-container program and are forgotten when their port goes.
+    endpoints: BTreeSet<Ipv4Addr>,
+    _logger: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl BpfDataplane {
+    /// Loads, configures and attaches everything for `cfg`. On failure,
+    /// whatever this attempt attached is detached again.
+    pub async fn start(cfg: &Config) -> Result<Self, DataplaneError> {
+        let handle = netlink::connect().map_err(|e| DataplaneError::Interface {
+            name: "netlink".into(),
+            reason: e.to_string(),
+        })?;
+        let iface = |name: &str, e: SysError| DataplaneError::Interface {
+            name: name.to_string(),
+            reason: e.to_string(),
+        };
+        let underlay = netlink::link_by_name(&handle, &cfg.underlay_interface)
+            .await
+            .map_err(|e| iface(&cfg.underlay_interface, e))?;
+        let bridge = netlink::link_by_name(&handle, &cfg.bridge)
+            .await
+            .map_err(|e| iface(&cfg.bridge, e))?;
+        let local_ip = match cfg.underlay_ip {
+            Some(ip) => ip,
+            None => netlink::ipv4_addrs(&handle, underlay.index)
+                .await
+                .map_err(|e| iface(&cfg.underlay_interface, e))?
+                .first()
+                .map(|(ip, _)| *ip)
+                .ok_or_else(|| DataplaneError::Interface {
+                    name: cfg.underlay_interface.clone(),
+                    reason: "has no IPv4 address; set underlay_ip in the config".into(),
+                })?,
+        };
+
+        let encap_ifindex = match cfg.encap {
+            EncapMode::Device => ensure_encap_device(&handle, cfg, underlay.mtu).await?,
+            EncapMode::Bpf => {
+                remove_encap_device()
+                    .await
+                    .map_err(|e| DataplaneError::Interface {
+                        name: ENCAP_DEVICE.into(),
+                        reason: e.to_string(),
+                    })?;
+                0
+            }
+        };
+        loader::ensure_bpffs(&cfg.pin_dir)?;
+        let mut ebpf = loader::load(Some(&cfg.pin_dir))?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(spawn_logger(logger)),
+            Err(e) => {
+                log::debug!("eBPF logs unavailable: {e}");
+                None
+            }
+        };
+        let mut maps = Maps::take(&mut ebpf)?;
+        let mut flags = 0;
+        if cfg.xdp != XdpMode::Off {
+            flags |= CONFIG_F_XDP_VALIDATES;
+        }
+        if cfg.attach == AttachPoint::Veth {
+            flags |= CONFIG_F_LEARN_ENDPOINTS | overlay_common::CONFIG_F_PER_PORT;
+        }
+        let bpf_cfg = overlay_common::Config {
+            local_ip: local_ip.octets(),
+            vni: cfg.vni,
+            underlay_ifindex: underlay.index,
+            vxlan_port_be: cfg.vxlan_port.to_be(),
+            underlay_mac: underlay.mac,
+            vtep_mac: overlay_common::vtep_mac(local_ip.octets(), cfg.vni),
+            gateway_mac: bridge.mac,
+            subnet: cfg.subnet.network().octets(),
+            subnet_mask: cfg.subnet.netmask().octets(),
+            flags,
+            encap_ifindex,
+            gateway_ip: cfg.gateway().octets(),
+            learn_limit: overlay_common::DEFAULT_LEARN_LIMIT,
+        };
+        maps.set_config(&bpf_cfg)?;
+
+        let mut dp = Self {
+            ebpf,
+            maps,
+            links: Links::new(&cfg.pin_dir),
+            pin_dir: cfg.pin_dir.clone(),
+            handle,
+            underlay_index: underlay.index,
+            bridge_index: bridge.index,
+            attach: cfg.attach,
+            ports: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            endpoints: BTreeSet::new(),
+            _logger: logger,
+        };
+        if let Err(e) = dp.attach_all(cfg).await {
+            let _ = dp.remove_everything_and_device().await;
+            return Err(e);
+        }
+        // Entries left in the pinned maps by a previous run: keep the
+        // peer table in step so peer hosts and MAC refresh stay right.
+        for (net, v) in dp.maps.peers()? {
+            dp.peers.insert(net, v);
+        }
+        Ok(dp)
+    }
+
+    async fn attach_all(&mut self, cfg: &Config) -> Result<(), DataplaneError> {
+        // XDP first, so that tc may rely on its checks from the first frame.
+        match cfg.xdp {
+            XdpMode::Off => self.links.detach(LINK_XDP),
+            XdpMode::Generic | XdpMode::Native => {
+                let mode = if cfg.xdp == XdpMode::Native {
+                    AyaXdpMode::Driver
+                } else {
+                    AyaXdpMode::Skb
+                };
+                self.links
+                    .attach_xdp(&mut self.ebpf, &cfg.underlay_interface, mode, LINK_XDP)?;
+            }
+        }
+        self.links.attach_tc(
+            &mut self.ebpf,
+            programs::FROM_UNDERLAY,
+            &cfg.underlay_interface,
+            LINK_UNDERLAY,
+        )?;
+        match cfg.attach {
+            AttachPoint::Bridge => {
+                self.links.attach_tc(
+                    &mut self.ebpf,
+                    programs::FROM_CONTAINER,
+                    &cfg.bridge,
+                    LINK_BRIDGE,
+                )?;
+                for name in self.links.pinned() {
+                    if name.starts_with(PORT_PREFIX) {
+                        self.links.detach(&name);
+                    }
+                }
+            }
+            AttachPoint::Veth => {
+                self.links.detach(LINK_BRIDGE);
+                self.sync_ports().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the from-container program to every bridge port that lacks
+    /// it and forgets ports that went away.
+    async fn sync_ports(&mut self) -> Result<(), DataplaneError> {
+        if self.attach != AttachPoint::Veth {
+            return Ok(());
+        }
+        let ports = netlink::bridge_ports(&self.handle, self.bridge_index)
+            .await
+            .map_err(|e| DataplaneError::Netlink(e.to_string()))?;
+        let now: BTreeMap<u32, String> = ports.into_iter().map(|l| (l.index, l.name)).collect();
+        for (index, name) in &now {
+            if self.ports.get(index) != Some(name) {
+                self.attach_port(*index, name)?;
+            }
+        }
+        // Pins of ports that are gone (also those of an earlier run).
+        for pin in self.links.pinned() {
+            if let Some(idx) = pin
+                .strip_prefix(PORT_PREFIX)
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                if !now.contains_key(&idx) {
+                    self.links.detach(&pin);
+                    self.ports.remove(&idx);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_port(&mut self, index: u32, name: &str) -> Result<(), DataplaneError> {
+        self.links
+            .attach_tc(
+                &mut self.ebpf,
+                programs::FROM_CONTAINER,
+                name,
+                &format!("{PORT_PREFIX}{index}"),
+            )
+            .map_err(|e| DataplaneError::Other(e.to_string()))?;
+        self.ports.insert(index, name.to_string());
+        log::info!("from-container program attached to {name} (ifindex {index})");
+        Ok(())
+    }
+
+    fn sync_peer_hosts(&mut self, touched: &[Ipv4Addr]) -> Result<(), DataplaneError> {
+        for ip in touched {
+            let n = self
+                .peers
+                .values()
+                .filter(|p| p.underlay_ip == ip.octets())
+                .count() as u32;
+            self.maps.set_peer_host(*ip, n)?;
+        }
+        Ok(())
+    }
+
+    /// Next-hop MACs of peer hosts from the underlay's neighbour table.
+    async fn neighbour_macs(&self) -> BTreeMap<Ipv4Addr, [u8; 6]> {
+        match netlink::neighbours_v4(&self.handle, self.underlay_index).await {
+            Ok(list) => list
+                .into_iter()
+                .filter_map(|n| n.usable_mac().map(|mac| (n.ip, mac)))
+                .collect(),
+            Err(e) => {
+                log::warn!("reading the underlay's neighbour table: {e}");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    fn remove_everything(&mut self) -> std::io::Result<()> {
+        loader::remove_pins(&self.pin_dir)
+    }
+
+    async fn remove_everything_and_device(&mut self) -> std::io::Result<()> {
+        self.remove_everything()?;
+        remove_encap_device()
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// The maps, for tests and the benchmark.
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+}
+
+fn spawn_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // SAFETY: the logger owns its ring buffer's fd for as long as the
+        // AsyncFd (which owns the logger) is registered.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        };
+        let Ok(mut fd) = registered else {
+            return;
+        };
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    })
+}
+
+#[async_trait::async_trait]
+impl Dataplane for BpfDataplane {
+    fn mode(&self) -> Mode {
+        Mode::Ebpf
+    }
+
+    async fn add_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError> {
+        let ip = peer.underlay_ip;
+        let macs = self.neighbour_macs().await;
+        let cfg = self.maps.config()?;
+        let value = PeerValue::new(
+            &cfg,
+            ip.octets(),
+            macs.get(&ip).copied().unwrap_or([0; 6]),
+            peer.vtep_mac
+                .unwrap_or_else(|| overlay_common::vtep_mac(ip.octets(), cfg.vni)),
+        );
+        let old = self.peers.insert(peer.subnet, value);
+        // Peer host first, so the answer to the first packet is not dropped.
+        let mut touched = vec![ip];
+        if let Some(old) = old {
+            touched.push(Ipv4Addr::from(old.underlay_ip));
+        }
+        self.sync_peer_hosts(&touched)?;
+        self.maps.add_peer(peer.subnet, &value)
+    }
+
+    async fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
+        self.maps.del_peer(subnet)?;
+        if let Some(old) = self.peers.remove(&subnet) {
+            self.sync_peer_hosts(&[Ipv4Addr::from(old.underlay_ip)])?;
+        }
+        Ok(())
+    }
+
+    async fn add_endpoint(&mut self, ep: &EndpointSpec) -> Result<(), DataplaneError> {
+        self.endpoints.insert(ep.ip);
+        self.maps.add_endpoint(
+            ep.ip,
+            &EndpointValue {
+                ifindex: ep.ifindex,
+                mac: ep.mac,
+                _pad: [0; 2],
+            },
+        )?;
+        if self.attach == AttachPoint::Veth && !self.ports.contains_key(&ep.ifindex) {
+            self.attach_port(ep.ifindex, &ep.ifname)?;
+        }
+        Ok(())
+    }
+
+    async fn del_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        self.endpoints.remove(&ip);
+        self.maps.del_endpoint(ip)
+    }
+
+    fn stats(&self) -> Result<Stats, DataplaneError> {
+        self.maps.stats()
+    }
+
+    async fn refresh(&mut self) -> Result<(), DataplaneError> {
+        self.sync_ports().await?;
+        if self.attach == AttachPoint::Veth {
+            for (ip, v) in self.maps.endpoints()? {
+                if !self.endpoints.contains(&ip) && !self.ports.contains_key(&v.ifindex) {
+                    log::info!(
+                        "forgetting learned endpoint {ip}: its port {} is gone",
+                        v.ifindex
+                    );
+                    self.maps.del_endpoint(ip)?;
+                }
+            }
+        }
+        let macs = self.neighbour_macs().await;
+        let cfg = self.maps.config()?;
+        let mut changed = Vec::new();
+        for (net, v) in &self.peers {
+            let mac = macs
+                .get(&Ipv4Addr::from(v.underlay_ip))
+                .copied()
+                .unwrap_or([0; 6]);
+            if mac != v.nexthop_mac {
+                changed.push((*net, PeerValue::new(&cfg, v.underlay_ip, mac, v.vtep_mac)));
+            }
+        }
+        for (net, v) in changed {
+            self.maps.add_peer(net, &v)?;
+            self.peers.insert(net, v);
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
+        if cleanup {
+            self.remove_everything_and_device().await.map_err(|e| {
+                DataplaneError::Other(format!("removing {}: {e}", self.pin_dir.display()))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The collect-metadata VXLAN device of `encap = "device"`.
+pub const ENCAP_DEVICE: &str = "ovl.md";
+
+/// (Re)creates the collect-metadata VXLAN device on the configured port,
+/// MTU 50 under the underlay's, up; returns its ifindex.
+async fn ensure_encap_device(
+    handle: &rtnetlink::Handle,
+    cfg: &Config,
+    underlay_mtu: u32,
+) -> Result<u32, DataplaneError> {
+    let fail = |reason: String| DataplaneError::Interface {
+        name: ENCAP_DEVICE.into(),
+        reason,
+    };
+    remove_encap_device()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    handle
+        .link()
+        .add()
+        .vxlan(ENCAP_DEVICE.into(), 0)
+        .collect_metadata(true)
+        .port(cfg.vxlan_port)
+        .learning(false)
+        .execute()
+        .await
+        .map_err(|e| fail(format!("creating it: {e}")))?;
+    let link = netlink::link_by_name(handle, ENCAP_DEVICE)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    handle
+        .link()
+        .set(link.index)
+        .mtu(underlay_mtu.saturating_sub(overlay_common::VXLAN_OVERHEAD))
+        .up()
+        .execute()
+        .await
+        .map_err(|e| fail(format!("setting it up: {e}")))?;
+    Ok(link.index)
+}
+
+/// Deletes the collect-metadata VXLAN device if it exists.
+pub async fn remove_encap_device() -> Result<(), DataplaneError> {
+    let handle = netlink::connect().map_err(|e| DataplaneError::Netlink(e.to_string()))?;
+    match netlink::link_by_name(&handle, ENCAP_DEVICE).await {
+        Ok(link) => handle
+            .link()
+            .del(link.index)
+            .execute()
+            .await
+            .map_err(|e| DataplaneError::Netlink(format!("deleting {ENCAP_DEVICE}: {e}"))),
+        Err(SysError::NotFound(_)) => Ok(()),
+        Err(e) => Err(DataplaneError::Netlink(e.to_string())),
+    }
+}
+
+/// Unused ports of the past stay out of the way: exposed for tests.
+pub fn port_link_name(index: u32) -> String {
+    format!("{PORT_PREFIX}{index}")
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<BpfDataplane>();
+}

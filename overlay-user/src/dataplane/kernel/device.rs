@@ -1,0 +1,239 @@
+//! The VXLAN device `ovl.<VNI>`: its name, settings, creation (or take-over
+//! from an earlier run) and removal.
+
+use std::net::Ipv4Addr;
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage,
+};
+use rtnetlink::Handle;
+
+use crate::dataplane::kernel::error::{is_missing, request};
+use crate::dataplane::DataplaneError;
+use crate::model::validation::format_mac;
+
+/// Prefix of our VXLAN devices' names; the VNI follows.
+pub const DEVICE_PREFIX: &str = "ovl.";
+
+/// VXLAN over IPv4 overhead: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// The name of our VXLAN device for `vni`, e.g. `ovl.42`.
+pub fn device_name(vni: u32) -> String {
+    format!("{DEVICE_PREFIX}{vni}")
+}
+
+/// Whether `name` is one of our device names (`ovl.` and a decimal VNI).
+pub fn is_device_name(name: &str) -> bool {
+    name.strip_prefix(DEVICE_PREFIX)
+        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The settings the device is made with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// `ovl.<VNI>`.
+    pub name: String,
+    /// Its VNI.
+    pub vni: u32,
+    /// Its UDP port.
+    pub port: u16,
+    /// This host's underlay address.
+    pub local_ip: Ipv4Addr,
+    /// The underlay interface's ifindex.
+    pub underlay_index: u32,
+    /// The underlay's MTU minus the VXLAN overhead.
+    pub mtu: u32,
+    /// This host's VTEP MAC.
+    pub mac: [u8; 6],
+}
+
+/// The link message of `name`, if there is such a link.
+pub(crate) async fn link_message(
+    handle: &Handle,
+    name: &str,
+) -> Result<Option<LinkMessage>, DataplaneError> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(msg) => Ok(msg),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(request(format!("lookup of link {name}"))(e)),
+    }
+}
+
+/// The VXLAN settings of a link message; `None` if it is not a VXLAN device.
+pub(crate) fn vxlan_settings(msg: &LinkMessage) -> Option<Vec<InfoVxlan>> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => {
+            let is_vxlan = infos
+                .iter()
+                .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Vxlan)));
+            let data = infos.iter().find_map(|i| match i {
+                LinkInfo::Data(InfoData::Vxlan(d)) => Some(d.clone()),
+                _ => None,
+            });
+            is_vxlan.then(|| data.unwrap_or_default())
+        }
+        _ => None,
+    })
+}
+
+/// Whether an existing VXLAN device has the settings of `dev` that cannot be changed in place.
+pub(crate) fn matches_spec(settings: &[InfoVxlan], dev: &DeviceSpec) -> bool {
+    let mut ok = [false; 5];
+    for s in settings {
+        match s {
+            InfoVxlan::Id(v) => ok[0] = *v == dev.vni,
+            InfoVxlan::Port(p) => ok[1] = *p == dev.port,
+            InfoVxlan::Local(ip) => ok[2] = ip.as_slice() == dev.local_ip.octets(),
+            InfoVxlan::Link(i) => ok[3] = *i == dev.underlay_index,
+            InfoVxlan::Learning(l) => ok[4] = !*l,
+            _ => {}
+        }
+    }
+    ok.iter().all(|b| *b)
+}
+
+/// Creates the device (or keeps a matching one), sets its MTU and MAC and
+/// brings it up; returns its ifindex.
+pub(crate) async fn ensure_device(
+    handle: &Handle,
+    dev: &DeviceSpec,
+) -> Result<u32, DataplaneError> {
+    if let Some(msg) = link_message(handle, &dev.name).await? {
+        match vxlan_settings(&msg) {
+            Some(settings) if matches_spec(&settings, dev) => {
+                log::info!("taking over {} from an earlier run", dev.name);
+            }
+            _ => {
+                log::info!("replacing {}: its settings differ", dev.name);
+                delete_link(handle, msg.header.index, &dev.name).await?;
+            }
+        }
+    }
+    if link_message(handle, &dev.name).await?.is_none() {
+        let mut req = handle.link().add();
+        req.message_mut()
+            .attributes
+            .push(LinkAttribute::Mtu(dev.mtu));
+        req.address(dev.mac.to_vec())
+            .vxlan(dev.name.clone(), dev.vni)
+            .link(dev.underlay_index)
+            .local(dev.local_ip)
+            .port(dev.port)
+            .learning(false)
+            .execute()
+            .await
+            .map_err(request(format!("creating VXLAN device {}", dev.name)))?;
+        log::info!(
+            "created {} (vni {}, port {}, local {}, mtu {}, mac {})",
+            dev.name,
+            dev.vni,
+            dev.port,
+            dev.local_ip,
+            dev.mtu,
+            format_mac(&dev.mac)
+        );
+    }
+    let index = link_message(handle, &dev.name)
+        .await?
+        .map(|m| m.header.index)
+        .ok_or_else(|| DataplaneError::Interface {
+            name: dev.name.clone(),
+            reason: "vanished right after it was created".into(),
+        })?;
+    handle
+        .link()
+        .set(index)
+        .mtu(dev.mtu)
+        .address(dev.mac.to_vec())
+        .up()
+        .execute()
+        .await
+        .map_err(request(format!("setting up {}", dev.name)))?;
+    Ok(index)
+}
+
+pub(crate) async fn delete_link(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+) -> Result<(), DataplaneError> {
+    match handle.link().del(index).execute().await {
+        Err(e) if !is_missing(&e) => Err(request(format!("deleting {name}"))(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Deletes every VXLAN device of ours (`ovl.<VNI>`) except `keep`, and with
+/// each its routes, neighbour and FDB entries. Returns the names deleted.
+pub async fn remove_devices(
+    handle: &Handle,
+    keep: Option<&str>,
+) -> Result<Vec<String>, DataplaneError> {
+    let links: Vec<LinkMessage> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(request("dump of links"))?;
+    let mut removed = Vec::new();
+    for msg in links {
+        let name = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        });
+        let Some(name) = name else { continue };
+        if !is_device_name(&name) || Some(name.as_str()) == keep || vxlan_settings(&msg).is_none() {
+            continue;
+        }
+        delete_link(handle, msg.header.index, &name).await?;
+        log::info!("removed VXLAN device {name}");
+        removed.push(name);
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names() {
+        assert_eq!(device_name(42), "ovl.42");
+        assert_eq!(device_name(16_777_215), "ovl.16777215");
+        assert!(device_name(16_777_215).len() <= 15);
+        assert!(is_device_name("ovl.1"));
+        assert!(!is_device_name("ovl."));
+        assert!(!is_device_name("ovl.1a"));
+        assert!(!is_device_name("flannel.1"));
+    }
+
+    #[test]
+    fn spec_matching() {
+        let dev = DeviceSpec {
+            name: "ovl.42".into(),
+            vni: 42,
+            port: 4789,
+            local_ip: Ipv4Addr::new(192, 168, 56, 4),
+            underlay_index: 2,
+            mtu: 1450,
+            mac: [2, 42, 192, 168, 56, 4],
+        };
+        let mut s = vec![
+            InfoVxlan::Id(42),
+            InfoVxlan::Port(4789),
+            InfoVxlan::Local(vec![192, 168, 56, 4]),
+            InfoVxlan::Link(2),
+            InfoVxlan::Learning(false),
+        ];
+        assert!(matches_spec(&s, &dev));
+        s[1] = InfoVxlan::Port(8472);
+        assert!(!matches_spec(&s, &dev));
+        s[1] = InfoVxlan::Port(4789);
+        s.pop();
+        assert!(!matches_spec(&s, &dev));
+    }
+}

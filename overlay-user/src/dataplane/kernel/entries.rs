@@ -1,0 +1,218 @@
+//! The per-peer entries on the device: a permanent neighbour entry, an FDB
+//! entry and an `onlink` route, added, listed and removed through rtnetlink.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlag, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlag, RouteMessage};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::{Handle, IpVersion};
+
+use crate::dataplane::kernel::error::{is_missing, request};
+use crate::dataplane::DataplaneError;
+use crate::model::validation::format_mac;
+
+const RT_TABLE_MAIN: u8 = 254;
+
+/// The entries on one device.
+pub struct Entries<'a> {
+    /// The netlink connection.
+    pub handle: &'a Handle,
+    /// The device's ifindex.
+    pub index: u32,
+    /// The device's name, for messages.
+    pub dev: &'a str,
+}
+
+impl Entries<'_> {
+    /// The permanent neighbour entry `gateway` -> `vtep_mac`.
+    pub async fn add_neighbour(
+        &self,
+        gateway: Ipv4Addr,
+        vtep_mac: [u8; 6],
+    ) -> Result<(), DataplaneError> {
+        self.handle
+            .neighbours()
+            .add(self.index, IpAddr::V4(gateway))
+            .link_local_address(&vtep_mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(request(format!(
+                "adding neighbour {} -> {} on {}",
+                gateway,
+                format_mac(&vtep_mac),
+                self.dev
+            )))
+    }
+
+    /// Removes the neighbour entry of `gateway`; a missing one is fine.
+    pub async fn del_neighbour(&self, gateway: Ipv4Addr) -> Result<(), DataplaneError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = self.index;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                gateway,
+            )));
+        match self.handle.neighbours().del(msg).execute().await {
+            Err(e) if !is_missing(&e) => Err(request(format!(
+                "deleting neighbour {gateway} on {}",
+                self.dev
+            ))(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The FDB entry `mac` -> `dst`.
+    pub async fn add_fdb(&self, mac: [u8; 6], dst: Ipv4Addr) -> Result<(), DataplaneError> {
+        self.handle
+            .neighbours()
+            .add_bridge(self.index, &mac)
+            .destination(IpAddr::V4(dst))
+            .flags(vec![NeighbourFlag::Own])
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(request(format!(
+                "adding FDB entry {} dst {dst} on {}",
+                format_mac(&mac),
+                self.dev
+            )))
+    }
+
+    /// Removes the FDB entry `mac` -> `dst`; a missing one is fine.
+    pub async fn del_fdb(&self, mac: [u8; 6], dst: Ipv4Addr) -> Result<(), DataplaneError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = self.index;
+        msg.header.flags = vec![NeighbourFlag::Own];
+        msg.header.state = NeighbourState::Permanent;
+        msg.attributes
+            .push(NeighbourAttribute::LinkLocalAddress(mac.to_vec()));
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+        match self.handle.neighbours().del(msg).execute().await {
+            Err(e) if !is_missing(&e) => Err(request(format!(
+                "deleting FDB entry {} dst {dst} on {}",
+                format_mac(&mac),
+                self.dev
+            ))(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The route to `subnet` via `gateway`, on the device, `onlink`.
+    pub async fn add_route(
+        &self,
+        subnet: Ipv4Net,
+        gateway: Ipv4Addr,
+    ) -> Result<(), DataplaneError> {
+        let mut req = self
+            .handle
+            .route()
+            .add()
+            .v4()
+            .destination_prefix(subnet.network(), subnet.prefix_len())
+            .gateway(gateway)
+            .output_interface(self.index)
+            .replace();
+        req.message_mut().header.flags.push(RouteFlag::Onlink);
+        req.execute().await.map_err(request(format!(
+            "adding route {subnet} via {gateway} dev {} onlink",
+            self.dev
+        )))
+    }
+
+    /// The IPv4 routes of the main table out of our device.
+    pub async fn our_routes(
+        &self,
+    ) -> Result<Vec<(Ipv4Net, Option<Ipv4Addr>, RouteMessage)>, DataplaneError> {
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(IpVersion::V4)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(request("dump of IPv4 routes"))?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| {
+                let mut oif = None;
+                let mut dst = Ipv4Addr::UNSPECIFIED;
+                let mut gw = None;
+                let mut table = u32::from(m.header.table);
+                for a in &m.attributes {
+                    match a {
+                        RouteAttribute::Oif(i) => oif = Some(*i),
+                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+                        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(*ip),
+                        RouteAttribute::Table(t) => table = *t,
+                        _ => {}
+                    }
+                }
+                if oif != Some(self.index) || table != u32::from(RT_TABLE_MAIN) {
+                    return None;
+                }
+                let net = Ipv4Net::new(dst, m.header.destination_prefix_length).ok()?;
+                Some((net, gw, m))
+            })
+            .collect())
+    }
+
+    /// Removes the routes to `subnet` on the device.
+    pub async fn del_route(&self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
+        for (net, _, msg) in self.our_routes().await? {
+            if net == subnet {
+                if let Err(e) = self.handle.route().del(msg).execute().await {
+                    if !is_missing(&e) {
+                        return Err(
+                            request(format!("deleting route {subnet} dev {}", self.dev))(e),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The FDB entries with a destination address on link `index`: (MAC, destination).
+pub async fn fdb_entries(
+    handle: &Handle,
+    index: u32,
+) -> Result<BTreeSet<([u8; 6], Ipv4Addr)>, DataplaneError> {
+    let mut req = handle.neighbours().get();
+    req.message_mut().header.family = AddressFamily::Bridge;
+    let msgs: Vec<NeighbourMessage> = req
+        .execute()
+        .try_collect()
+        .await
+        .map_err(request("dump of the FDB"))?;
+    Ok(msgs
+        .iter()
+        .filter(|m| m.header.family == AddressFamily::Bridge && m.header.ifindex == index)
+        .filter_map(|m| {
+            let mut mac = None;
+            let mut dst = None;
+            for a in &m.attributes {
+                match a {
+                    NeighbourAttribute::LinkLocalAddress(b) => {
+                        mac = <[u8; 6]>::try_from(b.as_slice()).ok()
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+                    _ => {}
+                }
+            }
+            Some((mac?, dst?))
+        })
+        .collect())
+}

@@ -1,0 +1,133 @@
+//! The dataplane: what forwards packets, behind one [`Dataplane`] trait.
+//!
+//! Owns: the trait and its error ([`DataplaneError`]); the BPF
+//! implementation ([`bpf`]: loader, typed maps with domain methods) and the
+//! kernel one ([`kernel`]: VXLAN device, FDB/neighbour/route entries,
+//! firewall); and [`select`], the one place that knows both and picks and
+//! starts one of them for the `dataplane` setting.
+//!
+//! Must not touch: the agent and the control sources (a dataplane is told
+//! what to forward; it never asks who wants it), nor validation (the agent
+//! validates before any call). This module itself does not name its
+//! implementations: they depend on it, not it on them.
+
+pub mod bpf;
+pub mod kernel;
+pub mod select;
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::model::endpoint::EndpointSpec;
+use crate::model::peer::PeerSpec;
+use crate::model::status::{Mode, Stats};
+
+/// Errors of the dataplane layer: of either implementation, of loading,
+/// starting and choosing one, and of the kernel dataplane's firewall rules.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// A BPF map operation failed.
+    #[error("BPF map {map}: {source}")]
+    Map {
+        /// The map's name.
+        map: &'static str,
+        /// What aya reported.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Attaching or detaching a program failed.
+    #[error("attaching {program} to {ifname}: {reason}")]
+    Attach {
+        /// The program's name.
+        program: &'static str,
+        /// The interface.
+        ifname: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A netlink request failed.
+    #[error("netlink: {0}")]
+    Netlink(String),
+    /// Anything else, with context.
+    #[error("{0}")]
+    Other(String),
+    /// The BPF pin directory is not on a BPF filesystem and one could not be mounted.
+    #[error("bpffs at {path}: {reason}")]
+    Bpffs {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// The eBPF object could not be loaded (maps created, relocations).
+    #[error("loading the eBPF object: {0}")]
+    Object(#[from] aya::EbpfError),
+    /// The kernel refused a BPF program (verifier, missing capability).
+    #[error("loading program {program}: {source}")]
+    Program {
+        /// The program.
+        program: &'static str,
+        /// What the kernel said.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// An interface the configuration names does not exist, has no usable
+    /// address or is unusable for the dataplane.
+    #[error("interface {name}: {reason}")]
+    Interface {
+        /// Its name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A netlink socket could not be opened.
+    #[error("cannot open a netlink socket: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The kernel refused a netlink request (kernel dataplane).
+    #[error("{what}: {source}")]
+    Request {
+        /// What was asked, e.g. "adding the route to 10.103.200.0/24".
+        what: String,
+        /// What rtnetlink reported (boxed: it embeds a whole netlink message).
+        #[source]
+        source: Box<rtnetlink::Error>,
+    },
+    /// The iptables command is missing or failed (kernel dataplane's firewall rules).
+    #[error("iptables: {what}: {reason}")]
+    Iptables {
+        /// What was being done.
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The firewall's blocking helper task failed.
+    #[error("firewall task: {0}")]
+    Task(String),
+}
+
+/// What every dataplane implementation offers the agent.
+///
+/// Calls are idempotent: adding what exists replaces it, deleting what does
+/// not exist succeeds. Validation (overlaps, bad input) happens in the agent
+/// before any call, so an implementation only fails on system errors.
+#[async_trait::async_trait]
+pub trait Dataplane: Send + Sync {
+    /// The implementation's mode.
+    fn mode(&self) -> Mode;
+    /// Route `peer.subnet` to `peer.underlay_ip` through the overlay.
+    async fn add_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError>;
+    /// Stop routing `subnet` through the overlay; removes exactly what `add_peer` made.
+    async fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError>;
+    /// Deliver traffic for `ep.ip` arriving from peers to `ep`.
+    async fn add_endpoint(&mut self, ep: &EndpointSpec) -> Result<(), DataplaneError>;
+    /// Forget the endpoint at `ip`.
+    async fn del_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError>;
+    /// Current counters.
+    fn stats(&self) -> Result<Stats, DataplaneError>;
+    /// Periodic housekeeping (next-hop MACs, link changes); called about once a second.
+    async fn refresh(&mut self) -> Result<(), DataplaneError>;
+    /// Stop. With `cleanup`, remove every program, pin, map, device and route of ours;
+    /// without it, leave the dataplane forwarding for the next start.
+    async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError>;
+}

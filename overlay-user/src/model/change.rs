@@ -1,0 +1,36 @@
+//! What a control source reports to the agent core: one change of the
+//! desired state. The core validates it, applies it to the dataplane and
+//! records it with the source that reported it.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::model::endpoint::EndpointSpec;
+use crate::model::peer::PeerSpec;
+
+/// One change of the desired state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Route the peer's subnet to its host; the same subnet again replaces it.
+    AddPeer(PeerSpec),
+    /// Stop routing this subnet through the overlay.
+    DelPeer(Ipv4Net),
+    /// Deliver traffic for `ip` to the container behind host interface
+    /// `ifname`; with no `mac`, it is looked up on the bridge.
+    AddEndpoint {
+        /// The container's address.
+        ip: Ipv4Addr,
+        /// The host-side interface.
+        ifname: String,
+        /// The container's MAC, when known.
+        mac: Option<[u8; 6]>,
+    },
+    /// Add or replace an endpoint whose interface is already resolved (found on the bridge).
+    PutEndpoint(EndpointSpec),
+    /// Re-apply an existing endpoint with a newly learned MAC or ifindex,
+    /// keeping who added it; nothing if it is gone.
+    RefreshEndpoint(EndpointSpec),
+    /// Forget the endpoint at this address.
+    DelEndpoint(Ipv4Addr),
+}

@@ -1,0 +1,515 @@
+//! overlayd's configuration (the TOML file's schema) and its validation.
+//! Plain data: reading the file is the config source's job
+//! (`sources::config::load`).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::model::network::{gateway_of, overlaps, MAX_SUBNET_PREFIX, MAX_VNI};
+use crate::model::validation::{check_network, check_underlay_ip, parse_vtep_mac, InputError};
+
+/// Where the from-container program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachPoint {
+    /// tc ingress on every host-side veth plugged into the bridge (skips the bridge).
+    #[default]
+    Veth,
+    /// tc ingress on the bridge device itself (one attach point).
+    Bridge,
+}
+
+impl fmt::Display for AttachPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachPoint::Veth => "veth",
+            AttachPoint::Bridge => "bridge",
+        })
+    }
+}
+
+/// The `dataplane` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DataplaneChoice {
+    /// Try BPF; if it cannot be loaded, use the kernel's VXLAN device.
+    #[default]
+    Auto,
+    /// BPF only; fail if it cannot be loaded.
+    Ebpf,
+    /// The kernel's VXLAN device, routes, neighbour and FDB entries.
+    Kernel,
+}
+
+/// How the BPF dataplane encapsulates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncapMode {
+    /// The tc program writes the outer headers itself (`bpf_skb_adjust_room`)
+    /// and redirects to the underlay interface.
+    #[default]
+    Bpf,
+    /// The tc program sets a tunnel key and redirects to a collect-metadata
+    /// VXLAN device (`ovl.md`), which builds the outer headers (Cilium's way).
+    Device,
+}
+
+/// How the XDP program is attached to the underlay interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Generic (skb) mode: works on every driver, but copies every non-linear
+    /// (GSO) skb into a linear buffer first, which costs throughput.
+    Generic,
+    /// Native (driver) mode: drops hostile VXLAN before an skb exists. On a
+    /// veth it turns off the large-packet path (measured: 0.36 x plain).
+    Native,
+    /// No XDP program; the tc program makes the same checks with the same
+    /// drop reasons. The default: fastest in `cargo xtask bench` (docs/benchmarks.md).
+    #[default]
+    Off,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Generic => "generic",
+            XdpMode::Native => "native",
+            XdpMode::Off => "off",
+        })
+    }
+}
+
+/// One `[[peers]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The remote host's container subnet.
+    #[serde(deserialize_with = "de_net")]
+    pub subnet: Ipv4Net,
+    /// The remote host's underlay address.
+    pub underlay_ip: Ipv4Addr,
+    /// The remote VTEP MAC, for hosts whose MAC does not follow our rule.
+    #[serde(default)]
+    pub vtep_mac: Option<String>,
+}
+
+/// The `[docker]` section: follow the Docker Engine API and register containers as endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Follow Docker's events (off unless set).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The Docker Engine API socket.
+    #[serde(default = "default_docker_socket")]
+    pub socket: PathBuf,
+    /// The Docker networks whose endpoints join the overlay (by name, e.g. "bridge").
+    #[serde(default = "default_docker_networks")]
+    pub networks: Vec<String>,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            enabled: false,
+            socket: default_docker_socket(),
+            networks: default_docker_networks(),
+        }
+    }
+}
+
+fn default_docker_socket() -> PathBuf {
+    PathBuf::from("/var/run/docker.sock")
+}
+
+fn default_docker_networks() -> Vec<String> {
+    vec!["bridge".into()]
+}
+
+/// The whole file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The interface that carries VXLAN (e.g. "eth1").
+    pub underlay_interface: String,
+    /// This host's underlay address; default: the first IPv4 address on `underlay_interface`.
+    #[serde(default)]
+    pub underlay_ip: Option<Ipv4Addr>,
+    /// This host's container subnet.
+    #[serde(deserialize_with = "de_net")]
+    pub subnet: Ipv4Net,
+    /// The bridge local containers attach to (e.g. "docker0").
+    pub bridge: String,
+    /// VXLAN network identifier (1..=16777215).
+    pub vni: u32,
+    /// VXLAN UDP port.
+    #[serde(default = "default_port")]
+    pub vxlan_port: u16,
+    /// Where the BPF programs' maps and links are pinned.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    /// Where state added through the API is kept across restarts.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Where the from-container program is attached.
+    #[serde(default)]
+    pub attach: AttachPoint,
+    /// Which dataplane forwards packets: `auto` (BPF, else the kernel's VXLAN device), `ebpf` or `kernel`.
+    #[serde(default)]
+    pub dataplane: DataplaneChoice,
+    /// XDP mode on the underlay interface.
+    #[serde(default)]
+    pub xdp: XdpMode,
+    /// How the BPF dataplane builds the outer headers.
+    #[serde(default)]
+    pub encap: EncapMode,
+    /// Static peers.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Docker integration.
+    #[serde(default)]
+    pub docker: DockerConfig,
+}
+
+/// Deserialize a CIDR, with [`InputError::NotCidr`]'s message on failure.
+/// Host bits are accepted here and reported by [`Config::validate`] with the field name.
+fn de_net<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Ipv4Net, D::Error> {
+    let value = String::deserialize(de)?;
+    value.parse().map_err(|_| {
+        serde::de::Error::custom(InputError::NotCidr {
+            value: value.clone(),
+        })
+    })
+}
+
+fn default_port() -> u16 {
+    overlay_common::DEFAULT_VXLAN_PORT
+}
+
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/overlay")
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/overlay")
+}
+
+impl Config {
+    /// Parse TOML text without validating it.
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Check every value; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), InputError> {
+        check_ifname("underlay_interface", &self.underlay_interface)?;
+        check_ifname("bridge", &self.bridge)?;
+        if self.vni == 0 || self.vni > MAX_VNI {
+            return Err(InputError::Vni(self.vni));
+        }
+        if self.vxlan_port == 0 {
+            return Err(InputError::Port);
+        }
+        check_network(self.subnet).map_err(|source| InputError::Field {
+            field: "subnet".into(),
+            source: Box::new(source),
+        })?;
+        if self.subnet.prefix_len() > MAX_SUBNET_PREFIX {
+            return Err(InputError::SubnetTooSmall(self.subnet));
+        }
+        if let Some(ip) = self.underlay_ip {
+            check_underlay_ip(ip).map_err(|source| InputError::Field {
+                field: "underlay_ip".into(),
+                source: Box::new(source),
+            })?;
+        }
+        for (index, peer) in self.peers.iter().enumerate() {
+            let field = |name: &str| format!("peers[{index}].{name}");
+            check_network(peer.subnet).map_err(|source| InputError::Field {
+                field: field("subnet"),
+                source: Box::new(source),
+            })?;
+            if overlaps(peer.subnet, self.subnet) {
+                return Err(InputError::PeerOverlapsOwn {
+                    index,
+                    peer: peer.subnet,
+                    own: self.subnet,
+                });
+            }
+            if let Some((other_index, other)) = self.peers[..index]
+                .iter()
+                .enumerate()
+                .find(|(_, other)| overlaps(peer.subnet, other.subnet))
+            {
+                return Err(InputError::PeersOverlap {
+                    index,
+                    peer: peer.subnet,
+                    other_index,
+                    other: other.subnet,
+                });
+            }
+            check_underlay_ip(peer.underlay_ip).map_err(|source| InputError::Field {
+                field: field("underlay_ip"),
+                source: Box::new(source),
+            })?;
+            if Some(peer.underlay_ip) == self.underlay_ip {
+                return Err(InputError::PeerIsSelf {
+                    index,
+                    ip: peer.underlay_ip,
+                });
+            }
+            if let Some(mac) = &peer.vtep_mac {
+                parse_vtep_mac(mac).map_err(|source| InputError::Field {
+                    field: field("vtep_mac"),
+                    source: Box::new(source),
+                })?;
+            }
+        }
+        self.docker.validate()?;
+        Ok(())
+    }
+
+    /// The gateway address of this host's subnet (the first host address, .1 in a /24).
+    pub fn gateway(&self) -> Ipv4Addr {
+        gateway_of(self.subnet)
+    }
+}
+
+impl DockerConfig {
+    /// Check the section's values (also when disabled, so that enabling it later works).
+    pub fn validate(&self) -> Result<(), InputError> {
+        if self.socket.as_os_str().is_empty() {
+            return Err(InputError::DockerEmpty {
+                field: "socket",
+                value: String::new(),
+                expected: "the Docker API socket, like /var/run/docker.sock",
+            });
+        }
+        if self.networks.is_empty() {
+            return Err(InputError::DockerNoNetworks);
+        }
+        if let Some(n) = self.networks.iter().find(|n| n.trim().is_empty()) {
+            return Err(InputError::DockerEmpty {
+                field: "networks",
+                value: n.clone(),
+                expected: "Docker network names, like \"bridge\"",
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_ifname(field: &'static str, value: &str) -> Result<(), InputError> {
+    let ok = !value.is_empty()
+        && value.len() <= 15
+        && value != "."
+        && value != ".."
+        && !value
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(InputError::InterfaceName {
+            field,
+            value: value.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+underlay_interface = "eth1"
+subnet = "10.103.100.0/24"
+bridge = "docker0"
+vni = 42
+vxlan_port = 4789
+[[peers]]
+subnet = "10.103.200.0/24"
+underlay_ip = "192.168.56.5"
+"#;
+
+    fn example() -> Config {
+        Config::parse(EXAMPLE).unwrap()
+    }
+
+    fn err_of(edit: impl FnOnce(&mut Config)) -> String {
+        let mut cfg = example();
+        edit(&mut cfg);
+        cfg.validate().unwrap_err().to_string()
+    }
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn peer(subnet: &str, ip: &str) -> PeerConfig {
+        PeerConfig {
+            subnet: net(subnet),
+            underlay_ip: ip.parse().unwrap(),
+            vtep_mac: None,
+        }
+    }
+
+    #[test]
+    fn parses_the_example() {
+        let cfg = example();
+        assert_eq!(cfg.underlay_interface, "eth1");
+        assert_eq!(cfg.underlay_ip, None);
+        assert_eq!(cfg.subnet, net("10.103.100.0/24"));
+        assert_eq!(cfg.bridge, "docker0");
+        assert_eq!(cfg.vni, 42);
+        assert_eq!(cfg.vxlan_port, 4789);
+        assert_eq!(cfg.pin_dir, PathBuf::from("/sys/fs/bpf/overlay"));
+        assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/overlay"));
+        assert_eq!(cfg.attach, AttachPoint::Veth);
+        assert_eq!(cfg.xdp, XdpMode::Off);
+        assert_eq!(cfg.peers, vec![peer("10.103.200.0/24", "192.168.56.5")]);
+        cfg.validate().unwrap();
+        assert_eq!(cfg.gateway(), Ipv4Addr::new(10, 103, 100, 1));
+    }
+
+    #[test]
+    fn defaults_port_and_accepts_all_fields() {
+        let cfg = Config::parse(
+            r#"
+underlay_interface = "eth1"
+underlay_ip = "192.168.56.4"
+subnet = "10.103.100.0/24"
+bridge = "br0"
+vni = 7
+pin_dir = "/tmp/pins"
+state_dir = "/tmp/state"
+attach = "bridge"
+xdp = "off"
+[[peers]]
+subnet = "10.103.200.0/24"
+underlay_ip = "192.168.56.5"
+vtep_mac = "02:aa:bb:cc:dd:ee"
+"#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.vxlan_port, 4789);
+        assert_eq!(cfg.attach, AttachPoint::Bridge);
+        assert_eq!(cfg.xdp, XdpMode::Off);
+        assert_eq!(cfg.peers[0].vtep_mac.as_deref(), Some("02:aa:bb:cc:dd:ee"));
+    }
+
+    #[test]
+    fn validation_errors() {
+        assert_eq!(
+            err_of(|c| c.vni = 0),
+            "vni = 0 is out of range; expected 1..=16777215"
+        );
+        assert_eq!(
+            err_of(|c| c.vni = 16_777_216),
+            "vni = 16777216 is out of range; expected 1..=16777215"
+        );
+        assert_eq!(
+            err_of(|c| c.vxlan_port = 0),
+            "vxlan_port = 0 is not a usable UDP port; expected 1..=65535 (usually 4789)"
+        );
+        assert_eq!(
+            err_of(|c| c.underlay_interface = String::new()),
+            "underlay_interface = \"\" is not a valid interface name; expected 1 to 15 characters without '/', ':' or whitespace"
+        );
+        assert_eq!(
+            err_of(|c| c.bridge = "a-very-long-bridge".into()),
+            "bridge = \"a-very-long-bridge\" is not a valid interface name; expected 1 to 15 characters without '/', ':' or whitespace"
+        );
+        assert_eq!(
+            err_of(|c| c.subnet = net("10.103.100.5/24")),
+            "subnet: 10.103.100.5/24 has host bits set; expected a network address like 10.103.100.0/24"
+        );
+        assert_eq!(
+            err_of(|c| c.subnet = net("10.103.100.0/31")),
+            "subnet 10.103.100.0/31 is too small; expected a prefix of /30 or shorter, like 10.103.100.0/24"
+        );
+        assert_eq!(
+            err_of(|c| c.underlay_ip = Some(Ipv4Addr::new(127, 0, 0, 1))),
+            "underlay_ip: 127.0.0.1 is a loopback address; expected a host's unicast underlay address like 192.168.56.5"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].subnet = net("10.103.200.9/24")),
+            "peers[0].subnet: 10.103.200.9/24 has host bits set; expected a network address like 10.103.200.0/24"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].subnet = net("10.103.0.0/16")),
+            "peers[0].subnet 10.103.0.0/16 overlaps this host's subnet 10.103.100.0/24; expected a subnet disjoint from it"
+        );
+        assert_eq!(
+            err_of(|c| c.peers.push(peer("10.103.200.128/25", "192.168.56.6"))),
+            "peers[1].subnet 10.103.200.128/25 overlaps peers[0].subnet 10.103.200.0/24; expected disjoint peer subnets"
+        );
+        assert_eq!(
+            err_of(|c| c.peers.push(peer("10.103.200.0/24", "192.168.56.6"))),
+            "peers[1].subnet 10.103.200.0/24 overlaps peers[0].subnet 10.103.200.0/24; expected disjoint peer subnets"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].underlay_ip = Ipv4Addr::UNSPECIFIED),
+            "peers[0].underlay_ip: 0.0.0.0 is an unspecified address; expected a host's unicast underlay address like 192.168.56.5"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].underlay_ip = Ipv4Addr::new(239, 1, 1, 1)),
+            "peers[0].underlay_ip: 239.1.1.1 is a multicast address; expected a host's unicast underlay address like 192.168.56.5"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].underlay_ip = Ipv4Addr::BROADCAST),
+            "peers[0].underlay_ip: 255.255.255.255 is a broadcast address; expected a host's unicast underlay address like 192.168.56.5"
+        );
+        assert_eq!(
+            err_of(|c| {
+                c.underlay_ip = Some(Ipv4Addr::new(192, 168, 56, 5));
+            }),
+            "peers[0].underlay_ip 192.168.56.5 is this host's own underlay address; expected the peer host's address"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].vtep_mac = Some("02:aa:bb:cc:dd".into())),
+            "peers[0].vtep_mac: \"02:aa:bb:cc:dd\" is not a MAC address; expected six hex bytes like 02:2a:c0:a8:38:05"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].vtep_mac = Some("01:00:5e:00:00:01".into())),
+            "peers[0].vtep_mac: 01:00:5e:00:00:01 is not a unicast MAC address; expected one like 02:2a:c0:a8:38:05 (first byte even, not all zeros)"
+        );
+    }
+
+    #[test]
+    fn docker_section() {
+        let cfg = example();
+        assert_eq!(cfg.docker, DockerConfig::default());
+        assert!(!cfg.docker.enabled);
+        assert_eq!(cfg.docker.socket, PathBuf::from("/var/run/docker.sock"));
+        assert_eq!(cfg.docker.networks, vec!["bridge".to_string()]);
+        let cfg = Config::parse(&format!(
+            "{EXAMPLE}\n[docker]\nenabled = true\nsocket = \"/run/d.sock\"\nnetworks = [\"bridge\", \"ovl\"]\n"
+        ))
+        .unwrap();
+        cfg.validate().unwrap();
+        assert!(cfg.docker.enabled);
+        assert_eq!(cfg.docker.socket, PathBuf::from("/run/d.sock"));
+        assert_eq!(cfg.docker.networks, vec!["bridge", "ovl"]);
+        let e = Config::parse(&format!("{EXAMPLE}\n[docker]\nenable = true\n")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `enable`"), "{e}");
+        assert_eq!(
+            err_of(|c| c.docker.networks.clear()),
+            "docker.networks is empty; expected the Docker networks to watch, like [\"bridge\"]"
+        );
+        assert_eq!(
+            err_of(|c| c.docker.networks = vec![" ".into()]),
+            "docker.networks = \" \" is empty; expected Docker network names, like \"bridge\""
+        );
+        assert_eq!(
+            err_of(|c| c.docker.socket = PathBuf::new()),
+            "docker.socket = \"\" is empty; expected the Docker API socket, like /var/run/docker.sock"
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! The model: plain data the other layers share, and its validation.
+//!
+//! Owns: peers ([`peer`]), endpoints ([`endpoint`]), the host's network
+//! arithmetic ([`network`]), who reported an entry ([`source`]), the
+//! changes sources report ([`change`]), the configuration schema
+//! ([`config`]), the data of attached containers ([`attach`]), status and
+//! counters ([`status`]), and the strict parsers for what users type
+//! ([`validation`]).
+//!
+//! Must not touch: I/O of any kind (no files, sockets, netlink or
+//! dataplane), and nothing above it: the model does not know who stores,
+//! forwards or reports its values.
+
+pub mod attach;
+pub mod change;
+pub mod config;
+pub mod endpoint;
+pub mod network;
+pub mod peer;
+pub mod source;
+pub mod status;
+pub mod validation;

@@ -1,0 +1,30 @@
+//! The local API, a control source: newline-delimited JSON over a Unix socket.
+//!
+//! A client writes one [`Request`] per line and reads one [`Response`] per
+//! line; a connection may carry any number of requests. Values arrive as
+//! strings and are parsed here with the same strict parsers as the config
+//! and the CLI, so a bad value is answered with a message that names it.
+//!
+//! ```text
+//! > {"peer_add":{"subnet":"10.103.200.0/24","underlay_ip":"192.168.56.5","vtep_mac":null}}
+//! < "ok"
+//! > "peer_list"
+//! < {"peers":[{"subnet":"10.103.200.0/24","underlay_ip":"192.168.56.5",...,"source":"api"}]}
+//! > {"peer_del":{"subnet":"10.103.200.5/24"}}
+//! < {"error":{"message":"10.103.200.5/24 has host bits set; expected a network address like 10.103.200.0/24"}}
+//! ```
+//!
+//! Owns: the wire format ([`wire`]), the server ([`server`]) and the
+//! client `overlayctl` uses ([`client`]). Must not touch: the other
+//! sources (attach requests go through the [`Plumber`](crate::sources::Plumber)
+//! it is given) and the dataplane.
+
+pub mod client;
+pub mod server;
+pub mod wire;
+
+pub use client::call;
+pub use server::{bind, ApiSource};
+pub use wire::{
+    ApiError, EndpointInfo, PeerInfo, Request, Response, CLIENT_TIMEOUT, DEFAULT_SOCKET, MAX_LINE,
+};

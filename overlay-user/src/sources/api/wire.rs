@@ -1,0 +1,340 @@
+//! The API's wire format: requests, responses and the listings in them,
+//! one JSON document per line, and the errors of both ends.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::model::attach::{Attachment, Detachment};
+use crate::model::source::Source;
+use crate::model::status::Status;
+
+/// Where overlayd listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/overlay/overlayd.sock";
+
+/// The longest request line accepted.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// How long a client waits for an answer.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Add or replace a peer.
+    PeerAdd {
+        /// Remote container subnet, e.g. "10.103.200.0/24".
+        subnet: String,
+        /// Remote host's underlay address, e.g. "192.168.56.5".
+        underlay_ip: String,
+        /// Remote VTEP MAC when it does not follow the derivation rule.
+        #[serde(default)]
+        vtep_mac: Option<String>,
+    },
+    /// Delete a peer.
+    PeerDel {
+        /// Its subnet.
+        subnet: String,
+    },
+    /// List peers.
+    PeerList,
+    /// Add or replace an endpoint.
+    EndpointAdd {
+        /// Container address, e.g. "10.103.100.5".
+        ip: String,
+        /// Host-side interface, e.g. "veth1a2b3c".
+        dev: String,
+    },
+    /// Delete an endpoint.
+    EndpointDel {
+        /// Its address.
+        ip: String,
+    },
+    /// List endpoints.
+    EndpointList,
+    /// Settings and counters.
+    Status,
+    /// Plumb a container (by name or ID) or a named network namespace into
+    /// the bridge with `address`, and register it (source `attach`).
+    Attach {
+        /// The container; exactly one of `container` and `netns`.
+        #[serde(default)]
+        container: Option<String>,
+        /// The named network namespace.
+        #[serde(default)]
+        netns: Option<String>,
+        /// Address and prefix, e.g. "10.103.100.50/24".
+        address: String,
+        /// MTU; default: the underlay's minus 50.
+        #[serde(default)]
+        mtu: Option<u32>,
+    },
+    /// Undo `attach`.
+    Detach {
+        /// The container; exactly one of `container` and `netns`.
+        #[serde(default)]
+        container: Option<String>,
+        /// The named network namespace.
+        #[serde(default)]
+        netns: Option<String>,
+    },
+}
+
+/// A peer as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Remote container subnet.
+    pub subnet: Ipv4Net,
+    /// Remote host's underlay address.
+    pub underlay_ip: Ipv4Addr,
+    /// The VTEP MAC in use.
+    pub vtep_mac: String,
+    /// Whether `vtep_mac` was derived from the underlay address (not given explicitly).
+    pub vtep_mac_derived: bool,
+    /// Who added it.
+    pub source: Source,
+}
+
+/// An endpoint as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointInfo {
+    /// Container address.
+    pub ip: Ipv4Addr,
+    /// Host-side interface.
+    pub dev: String,
+    /// Its ifindex.
+    pub ifindex: u32,
+    /// Container MAC, `None` while unknown.
+    pub mac: Option<String>,
+    /// Who added it.
+    pub source: Source,
+}
+
+/// A response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// Done.
+    Ok,
+    /// Refused or failed; nothing was changed.
+    Error {
+        /// What went wrong, naming the bad value.
+        message: String,
+    },
+    /// Answer to [`Request::PeerList`].
+    Peers(Vec<PeerInfo>),
+    /// Answer to [`Request::EndpointList`].
+    Endpoints(Vec<EndpointInfo>),
+    /// Answer to [`Request::Status`].
+    Status(Box<Status>),
+    /// Answer to [`Request::Attach`].
+    Attached(Box<Attachment>),
+    /// Answer to [`Request::Detach`].
+    Detached(Box<Detachment>),
+}
+
+impl Response {
+    /// An error response with `e`'s message.
+    pub fn error(e: impl std::fmt::Display) -> Response {
+        Response::Error {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Errors of the API server and client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The client could not connect.
+    #[error("cannot connect to overlayd at {}: {source}; is overlayd running? (use --socket PATH if it listens elsewhere)", path.display())]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading or writing the connection failed.
+    #[error("talking to overlayd at {}: {source}", path.display())]
+    Io {
+        /// The socket.
+        path: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// overlayd closed the connection without answering.
+    #[error("overlayd at {} closed the connection without answering", path.display())]
+    Closed {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// overlayd did not answer in time.
+    #[error("overlayd at {} did not answer within {} s", path.display(), CLIENT_TIMEOUT.as_secs())]
+    Timeout {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// The answer was not a valid response.
+    #[error("overlayd sent an invalid response: {0}")]
+    Protocol(String),
+    /// The server could not create its socket.
+    #[error("cannot listen on {}: {source}", path.display())]
+    Bind {
+        /// The socket.
+        path: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process already answers on the socket.
+    #[error("{} is in use: another overlayd is running; stop it or use --socket PATH", path.display())]
+    InUse {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// Something that is not a socket sits at the path.
+    #[error("{} exists and is not a socket; remove it or use --socket PATH", path.display())]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::status::{Mode, Stats};
+
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+        v: T,
+        json: &str,
+    ) {
+        assert_eq!(serde_json::to_string(&v).unwrap(), json);
+        assert_eq!(serde_json::from_str::<T>(json).unwrap(), v);
+    }
+
+    #[test]
+    fn request_json() {
+        round_trip(
+            Request::PeerAdd {
+                subnet: "10.103.200.0/24".into(),
+                underlay_ip: "192.168.56.5".into(),
+                vtep_mac: None,
+            },
+            r#"{"peer_add":{"subnet":"10.103.200.0/24","underlay_ip":"192.168.56.5","vtep_mac":null}}"#,
+        );
+        round_trip(
+            Request::PeerDel {
+                subnet: "10.103.200.0/24".into(),
+            },
+            r#"{"peer_del":{"subnet":"10.103.200.0/24"}}"#,
+        );
+        round_trip(Request::PeerList, r#""peer_list""#);
+        round_trip(
+            Request::EndpointAdd {
+                ip: "10.103.100.5".into(),
+                dev: "veth1".into(),
+            },
+            r#"{"endpoint_add":{"ip":"10.103.100.5","dev":"veth1"}}"#,
+        );
+        round_trip(
+            Request::EndpointDel {
+                ip: "10.103.100.5".into(),
+            },
+            r#"{"endpoint_del":{"ip":"10.103.100.5"}}"#,
+        );
+        round_trip(Request::EndpointList, r#""endpoint_list""#);
+        round_trip(
+            Request::Attach {
+                container: Some("web".into()),
+                netns: None,
+                address: "10.103.100.50/24".into(),
+                mtu: None,
+            },
+            r#"{"attach":{"container":"web","netns":null,"address":"10.103.100.50/24","mtu":null}}"#,
+        );
+        round_trip(
+            Request::Detach {
+                container: None,
+                netns: Some("ns1".into()),
+            },
+            r#"{"detach":{"container":null,"netns":"ns1"}}"#,
+        );
+        round_trip(Request::Status, r#""status""#);
+        // vtep_mac may be left out.
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"peer_add":{"subnet":"a","underlay_ip":"b"}}"#)
+                .unwrap(),
+            Request::PeerAdd {
+                subnet: "a".into(),
+                underlay_ip: "b".into(),
+                vtep_mac: None
+            }
+        );
+    }
+
+    #[test]
+    fn response_json() {
+        round_trip(Response::Ok, r#""ok""#);
+        round_trip(
+            Response::Error {
+                message: "no peer for 10.1.2.0/24".into(),
+            },
+            r#"{"error":{"message":"no peer for 10.1.2.0/24"}}"#,
+        );
+        round_trip(
+            Response::Peers(vec![PeerInfo {
+                subnet: "10.103.200.0/24".parse().unwrap(),
+                underlay_ip: Ipv4Addr::new(192, 168, 56, 5),
+                vtep_mac: "02:2a:c0:a8:38:05".into(),
+                vtep_mac_derived: true,
+                source: Source::Config,
+            }]),
+            r#"{"peers":[{"subnet":"10.103.200.0/24","underlay_ip":"192.168.56.5","vtep_mac":"02:2a:c0:a8:38:05","vtep_mac_derived":true,"source":"config"}]}"#,
+        );
+        round_trip(
+            Response::Endpoints(vec![EndpointInfo {
+                ip: Ipv4Addr::new(10, 103, 100, 2),
+                dev: "veth1".into(),
+                ifindex: 10,
+                mac: None,
+                source: Source::Discovered,
+            }]),
+            r#"{"endpoints":[{"ip":"10.103.100.2","dev":"veth1","ifindex":10,"mac":null,"source":"discovered"}]}"#,
+        );
+        let mut stats = Stats::default();
+        stats.counters.insert("encap_packets".into(), 3);
+        let status = Response::Status(Box::new(Status {
+            mode: Mode::Ebpf,
+            mode_reason: None,
+            subnet: "10.103.100.0/24".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 103, 100, 1),
+            underlay_interface: "eth1".into(),
+            underlay_ip: Ipv4Addr::new(192, 168, 56, 4),
+            vtep_mac: "02:2a:c0:a8:38:04".into(),
+            bridge: "docker0".into(),
+            vni: 42,
+            vxlan_port: 4789,
+            attach: crate::model::config::AttachPoint::Veth,
+            xdp: crate::model::config::XdpMode::Generic,
+            peers: 1,
+            endpoints: 2,
+            stats,
+        }));
+        let json = serde_json::to_string(&status).unwrap();
+        assert!(
+            json.starts_with(r#"{"status":{"mode":"ebpf","subnet":"10.103.100.0/24""#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""stats":{"counters":{"encap_packets":3},"drops":{}}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), status);
+    }
+}

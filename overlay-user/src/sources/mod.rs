@@ -1,0 +1,76 @@
+//! The control sources: each learns what the overlay should carry from one
+//! place and reports it to the agent core, as a peer of the others.
+//!
+//! - [`config`]: the config file's peers, once at start;
+//! - [`api`]: the local API `overlayctl` talks to;
+//! - [`docker`]: Docker's events, containers joining and leaving;
+//! - [`attach`]: containers plumbed by hand (`overlayctl attach`);
+//! - [`discovery`]: containers found on the bridge, every second and on
+//!   netlink changes;
+//! - room for the next ones (the cluster store, Docker's network and IPAM
+//!   plugins): a new module here implementing [`ControlSource`].
+//!
+//! Owns: the interfaces the sources share: [`ControlSource`] (how a source
+//! runs) and [`Plumber`] (how the API asks the attach source to plumb).
+//! Every source reports changes through the one
+//! [`Core`] handle.
+//!
+//! Must not touch: the dataplane (only the core drives it), and each
+//! other: a source never names another; what two of them need lives below
+//! (`model`, `sys`) or in this module's interfaces.
+
+pub mod api;
+pub mod attach;
+pub mod config;
+pub mod discovery;
+pub mod docker;
+
+#[cfg(test)]
+mod tests;
+
+use crate::agent::handle::Core;
+use crate::model::attach::{Attachment, Detachment, Target};
+
+/// A control source: learns what the overlay should carry and reports it
+/// to the core.
+#[async_trait::async_trait]
+pub trait ControlSource: Send {
+    /// Its name, as in logs.
+    fn name(&self) -> &'static str;
+
+    /// Report to `core` what the source sees. A one-shot source (the config
+    /// file) returns when done; the others run until their task is aborted.
+    async fn run(self: Box<Self>, core: Core);
+}
+
+/// Runs `source` on a task of its own.
+pub fn spawn(source: Box<dyn ControlSource>, core: Core) -> tokio::task::JoinHandle<()> {
+    log::debug!("control source {} started", source.name());
+    tokio::spawn(source.run(core))
+}
+
+/// Plumbing a container, asked for through another source (the API's
+/// `attach` and `detach`) and done by the attach source.
+#[async_trait::async_trait]
+pub trait Plumber: Send + Sync {
+    /// Plug `target` into the bridge with `address` ("a.b.c.d/len") and
+    /// register it; `mtu` defaults to the underlay's minus 50.
+    async fn attach(
+        &self,
+        core: &Core,
+        target: Target,
+        address: &str,
+        mtu: Option<u32>,
+    ) -> Result<Attachment, SourceError>;
+
+    /// Undo [`Plumber::attach`].
+    async fn detach(&self, core: &Core, target: Target) -> Result<Detachment, SourceError>;
+}
+
+/// An error one source passes to another through these interfaces.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The attach source refused or failed; its message says why.
+    #[error(transparent)]
+    Plumbing(Box<dyn std::error::Error + Send + Sync>),
+}

@@ -1,0 +1,16 @@
+//! System helpers, the bottom layer: rtnetlink queries ([`netlink`]),
+//! netlink inside another network namespace ([`netns`]), a bridge's tables
+//! ([`bridge`]), veth plumbing into a namespace ([`veth`]) and the Docker
+//! Engine API client ([`docker`]), and their one error type ([`error`]).
+//!
+//! Owns: talking to the kernel and to dockerd about interfaces, namespaces
+//! and containers. Must not touch: anything of overlay's own (the model,
+//! the dataplane, the agent, the control sources): these helpers know links,
+//! MACs and containers, never peers, endpoints or where they came from.
+
+pub mod bridge;
+pub mod docker;
+pub mod error;
+pub mod netlink;
+pub mod netns;
+pub mod veth;
