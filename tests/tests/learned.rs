@@ -19,6 +19,13 @@ fn ipn(ns: &str, args: &[&str]) -> String {
 /// discovery cannot see it.
 fn silent_container(c: &mut Cluster) -> Container {
     let a = c.lab.add_container(1).unwrap();
+    pin_gateway(c, &a);
+    a
+}
+
+/// A permanent neighbour entry for the gateway in `a` (removing a
+/// container's last address flushes it).
+fn pin_gateway(c: &Cluster, a: &Container) {
     let host = c.lab.host(1).clone();
     let link: serde_json::Value =
         serde_json::from_str(&ipn(&host.ns, &["-j", "link", "show", &host.bridge])).unwrap();
@@ -37,7 +44,6 @@ fn silent_container(c: &mut Cluster) -> Container {
             "permanent",
         ],
     );
-    a
 }
 
 /// `overlayctl --json endpoint list` as (ip, dev, mac, source).
@@ -137,9 +143,10 @@ fn a_removed_learned_endpoint_frees_its_slot() {
 
     // The container moves to a second address: the port's one slot is taken.
     let second = "10.103.100.77";
+    ipn(&a.ns, &["addr", "flush", "dev", "eth0"]);
     ipn(&a.ns, &["addr", "add", &format!("{second}/24"), "dev", "eth0"]);
-    ipn(&a.ns, &["addr", "del", &format!("{first}/24"), "dev", "eth0"]);
     ipn(&a.ns, &["route", "replace", "default", "via", &a.gateway.to_string()]);
+    pin_gateway(&c, &a);
     let refused = c.agent(1).drops("learn_limit").unwrap();
     let p = ping(&a.ns, b.ip, 2, None, false, 2).unwrap();
     assert_eq!(p.received, 0, "{p:?}");
