@@ -26,12 +26,17 @@ pub struct ArpScan {
 /// Sends, from interface `iface` of namespace `ns` (as `sender_ip` and the
 /// interface's MAC), one broadcast ARP request for each of `targets`, then
 /// pauses `pause` and starts the next round, until `stop` is set or `max`
-/// has passed.
+/// has passed. With `claim` = the gateway's address, each round also asks
+/// for the gateway once in the name of every target (sender address =
+/// target, MAC = ours), as a scanner with forged senders does: the host
+/// answers each and makes a neighbour entry for each.
+#[allow(clippy::too_many_arguments)]
 pub fn arp_scan(
     ns: &str,
     iface: &str,
     sender_ip: Ipv4Addr,
     targets: &[Ipv4Addr],
+    claim: Option<Ipv4Addr>,
     pause: Duration,
     stop: &AtomicBool,
     max: Duration,
@@ -44,7 +49,6 @@ pub fn arp_scan(
     // Ethernet, IPv4, 6-byte MACs, 4-byte addresses, request.
     frame[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
     frame[22..28].copy_from_slice(&mac);
-    frame[28..32].copy_from_slice(&sender_ip.octets());
     // SAFETY: a zeroed sockaddr_ll is valid; the fields are set below.
     let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     to.sll_family = libc::AF_PACKET as u16;
@@ -55,7 +59,12 @@ pub fn arp_scan(
     let start = Instant::now();
     let mut done = ArpScan::default();
     while !stop.load(Ordering::Relaxed) && start.elapsed() < max {
-        for target in targets {
+        let asks = targets.iter().map(|t| (sender_ip, *t));
+        let claims = claim
+            .into_iter()
+            .flat_map(|gw| targets.iter().map(move |t| (*t, gw)));
+        for (sender, target) in asks.chain(claims) {
+            frame[28..32].copy_from_slice(&sender.octets());
             frame[38..42].copy_from_slice(&target.octets());
             // SAFETY: a valid socket, buffer and address of the given sizes.
             let n = unsafe {
@@ -88,7 +97,13 @@ pub fn arp_scan(
 /// A packet socket for ARP, `iface`'s index and MAC (in the caller's namespace).
 fn open(iface: &str) -> Result<(OwnedFd, i32, [u8; 6])> {
     // SAFETY: plain socket call; the fd is owned at once.
-    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(ETH_P_ARP.to_be())) };
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            i32::from(ETH_P_ARP.to_be()),
+        )
+    };
     if raw < 0 {
         bail!("packet socket: {}", std::io::Error::last_os_error());
     }

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use overlay_lab::{exec_ok, first_reply, need_root_or_skip, ping, AgentOptions, Container, LabSpec};
+use overlay_lab::{
+    exec_ok, first_reply, need_root_or_skip, ping, AgentOptions, Container, LabSpec,
+};
 use overlay_tests::{cluster, Cluster};
 
 fn ipn(ns: &str, args: &[&str]) -> String {
@@ -61,10 +63,7 @@ fn endpoints(c: &Cluster) -> Vec<(String, String, String, String)> {
 }
 
 fn source_of(c: &Cluster, ip: &str) -> Option<String> {
-    endpoints(c)
-        .into_iter()
-        .find(|e| e.0 == ip)
-        .map(|e| e.3)
+    endpoints(c).into_iter().find(|e| e.0 == ip).map(|e| e.3)
 }
 
 /// The host has no neighbour entry for `ip`: discovery has nothing to go by.
@@ -94,7 +93,12 @@ fn first_packet_makes_a_learned_endpoint() {
     assert_eq!(p.received, 3, "{p:?}");
     assert_eq!(
         endpoints(&c).into_iter().find(|e| e.0 == ip),
-        Some((ip.clone(), a.host_veth.clone(), a.mac.clone(), "learned".into()))
+        Some((
+            ip.clone(),
+            a.host_veth.clone(),
+            a.mac.clone(),
+            "learned".into()
+        ))
     );
     let table = c.agent(1).ctl_ok(&["endpoint", "list"]).unwrap();
     let row = table.lines().find(|l| l.starts_with(&ip)).unwrap();
@@ -144,8 +148,14 @@ fn a_removed_learned_endpoint_frees_its_slot() {
     // The container moves to a second address: the port's one slot is taken.
     let second = "10.103.100.77";
     ipn(&a.ns, &["addr", "flush", "dev", "eth0"]);
-    ipn(&a.ns, &["addr", "add", &format!("{second}/24"), "dev", "eth0"]);
-    ipn(&a.ns, &["route", "replace", "default", "via", &a.gateway.to_string()]);
+    ipn(
+        &a.ns,
+        &["addr", "add", &format!("{second}/24"), "dev", "eth0"],
+    );
+    ipn(
+        &a.ns,
+        &["route", "replace", "default", "via", &a.gateway.to_string()],
+    );
     pin_gateway(&c, &a);
     let refused = c.agent(1).drops("learn_limit").unwrap();
     let p = ping(&a.ns, b.ip, 2, None, false, 2).unwrap();

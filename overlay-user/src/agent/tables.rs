@@ -169,13 +169,13 @@ impl Agent {
     /// Endpoints the dataplane learned from containers' packets that no
     /// source has registered (listed with source `learned`), by address.
     pub fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, AgentError> {
-        let mut learned = self
-            .dataplane
-            .learned_endpoints()
-            .map_err(|source| AgentError::Dataplane {
-                action: "reading learned endpoints".into(),
-                source: Box::new(source),
-            })?;
+        let mut learned =
+            self.dataplane
+                .learned_endpoints()
+                .map_err(|source| AgentError::Dataplane {
+                    action: "reading learned endpoints".into(),
+                    source: Box::new(source),
+                })?;
         learned.retain(|e| !self.endpoints.contains_key(&e.ip));
         learned.sort_by_key(|e| e.ip);
         Ok(learned)

@@ -198,7 +198,9 @@ pub enum ApiError {
         path: PathBuf,
     },
     /// A peer that is not root connected (its uid from SO_PEERCRED).
-    #[error("permission denied: overlayd's API accepts requests from root (uid 0) only, not uid {uid}")]
+    #[error(
+        "permission denied: overlayd's API accepts requests from root (uid 0) only, not uid {uid}"
+    )]
     NotRoot {
         /// The peer's user ID.
         uid: u32,

@@ -2,10 +2,10 @@
 //! socket and the limits.
 
 use super::*;
-use crate::sources::api::socket::bind;
 use crate::agent::testing::{core, temp_dir, Call, FakeDataplane};
 use crate::model::attach::{Attachment, Detachment};
 use crate::sources::api::client::call;
+use crate::sources::api::socket::bind;
 use crate::sources::SourceError;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -307,8 +307,10 @@ connections at once (api.max_connections); close idle ones or try again\"}}\n"
     // The client says the same.
     assert_eq!(
         call(&sock, &Request::Status).await.unwrap(),
-        err("too many connections: overlayd serves at most 2 API connections at once \
-(api.max_connections); close idle ones or try again")
+        err(
+            "too many connections: overlayd serves at most 2 API connections at once \
+(api.max_connections); close idle ones or try again"
+        )
     );
     // The held connections still work; closing one frees its slot.
     let (lines, write) = &mut held[0];
@@ -410,9 +412,11 @@ async fn non_root_peers_are_refused() {
         .unwrap();
     assert_eq!(
         answer,
-        Ok("{\"error\":{\"message\":\"permission denied: overlayd's API accepts requests \
+        Ok(
+            "{\"error\":{\"message\":\"permission denied: overlayd's API accepts requests \
 from root (uid 0) only, not uid 65534\"}}\n"
-            .to_string())
+                .to_string()
+        )
     );
     // Root is still served.
     assert!(matches!(
@@ -446,7 +450,10 @@ async fn the_socket_never_exists_with_a_wider_mode() {
     };
     for _ in 0..500 {
         let listener = bind(&sock).await.unwrap();
-        let mode = std::fs::symlink_metadata(&sock).unwrap().permissions().mode();
+        let mode = std::fs::symlink_metadata(&sock)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         drop(listener);
         std::fs::remove_file(&sock).unwrap();
@@ -454,7 +461,11 @@ async fn the_socket_never_exists_with_a_wider_mode() {
     stop.store(true, Ordering::Relaxed);
     let (seen, wrong) = watcher.join().unwrap();
     assert!(seen > 0, "the watcher never saw the socket");
-    assert_eq!(wrong, Vec::<u32>::new(), "modes seen at the path ({seen} looks)");
+    assert_eq!(
+        wrong,
+        Vec::<u32>::new(),
+        "modes seen at the path ({seen} looks)"
+    );
     // Nothing is left beside it.
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
@@ -514,7 +525,10 @@ async fn learned_endpoints_are_listed() {
     // A learned endpoint can be deleted (its map entry goes); an unknown one not.
     dp.take();
     let del = |ip: &str| Request::EndpointDel { ip: ip.into() };
-    assert_eq!(call(&sock, &del("10.103.100.3")).await.unwrap(), Response::Ok);
+    assert_eq!(
+        call(&sock, &del("10.103.100.3")).await.unwrap(),
+        Response::Ok
+    );
     assert_eq!(dp.take(), vec![Call::DelEndpoint(ip("10.103.100.3"))]);
     assert_eq!(
         call(&sock, &del("10.103.100.4")).await.unwrap(),
