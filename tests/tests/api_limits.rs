@@ -5,10 +5,14 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use overlay_lab::{arp_scan, need_root_or_skip, AgentOptions, Binaries, LabSpec};
 use overlay_tests::cluster;
+
+/// One test at a time: the timing test measures with nothing else of ours running.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// `overlayctl status` as uid 65534 (setpriv): refused by the socket's mode,
 /// and, with the mode widened by hand, by overlayd's SO_PEERCRED check,
@@ -19,6 +23,7 @@ fn only_root_is_served() {
     if !need_root_or_skip() {
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let c = cluster(
         LabSpec {
             hosts: 1,
@@ -97,6 +102,7 @@ fn status_is_not_starved_by_an_arp_scan() {
     if !need_root_or_skip() {
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let c = cluster(LabSpec::default(), "ebpf", AgentOptions::default()).unwrap();
     let a = c.agent(1);
     let bins = Binaries::locate().unwrap();
