@@ -27,7 +27,7 @@
 //!
 //! Helpers: [`exec`]/[`exec_ok`] run commands in a namespace, [`Lab::spawn`]
 //! starts daemons (network namespace only, so bpffs pins stay visible),
-//! [`ping`] and [`transfer`] generate traffic in-process, and
+//! [`ping`], [`transfer`] and [`arp_scan`] generate traffic in-process, and
 //! [`Lab::capture`] + [`decode_vxlan`] capture and decode packets.
 //!
 //! ```no_run
@@ -40,6 +40,7 @@
 //! ```
 
 mod agent;
+mod arp;
 mod capture;
 mod docker;
 mod lab;
@@ -51,6 +52,7 @@ mod sweep;
 mod traffic;
 
 pub use agent::{agent_config, underlay_of, AgentOptions, Binaries, Overlayd};
+pub use arp::{arp_scan, ArpScan};
 pub use capture::{
     decode_vxlan, tshark_fields, Capture, DecodedPacket, CAPTURE_START_TIMEOUT, VXLAN_PORT,
 };

@@ -166,6 +166,21 @@ impl Agent {
         &self.endpoints
     }
 
+    /// Endpoints the dataplane learned from containers' packets that no
+    /// source has registered (listed with source `learned`), by address.
+    pub fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, AgentError> {
+        let mut learned =
+            self.dataplane
+                .learned_endpoints()
+                .map_err(|source| AgentError::Dataplane {
+                    action: "reading learned endpoints".into(),
+                    source: Box::new(source),
+                })?;
+        learned.retain(|e| !self.endpoints.contains_key(&e.ip));
+        learned.sort_by_key(|e| e.ip);
+        Ok(learned)
+    }
+
     /// Route `subnet` to the host at `underlay_ip`. The same subnet again
     /// replaces the peer; an overlapping one is refused.
     pub(super) async fn add_peer(
@@ -332,10 +347,22 @@ impl Agent {
         Ok(())
     }
 
-    /// Forget the endpoint at `ip`.
+    /// Forget the endpoint at `ip`, also one the dataplane learned (which
+    /// frees its slot of the port's `learn_limit` at the next refresh).
     pub(super) async fn del_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), AgentError> {
         let Some(entry) = self.endpoints.get(&ip) else {
-            return Err(AgentError::NoEndpoint(ip));
+            if !self.learned_endpoints()?.iter().any(|e| e.ip == ip) {
+                return Err(AgentError::NoEndpoint(ip));
+            }
+            self.dataplane
+                .del_endpoint(ip)
+                .await
+                .map_err(|source| AgentError::Dataplane {
+                    action: format!("deleting learned endpoint {ip}"),
+                    source: Box::new(source),
+                })?;
+            log::info!("learned endpoint {ip} deleted");
+            return Ok(());
         };
         let persisted = entry.source.persisted();
         self.dataplane

@@ -33,11 +33,13 @@ pub(crate) enum Call {
     Shutdown(bool),
 }
 
-/// Records calls; fails `add_peer` when `fail` is set.
+/// Records calls; fails `add_peer` when `fail` is set; reports `learned`
+/// as the endpoints it learned by itself.
 #[derive(Clone, Default)]
 pub(crate) struct FakeDataplane {
     pub calls: Arc<Mutex<Vec<Call>>>,
     pub fail: Arc<Mutex<bool>>,
+    pub learned: Arc<Mutex<Vec<EndpointSpec>>>,
 }
 
 impl FakeDataplane {
@@ -78,6 +80,9 @@ impl Dataplane for FakeDataplane {
         stats.counters.insert("encap_packets".into(), 7);
         stats.drops.insert("unknown_vni".into(), 1);
         Ok(stats)
+    }
+    fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {
+        Ok(self.learned.lock().unwrap().clone())
     }
     async fn refresh(&mut self) -> Result<(), DataplaneError> {
         self.record(Call::Refresh);

@@ -197,7 +197,11 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
         args.socket.display()
     );
     let server = sources::spawn(
-        Box::new(ApiSource::new(listener, Arc::new(Attacher))),
+        Box::new(ApiSource::new(
+            listener,
+            Arc::new(Attacher),
+            api::Limits::from_config(&cfg.api),
+        )),
         core.clone(),
     );
     // Containers join by themselves when [docker] is enabled.

@@ -125,6 +125,11 @@ pub trait Dataplane: Send + Sync {
     async fn del_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError>;
     /// Current counters.
     fn stats(&self) -> Result<Stats, DataplaneError>;
+    /// Endpoints the dataplane learned by itself from containers' packets
+    /// (never given to [`Dataplane::add_endpoint`]); none unless it learns.
+    fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {
+        Ok(Vec::new())
+    }
     /// Periodic housekeeping (next-hop MACs, link changes); called about once a second.
     async fn refresh(&mut self) -> Result<(), DataplaneError>;
     /// Stop. With `cleanup`, remove every program, pin, map, device and route of ours;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::model::limits::{check_learn_limit, default_learn_limit, ApiConfig};
 use crate::model::network::{gateway_of, overlaps, MAX_SUBNET_PREFIX, MAX_VNI};
 use crate::model::validation::{check_network, check_underlay_ip, parse_vtep_mac, InputError};
 
@@ -168,12 +169,19 @@ pub struct Config {
     /// How the BPF dataplane builds the outer headers.
     #[serde(default)]
     pub encap: EncapMode,
+    /// How many endpoints the from-container program may learn on one port
+    /// (`attach = "veth"`); 0 turns learning off.
+    #[serde(default = "default_learn_limit")]
+    pub learn_limit: u32,
     /// Static peers.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
     /// Docker integration.
     #[serde(default)]
     pub docker: DockerConfig,
+    /// Limits of the local API.
+    #[serde(default)]
+    pub api: ApiConfig,
 }
 
 /// Deserialize a CIDR, with [`InputError::NotCidr`]'s message on failure.
@@ -270,7 +278,9 @@ impl Config {
                 })?;
             }
         }
+        check_learn_limit(self.learn_limit, self.subnet)?;
         self.docker.validate()?;
+        self.api.validate()?;
         Ok(())
     }
 
@@ -372,6 +382,8 @@ underlay_ip = "192.168.56.5"
         assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/overlay"));
         assert_eq!(cfg.attach, AttachPoint::Veth);
         assert_eq!(cfg.xdp, XdpMode::Off);
+        assert_eq!(cfg.learn_limit, 4);
+        assert_eq!(cfg.api, ApiConfig::default());
         assert_eq!(cfg.peers, vec![peer("10.103.200.0/24", "192.168.56.5")]);
         cfg.validate().unwrap();
         assert_eq!(cfg.gateway(), Ipv4Addr::new(10, 103, 100, 1));
@@ -390,6 +402,10 @@ pin_dir = "/tmp/pins"
 state_dir = "/tmp/state"
 attach = "bridge"
 xdp = "off"
+learn_limit = 0
+[api]
+idle_timeout_secs = 5
+max_connections = 8
 [[peers]]
 subnet = "10.103.200.0/24"
 underlay_ip = "192.168.56.5"
@@ -401,6 +417,8 @@ vtep_mac = "02:aa:bb:cc:dd:ee"
         assert_eq!(cfg.vxlan_port, 4789);
         assert_eq!(cfg.attach, AttachPoint::Bridge);
         assert_eq!(cfg.xdp, XdpMode::Off);
+        assert_eq!(cfg.learn_limit, 0);
+        assert_eq!((cfg.api.idle_timeout_secs, cfg.api.max_connections), (5, 8));
         assert_eq!(cfg.peers[0].vtep_mac.as_deref(), Some("02:aa:bb:cc:dd:ee"));
     }
 
@@ -480,6 +498,16 @@ vtep_mac = "02:aa:bb:cc:dd:ee"
             err_of(|c| c.peers[0].vtep_mac = Some("01:00:5e:00:00:01".into())),
             "peers[0].vtep_mac: 01:00:5e:00:00:01 is not a unicast MAC address; expected one like 02:2a:c0:a8:38:05 (first byte even, not all zeros)"
         );
+        assert_eq!(
+            err_of(|c| c.learn_limit = 300),
+            "learn_limit = 300 is more than the 253 container addresses of subnet 10.103.100.0/24; expected 0 (no learning) to 253"
+        );
+        assert_eq!(
+            err_of(|c| c.api.max_connections = 0),
+            "api.max_connections = 0 is out of range; expected 1..=4096 connections (default 64)"
+        );
+        let e = Config::parse(&format!("learn_limit = -1\n{EXAMPLE}")).unwrap_err();
+        assert!(e.to_string().contains("learn_limit"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Owns: peers ([`peer`]), endpoints ([`endpoint`]), the host's network
 //! arithmetic ([`network`]), who reported an entry ([`source`]), the
 //! changes sources report ([`change`]), the configuration schema
-//! ([`config`]), the data of attached containers ([`attach`]), status and
+//! ([`config`]) and its limits ([`limits`]), the data of attached containers ([`attach`]), status and
 //! counters ([`status`]), and the strict parsers for what users type
 //! ([`validation`]).
 //!
@@ -15,6 +15,7 @@ pub mod attach;
 pub mod change;
 pub mod config;
 pub mod endpoint;
+pub mod limits;
 pub mod network;
 pub mod peer;
 pub mod source;

@@ -18,6 +18,10 @@ pub enum Source {
     Docker,
     /// `overlayctl attach`-style plumbing of a container.
     Attach,
+    /// Learned by the from-container program from a container's first
+    /// packet to a peer; only listed, never reported by a source (a
+    /// registration by any source replaces it).
+    Learned,
 }
 
 impl Source {
@@ -35,6 +39,7 @@ impl Source {
             Source::Discovered => "discovered",
             Source::Docker => "docker",
             Source::Attach => "attach",
+            Source::Learned => "learned",
         }
     }
 }

@@ -108,6 +108,26 @@ pub enum InputError {
         /// The address.
         ip: Ipv4Addr,
     },
+    /// An `[api]` limit is out of range.
+    #[error("api.{field} = {value} is out of range; expected {expected}")]
+    ApiLimit {
+        /// `idle_timeout_secs` or `max_connections`.
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// The accepted range, with the default.
+        expected: &'static str,
+    },
+    /// `learn_limit` exceeds the container addresses of this host's subnet.
+    #[error("learn_limit = {value} is more than the {max} container addresses of subnet {subnet}; expected 0 (no learning) to {max}")]
+    LearnLimit {
+        /// The value given.
+        value: u32,
+        /// How many container addresses the subnet has.
+        max: u64,
+        /// This host's subnet.
+        subnet: Ipv4Net,
+    },
     /// `[docker]` is enabled with no network to watch.
     #[error("docker.networks is empty; expected the Docker networks to watch, like [\"bridge\"]")]
     DockerNoNetworks,

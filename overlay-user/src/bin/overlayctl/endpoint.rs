@@ -15,7 +15,9 @@ use crate::{unexpected, CtlError, Ctx};
 #[command(
     long_about = "This host's containers. Traffic from peers to an endpoint's address is \
 delivered to the interface behind which it sits. Containers plugged into the bridge are found \
-automatically (source \"discovered\"); add the others by hand.",
+automatically (source \"discovered\"); with attach = \"veth\" a container is also learned \
+from its first packet to another host (source \"learned\", until a \
+source registers it); add the others by hand.",
     after_help = "Examples:\n  \
 overlayctl endpoint add 10.103.100.5 --dev veth1a2b3c\n  \
 overlayctl endpoint list\n  \
@@ -55,7 +57,8 @@ the container has sent traffic. Adding an IP that is already an endpoint replace
     /// List the endpoints with their interface, MAC and source.
     #[command(
         long_about = "List the endpoints: address, interface, ifindex, MAC (\"unknown\" until \
-learned) and source (api, discovered, ...).",
+learned) and source (config, api, discovered, docker, attach, or learned: taken by the \
+dataplane from the container's first packet to another host, at most learn_limit per port).",
         after_help = "Examples:\n  overlayctl endpoint list\n  overlayctl --json endpoint list"
     )]
     List,
@@ -93,7 +96,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
                     .map(|e| {
                         vec![
                             e.ip.to_string(),
-                            e.dev.clone(),
+                            if e.dev.is_empty() {
+                                "-".into()
+                            } else {
+                                e.dev.clone()
+                            },
                             e.ifindex.to_string(),
                             e.mac.clone().unwrap_or_else(|| "unknown".into()),
                             e.source.to_string(),

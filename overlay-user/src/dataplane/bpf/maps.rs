@@ -1,6 +1,7 @@
 //! Typed facade over the dataplane's maps: domain methods instead of raw
 //! keys and values.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray};
@@ -18,6 +19,7 @@ pub struct Maps {
     endpoints: HashMap<MapData, [u8; 4], EndpointValue>,
     counters: PerCpuArray<MapData, u64>,
     drops: PerCpuArray<MapData, u64>,
+    port_learned: HashMap<MapData, u32, u64>,
 }
 
 fn err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
@@ -44,6 +46,8 @@ impl Maps {
             counters: PerCpuArray::try_from(take(ebpf, names::COUNTERS)?)
                 .map_err(err(names::COUNTERS))?,
             drops: PerCpuArray::try_from(take(ebpf, names::DROPS)?).map_err(err(names::DROPS))?,
+            port_learned: HashMap::try_from(take(ebpf, names::PORT_LEARNED)?)
+                .map_err(err(names::PORT_LEARNED))?,
         })
     }
 
@@ -121,6 +125,34 @@ impl Maps {
                     .map_err(err(names::ENDPOINTS))
             })
             .collect()
+    }
+
+    /// How many endpoints the from-container program has learned per port
+    /// (ifindex -> count), as it counts them against `learn_limit`.
+    pub fn port_learned(&self) -> Result<BTreeMap<u32, u64>, DataplaneError> {
+        self.port_learned
+            .iter()
+            .map(|r| r.map_err(err(names::PORT_LEARNED)))
+            .collect()
+    }
+
+    /// Makes the learned counts exactly `counts`: a port whose count
+    /// differs gets it, a port not in `counts` is deleted (its slots are
+    /// free again). Equal counts are not rewritten, so a packet learning
+    /// at this moment is not undercounted.
+    pub fn set_port_learned(&mut self, counts: &BTreeMap<u32, u64>) -> Result<(), DataplaneError> {
+        let now = self.port_learned()?;
+        for (port, n) in counts {
+            if now.get(port) != Some(n) {
+                self.port_learned
+                    .insert(port, n, 0)
+                    .map_err(err(names::PORT_LEARNED))?;
+            }
+        }
+        for port in now.keys().filter(|p| !counts.contains_key(p)) {
+            ignore_missing(self.port_learned.remove(port)).map_err(err(names::PORT_LEARNED))?;
+        }
+        Ok(())
     }
 
     /// Counters and drops summed over CPUs.

@@ -128,7 +128,7 @@ impl BpfDataplane {
             flags,
             encap_ifindex,
             gateway_ip: cfg.gateway().octets(),
-            learn_limit: overlay_common::DEFAULT_LEARN_LIMIT,
+            learn_limit: cfg.learn_limit,
         };
         maps.set_config(&bpf_cfg)?;
 
@@ -367,19 +367,43 @@ impl Dataplane for BpfDataplane {
         self.maps.stats()
     }
 
+    fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {
+        Ok(self
+            .maps
+            .endpoints()?
+            .into_iter()
+            .filter(|(ip, _)| !self.endpoints.contains(ip))
+            .map(|(ip, v)| EndpointSpec {
+                ip,
+                ifname: self.ports.get(&v.ifindex).cloned().unwrap_or_default(),
+                ifindex: v.ifindex,
+                mac: v.mac,
+            })
+            .collect())
+    }
+
     async fn refresh(&mut self) -> Result<(), DataplaneError> {
         self.sync_ports().await?;
+        // Learned entries whose port is gone are forgotten; the others are
+        // counted per port, so that a removed or replaced one frees its slot.
+        let mut learned: BTreeMap<u32, u64> = BTreeMap::new();
         if self.attach == AttachPoint::Veth {
             for (ip, v) in self.maps.endpoints()? {
-                if !self.endpoints.contains(&ip) && !self.ports.contains_key(&v.ifindex) {
+                if self.endpoints.contains(&ip) {
+                    continue;
+                }
+                if !self.ports.contains_key(&v.ifindex) {
                     log::info!(
                         "forgetting learned endpoint {ip}: its port {} is gone",
                         v.ifindex
                     );
                     self.maps.del_endpoint(ip)?;
+                    continue;
                 }
+                *learned.entry(v.ifindex).or_default() += 1;
             }
         }
+        self.maps.set_port_learned(&learned)?;
         let macs = self.neighbour_macs().await;
         let cfg = self.maps.config()?;
         let mut changed = Vec::new();

@@ -31,13 +31,14 @@ async fn call_inner(path: &Path, req: &Request) -> Result<Response, ApiError> {
     let (read, mut write) = stream.into_split();
     let mut json = serde_json::to_vec(req).expect("requests serialize");
     json.push(b'\n');
-    write.write_all(&json).await.map_err(ioerr)?;
+    // A refusal (not root, too many connections) may arrive, and the
+    // connection close, before the request is written: read it anyway.
+    let written = write.write_all(&json).await;
     let mut line = String::new();
-    BufReader::new(read)
-        .read_line(&mut line)
-        .await
-        .map_err(ioerr)?;
+    let read = BufReader::new(read).read_line(&mut line).await;
     if line.is_empty() {
+        written.map_err(ioerr)?;
+        read.map_err(ioerr)?;
         return Err(ApiError::Closed {
             path: path.to_owned(),
         });

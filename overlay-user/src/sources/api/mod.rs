@@ -14,17 +14,24 @@
 //! < {"error":{"message":"10.103.200.5/24 has host bits set; expected a network address like 10.103.200.0/24"}}
 //! ```
 //!
-//! Owns: the wire format ([`wire`]), the server ([`server`]) and the
-//! client `overlayctl` uses ([`client`]). Must not touch: the other
+//! Only root may talk on the socket (mode 0600 from its creation, and the
+//! peer's uid checked with SO_PEERCRED); connections are capped and closed
+//! when idle ([`Limits`], the config's `[api]` section).
+//!
+//! Owns: the wire format ([`wire`]), the socket and who may use it
+//! ([`socket`]), the server ([`server`]) and the client `overlayctl` uses
+//! ([`client`]). Must not touch: the other
 //! sources (attach requests go through the [`Plumber`](crate::sources::Plumber)
 //! it is given) and the dataplane.
 
 pub mod client;
 pub mod server;
+pub mod socket;
 pub mod wire;
 
 pub use client::call;
-pub use server::{bind, ApiSource};
+pub use server::{ApiSource, Limits};
+pub use socket::bind;
 pub use wire::{
     ApiError, EndpointInfo, PeerInfo, Request, Response, CLIENT_TIMEOUT, DEFAULT_SOCKET, MAX_LINE,
 };

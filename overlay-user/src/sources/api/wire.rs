@@ -197,6 +197,33 @@ pub enum ApiError {
         /// The socket.
         path: PathBuf,
     },
+    /// A peer that is not root connected (its uid from SO_PEERCRED).
+    #[error(
+        "permission denied: overlayd's API accepts requests from root (uid 0) only, not uid {uid}"
+    )]
+    NotRoot {
+        /// The peer's user ID.
+        uid: u32,
+    },
+    /// The peer's credentials could not be read, so it is refused.
+    #[error("permission denied: cannot read the peer's credentials (SO_PEERCRED): {reason}")]
+    NoCredentials {
+        /// What the OS reported.
+        reason: String,
+    },
+    /// A connection beyond `api.max_connections`.
+    #[error("too many connections: overlayd serves at most {max} API connections at once (api.max_connections); close idle ones or try again")]
+    TooManyConnections {
+        /// The cap.
+        max: usize,
+    },
+    /// A connection sent no whole request (or read no answer) within the
+    /// idle timeout and is closed.
+    #[error("closing the connection: idle for {idle:?} (api.idle_timeout_secs)")]
+    Idle {
+        /// The idle timeout.
+        idle: Duration,
+    },
     /// Something that is not a socket sits at the path.
     #[error("{} exists and is not a socket; remove it or use --socket PATH", path.display())]
     NotASocket {
