@@ -48,6 +48,14 @@ fn kill_9_three_times_during_traffic() {
         ],
     )
     .unwrap();
+    // Big socket buffers on both ends of the UDP stream, so that a busy
+    // machine (the whole suite runs in parallel) does not overflow the
+    // receiver's socket: a loss then can only be the overlay's.
+    for ns in [&c12.ns, &c22.ns] {
+        for key in ["net.core.rmem_max", "net.core.wmem_max"] {
+            exec_ok(ns, &["sysctl", "-qw", &format!("{key}=16777216")]).unwrap();
+        }
+    }
     let _server = c
         .lab
         .spawn(
@@ -75,6 +83,8 @@ fn kill_9_three_times_during_traffic() {
                     "100",
                     "-t",
                     "16",
+                    "-w",
+                    "8M",
                     "--json",
                     "--get-server-output",
                 ],
