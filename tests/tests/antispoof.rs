@@ -3,23 +3,25 @@
 //! drop is counted under its own reason; the same packets, unforged, arrive
 //! (so "nothing arrived" means the check, not a broken sender).
 
+use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicBool;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use overlay_lab::{exec_ok, need_root_or_skip, ping, AgentOptions, LabSpec};
+use overlay_lab::{arp_scan, exec_ok, need_root_or_skip, ping, AgentOptions, LabSpec};
 use overlay_tests::{cluster, Cluster};
 
 fn forge() -> String {
     format!("{}/tools/forge.py", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Counts UDP datagrams to `port` in `ns` for 8 seconds, in the background.
+/// Counts UDP datagrams to `port` in `ns` for 15 seconds, in the background.
 fn listen(ns: &str, port: u16) -> JoinHandle<u64> {
     let ns = ns.to_string();
     thread::spawn(move || {
         exec_ok(
             &ns,
-            &["python3", &forge(), "listen", &port.to_string(), "8"],
+            &["python3", &forge(), "listen", &port.to_string(), "15"],
         )
         .unwrap()
         .trim()

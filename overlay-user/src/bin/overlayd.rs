@@ -219,7 +219,12 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
     // Containers on the bridge, and the dataplane's housekeeping: every
     // second, and at once when a link or neighbour changes.
     let discovery = sources::spawn(
-        Box::new(Discovery::new(net, cfg.bridge.clone(), cfg.subnet)),
+        Box::new(Discovery::new(
+            net,
+            cfg.bridge.clone(),
+            cfg.subnet,
+            cfg.learn_limit,
+        )),
         core.clone(),
     );
 

@@ -10,6 +10,12 @@
 //! the plan only fills in a MAC that was unknown or follows an interface
 //! that was re-created under the same name.
 //!
+//! Discovery trusts the bridge's tables, which a container can fill with
+//! ARP in other addresses' names, so it binds like the dataplane's learning
+//! does: an address stays on the port it was first found (or learned) on
+//! while that port exists, and a port gets at most `per_port` addresses
+//! this way. Refusals are reported as [`Step::Refused`] and logged once.
+//!
 //! It runs on the agent's beat: every second, and at once when a link or
 //! neighbour changes (new veths, containers' ARP entries, next hops). Each
 //! beat first lets the core do the dataplane's housekeeping, then looks at
@@ -42,16 +48,39 @@ pub enum Step {
     Vanished(Ipv4Addr),
     /// Re-apply a non-discovered endpoint with a newly learned MAC or ifindex (source kept).
     Refreshed(EndpointSpec),
+    /// Not taken: why (the address is bound to another live port, or the
+    /// port already has its share of addresses).
+    Refused(String),
 }
 
-/// What to change so that the endpoints match the snapshot.
+/// What to change so that the endpoints match the snapshot. `learned` are
+/// the dataplane's own bindings (address -> port); at most `per_port`
+/// addresses are taken per port.
 pub fn plan(
     snap: &Snapshot,
     subnet: Ipv4Net,
     endpoints: &BTreeMap<Ipv4Addr, EndpointEntry>,
+    learned: &BTreeMap<Ipv4Addr, u32>,
+    per_port: u32,
 ) -> Vec<Step> {
     let mut changes = Vec::new();
     let ports: HashMap<u32, &Link> = snap.ports().map(|l| (l.index, l)).collect();
+    // Addresses found or learned per port: the share a port may take.
+    let mut taken: HashMap<u32, u32> = HashMap::new();
+    for e in endpoints
+        .values()
+        .filter(|e| e.source == Source::Discovered)
+    {
+        *taken.entry(e.spec.ifindex).or_default() += 1;
+    }
+    for port in learned.values() {
+        *taken.entry(*port).or_default() += 1;
+    }
+    let name = |index: u32| {
+        ports
+            .get(&index)
+            .map_or("?".to_string(), |l| l.name.clone())
+    };
     // Containers the bridge resolves: IP -> MAC.
     let neighbours: BTreeMap<Ipv4Addr, [u8; 6]> = snap
         .neighbours
@@ -82,24 +111,46 @@ pub fn plan(
     };
 
     for (&ip, &mac) in &neighbours {
-        match endpoints.get(&ip) {
-            Some(entry) if entry.source != Source::Discovered => {}
+        // The live port this address is bound to now, if any.
+        let bound = match endpoints.get(&ip) {
+            Some(entry) if entry.source != Source::Discovered => continue,
             Some(entry) => {
-                let same_port = ports.contains_key(&entry.spec.ifindex);
-                if same_port && entry.spec.mac == mac {
+                if ports.contains_key(&entry.spec.ifindex) && entry.spec.mac == mac {
                     // Unchanged; keep it even when the FDB entry aged out.
                     continue;
                 }
-                match discovered(ip, mac) {
-                    Some(spec) if spec != entry.spec => changes.push(Step::Discovered(spec)),
-                    Some(_) => {}
-                    None => changes.push(Step::Vanished(ip)),
-                }
+                Some(entry.spec.ifindex).filter(|p| ports.contains_key(p))
             }
-            None => {
-                if let Some(spec) = discovered(ip, mac) {
+            None => learned.get(&ip).copied().filter(|p| ports.contains_key(p)),
+        };
+        let Some(spec) = discovered(ip, mac) else {
+            if endpoints.contains_key(&ip) && bound.is_none() {
+                changes.push(Step::Vanished(ip));
+            }
+            continue;
+        };
+        match bound {
+            Some(port) if port == spec.ifindex => {
+                if endpoints.get(&ip).map(|e| &e.spec) != Some(&spec) {
                     changes.push(Step::Discovered(spec));
                 }
+            }
+            Some(port) => changes.push(Step::Refused(format!(
+                "{ip} answers behind {} but is bound to {} (which still exists); not moved",
+                spec.ifname,
+                name(port)
+            ))),
+            None => {
+                let n = taken.entry(spec.ifindex).or_default();
+                if *n >= per_port {
+                    changes.push(Step::Refused(format!(
+                        "{ip} answers behind {}, which already has {per_port} addresses found or learned (learn_limit); not taken",
+                        spec.ifname
+                    )));
+                    continue;
+                }
+                *n += 1;
+                changes.push(Step::Discovered(spec));
             }
         }
     }
@@ -137,15 +188,18 @@ pub struct Discovery {
     net: Arc<dyn Netlink>,
     bridge: String,
     subnet: Ipv4Net,
+    per_port: u32,
 }
 
 impl Discovery {
-    /// Discovery on `bridge` of the containers of `subnet`; `net` queries the host.
-    pub fn new(net: Arc<dyn Netlink>, bridge: String, subnet: Ipv4Net) -> Discovery {
+    /// Discovery on `bridge` of the containers of `subnet`, at most
+    /// `per_port` addresses per port (at least 1); `net` queries the host.
+    pub fn new(net: Arc<dyn Netlink>, bridge: String, subnet: Ipv4Net, per_port: u32) -> Discovery {
         Discovery {
             net,
             bridge,
             subnet,
+            per_port: per_port.max(1),
         }
     }
 
@@ -170,11 +224,23 @@ impl Discovery {
 
     /// Report [`plan`] for `snap` to the core.
     pub async fn reconcile(&self, core: &mut CoreGuard<'_>, snap: &Snapshot) {
-        for step in plan(snap, self.subnet, core.endpoints()) {
+        let learned: BTreeMap<Ipv4Addr, u32> = match core.learned_endpoints() {
+            Ok(l) => l.into_iter().map(|e| (e.ip, e.ifindex)).collect(),
+            Err(e) => {
+                core.warn_once(format!("discovery: reading learned endpoints: {e}"));
+                BTreeMap::new()
+            }
+        };
+        let steps = plan(snap, self.subnet, core.endpoints(), &learned, self.per_port);
+        for step in steps {
             let change = match step {
                 Step::Discovered(spec) => Change::PutEndpoint(spec),
                 Step::Refreshed(spec) => Change::RefreshEndpoint(spec),
                 Step::Vanished(ip) => Change::DelEndpoint(ip),
+                Step::Refused(why) => {
+                    core.warn_once(format!("discovery: {why}"));
+                    continue;
+                }
             };
             if let Err(e) = core.apply(Source::Discovered, change).await {
                 log::warn!("discovery: {e}");
@@ -257,7 +323,7 @@ mod tests {
 
     #[test]
     fn finds_containers_behind_ports() {
-        let changes = plan(&snapshot(), subnet(), &BTreeMap::new());
+        let changes = plan(&snapshot(), subnet(), &BTreeMap::new(), &BTreeMap::new(), 4);
         assert_eq!(
             changes,
             vec![
@@ -273,11 +339,14 @@ mod tests {
             (spec([10, 103, 100, 2], "veth1", 10, 2), Source::Discovered),
             (spec([10, 103, 100, 3], "veth2", 11, 3), Source::Discovered),
         ]);
-        assert_eq!(plan(&snapshot(), subnet(), &eps), vec![]);
+        assert_eq!(
+            plan(&snapshot(), subnet(), &eps, &BTreeMap::new(), 4),
+            vec![]
+        );
         // An aged-out FDB entry does not remove a container whose neighbour entry remains.
         let mut snap = snapshot();
         snap.fdb.clear();
-        assert_eq!(plan(&snap, subnet(), &eps), vec![]);
+        assert_eq!(plan(&snap, subnet(), &eps, &BTreeMap::new(), 4), vec![]);
     }
 
     #[test]
@@ -292,7 +361,7 @@ mod tests {
         snap.links.retain(|l| l.index != 11);
         snap.fdb.retain(|e| e.port != 11);
         assert_eq!(
-            plan(&snap, subnet(), &eps),
+            plan(&snap, subnet(), &eps, &BTreeMap::new(), 4),
             vec![
                 Step::Vanished([10, 103, 100, 3].into()),
                 Step::Vanished([10, 103, 100, 4].into()),
@@ -300,17 +369,73 @@ mod tests {
         );
         // No bridge: every discovered endpoint goes.
         let none = Snapshot::default();
-        assert_eq!(plan(&none, subnet(), &eps).len(), 3);
+        assert_eq!(plan(&none, subnet(), &eps, &BTreeMap::new(), 4).len(), 3);
     }
 
     #[test]
     fn follows_a_moved_container() {
+        // 10.103.100.2 was on veth2, which is gone: it moved to veth1.
         let eps = table(&[(spec([10, 103, 100, 2], "veth2", 11, 7), Source::Discovered)]);
-        let changes = plan(&snapshot(), subnet(), &eps);
+        let mut snap = snapshot();
+        snap.links.retain(|l| l.index != 11);
+        snap.fdb.retain(|e| e.port != 11);
+        let changes = plan(&snap, subnet(), &eps, &BTreeMap::new(), 4);
         assert_eq!(
             changes[0],
             Step::Discovered(spec([10, 103, 100, 2], "veth1", 10, 2))
         );
+    }
+
+    #[test]
+    fn never_moves_an_address_off_a_live_port() {
+        // veth1 answers ARP for 10.103.100.3, which lives behind veth2.
+        let eps = table(&[(spec([10, 103, 100, 3], "veth2", 11, 3), Source::Discovered)]);
+        let mut snap = snapshot();
+        snap.neighbours.retain(|n| n.ip != ip("10.103.100.3"));
+        snap.neighbours
+            .push(neigh([10, 103, 100, 3], Some(2), NeighbourState::Reachable));
+        let changes = plan(&snap, subnet(), &eps, &BTreeMap::new(), 4);
+        assert_eq!(
+            changes,
+            vec![
+                Step::Discovered(spec([10, 103, 100, 2], "veth1", 10, 2)),
+                Step::Refused(
+                    "10.103.100.3 answers behind veth1 but is bound to veth2 (which still exists); not moved".into()
+                ),
+            ]
+        );
+        // The same for an address the dataplane learned on veth2.
+        let learned = BTreeMap::from([(ip("10.103.100.3"), 11)]);
+        let changes = plan(&snap, subnet(), &BTreeMap::new(), &learned, 4);
+        assert!(changes.contains(&Step::Refused(
+            "10.103.100.3 answers behind veth1 but is bound to veth2 (which still exists); not moved".into()
+        )));
+    }
+
+    #[test]
+    fn takes_at_most_per_port_addresses_per_port() {
+        // veth1 answers for .2 and for 20 more addresses.
+        let mut snap = snapshot();
+        for i in 20..40u8 {
+            snap.neighbours
+                .push(neigh([10, 103, 100, i], Some(2), NeighbourState::Reachable));
+        }
+        let changes = plan(&snap, subnet(), &BTreeMap::new(), &BTreeMap::new(), 4);
+        let on_veth1 = changes
+            .iter()
+            .filter(|c| matches!(c, Step::Discovered(s) if s.ifindex == 10))
+            .count();
+        assert_eq!(on_veth1, 4);
+        let refused = changes
+            .iter()
+            .filter(|c| matches!(c, Step::Refused(_)))
+            .count();
+        assert_eq!(refused, 17);
+        assert!(changes.contains(&Step::Refused(
+            "10.103.100.39 answers behind veth1, which already has 4 addresses found or learned (learn_limit); not taken".into()
+        )));
+        // veth2's container is still found.
+        assert!(changes.contains(&Step::Discovered(spec([10, 103, 100, 3], "veth2", 11, 3))));
     }
 
     #[test]
@@ -320,7 +445,10 @@ mod tests {
             (spec([10, 103, 100, 3], "veth2", 11, 3), Source::Config),
             (spec([10, 103, 100, 50], "vethX", 50, 0), Source::Docker),
         ]);
-        assert_eq!(plan(&snapshot(), subnet(), &eps), vec![]);
+        assert_eq!(
+            plan(&snapshot(), subnet(), &eps, &BTreeMap::new(), 4),
+            vec![]
+        );
     }
 
     #[test]
@@ -331,7 +459,7 @@ mod tests {
             (spec([10, 103, 100, 3], "veth2", 99, 3), Source::Attach),
         ]);
         assert_eq!(
-            plan(&snapshot(), subnet(), &eps),
+            plan(&snapshot(), subnet(), &eps, &BTreeMap::new(), 4),
             vec![
                 Step::Refreshed(spec([10, 103, 100, 2], "veth1", 10, 2)),
                 Step::Refreshed(spec([10, 103, 100, 3], "veth2", 11, 3)),
@@ -344,7 +472,7 @@ mod tests {
     #[tokio::test]
     async fn tick_discovers_and_forgets() {
         let (core, dp, net_) = core(temp_dir("tick")).await;
-        let discovery = Discovery::new(net_.clone(), "docker0".into(), subnet());
+        let discovery = Discovery::new(net_.clone(), "docker0".into(), subnet(), 4);
         let tick = || async { discovery.tick(&mut core.lock().await).await };
         let add = Change::AddEndpoint {
             ip: ip("10.103.100.3"),

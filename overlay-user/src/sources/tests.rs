@@ -62,7 +62,7 @@ async fn state_survives_restart() {
         mac: None,
     };
     core1.apply(Source::Api, add).await.unwrap();
-    let discovery = Discovery::new(net1, "docker0".into(), net("10.103.100.0/24"));
+    let discovery = Discovery::new(net1, "docker0".into(), net("10.103.100.0/24"), 4);
     discovery.tick(&mut core1.lock().await).await; // discovers .3, which is not persisted
     let agent1 = core1.lock().await;
     assert_eq!(agent1.endpoints().len(), 2);
