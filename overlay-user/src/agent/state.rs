@@ -68,6 +68,16 @@ impl Default for State {
     }
 }
 
+impl State {
+    /// The same entries, peers by subnet and endpoints by address (the
+    /// order the agent writes them in), for comparing two states.
+    pub fn sorted(mut self) -> State {
+        self.peers.sort_by_key(|p| p.subnet);
+        self.endpoints.sort_by_key(|e| e.ip);
+        self
+    }
+}
+
 /// The state file's path for `state_dir`.
 pub fn path_in(state_dir: &Path) -> PathBuf {
     state_dir.join(STATE_FILE)
