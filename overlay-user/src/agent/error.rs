@@ -108,6 +108,17 @@ pub enum AgentError {
         /// The version this build writes and reads.
         supported: u32,
     },
+    /// A corrupt state file could not be moved aside.
+    #[error("cannot move the corrupt state file {} aside to {}: {source}; move or remove it by hand", path.display(), aside.display())]
+    StateSetAside {
+        /// The corrupt file.
+        path: PathBuf,
+        /// Where it was to go.
+        aside: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing the state file (or its directory) failed.
     #[error("cannot write state file {}: {source}", path.display())]
     StateWrite {

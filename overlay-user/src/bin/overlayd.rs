@@ -164,8 +164,8 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
             cfg.bridge
         );
     }
-    let saved =
-        state::load(&state::path_in(&cfg.state_dir)).map_err(|e| Failure::BadInput(e.into()))?;
+    let saved = state::load_or_set_aside(&state::path_in(&cfg.state_dir))
+        .map_err(|e| Failure::BadInput(e.into()))?;
     let listener = api::bind(&args.socket)
         .await
         .map_err(|e| Failure::BadInput(e.into()))?;
