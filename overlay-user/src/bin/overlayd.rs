@@ -17,6 +17,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use overlay_user::agent::handle::Core;
 use overlay_user::agent::state;
 use overlay_user::agent::tables::{resolve_underlay_ip, Agent};
+use overlay_user::dataplane::bpf::loader;
 use overlay_user::dataplane::kernel::{device::device_name, firewall};
 use overlay_user::dataplane::select;
 use overlay_user::model::config::{Config, DataplaneChoice};
@@ -158,6 +159,15 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
             cfg.underlay_interface
         )))
     })?;
+    // Our pins are removed under pin_dir (--cleanup, kernel mode): never
+    // where other tools pin. Pins of another map layout are refused in
+    // every mode, before anything changes.
+    loader::check_pin_dir(&cfg.pin_dir).map_err(|e| {
+        Failure::BadInput(
+            anyhow::Error::new(e).context(format!("config file {}", args.config.display())),
+        )
+    })?;
+    loader::check_layout(&cfg.pin_dir).map_err(anyhow::Error::new)?;
     if let Err(e) = net.link_by_name(&cfg.bridge).await {
         log::warn!(
             "bridge {}: {e}; containers will be found once it exists",

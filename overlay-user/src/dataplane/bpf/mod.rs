@@ -19,7 +19,7 @@ use overlay_common::{
     programs, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_VALIDATES,
 };
 
-use loader::Links;
+use loader::{Links, LINK_BRIDGE, LINK_UNDERLAY, LINK_XDP, PORT_PREFIX};
 use maps::Maps;
 
 use crate::dataplane::{Dataplane, DataplaneError};
@@ -29,11 +29,6 @@ use crate::model::peer::PeerSpec;
 use crate::model::status::{Mode, Stats};
 use crate::sys::error::SysError;
 use crate::sys::netlink;
-
-const LINK_UNDERLAY: &str = "underlay-tc";
-const LINK_XDP: &str = "underlay-xdp";
-const LINK_BRIDGE: &str = "bridge-tc";
-const PORT_PREFIX: &str = "port-";
 
 /// The BPF implementation of [`Dataplane`].
 pub struct BpfDataplane {
@@ -270,15 +265,13 @@ impl BpfDataplane {
         }
     }
 
-    fn remove_everything(&mut self) -> std::io::Result<()> {
+    fn remove_everything(&mut self) -> Result<(), DataplaneError> {
         loader::remove_pins(&self.pin_dir)
     }
 
-    async fn remove_everything_and_device(&mut self) -> std::io::Result<()> {
+    async fn remove_everything_and_device(&mut self) -> Result<(), DataplaneError> {
         self.remove_everything()?;
-        remove_encap_device()
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
+        remove_encap_device().await
     }
 
     /// The maps, for tests and the benchmark.
@@ -401,9 +394,7 @@ impl Dataplane for BpfDataplane {
 
     async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
         if cleanup {
-            self.remove_everything_and_device().await.map_err(|e| {
-                DataplaneError::Other(format!("removing {}: {e}", self.pin_dir.display()))
-            })?;
+            self.remove_everything_and_device().await?;
         }
         Ok(())
     }
