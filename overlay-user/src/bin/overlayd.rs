@@ -15,8 +15,8 @@ use log::LevelFilter;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use overlay_user::agent::handle::Core;
-use overlay_user::agent::state;
 use overlay_user::agent::tables::{resolve_underlay_ip, Agent};
+use overlay_user::agent::{lock, state};
 use overlay_user::dataplane::bpf::loader;
 use overlay_user::dataplane::kernel::{device::device_name, firewall};
 use overlay_user::dataplane::select;
@@ -174,6 +174,9 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
             cfg.bridge
         );
     }
+    // Before anything of the state or pin directory is touched (and the
+    // API socket): one overlayd per directory. Held until the process ends.
+    let _lock = lock::acquire(&cfg.state_dir, &cfg.pin_dir).map_err(anyhow::Error::new)?;
     let saved = state::load_or_set_aside(&state::path_in(&cfg.state_dir))
         .map_err(|e| Failure::BadInput(e.into()))?;
     let listener = api::bind(&args.socket)
