@@ -52,10 +52,7 @@ fn a_second_overlayd_on_the_same_directories_refuses_and_the_first_keeps_forward
     let a = c.agent(1);
     assert_eq!(pings(&c.lab, 3), (3, 3));
     let peers = a.ctl_ok(&["peer", "list"]).unwrap();
-    let (state_dir, pin_dir) = (
-        c.lab.dir().join("h1-state"),
-        c.lab.bpffs_dir().join("h1"),
-    );
+    let (state_dir, pin_dir) = (c.lab.dir().join("h1-state"), c.lab.bpffs_dir().join("h1"));
 
     // The same config (another API socket, so that only the lock can stop it).
     let second = c.lab.dir().join("h1-second.sock");
@@ -136,4 +133,163 @@ fn a_corrupt_state_file_is_moved_aside_and_overlayd_starts_from_the_config() {
     assert_eq!(list[0]["source"], "config", "{list}");
     c.agents[0] = a;
     assert_eq!(pings(&c.lab, 3), (3, 3));
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_failed_start_leaves_the_previous_run_forwarding() {
+    if !need_root_or_skip() {
+        return;
+    }
+    // Native XDP cannot attach to a veth with a 9000-byte MTU (the program
+    // does not handle fragments): a start with xdp = "native" fails there.
+    let mut c = cluster(
+        LabSpec {
+            hosts: 2,
+            containers_per_host: 1,
+            underlay_mtu: 9000,
+            ..LabSpec::default()
+        },
+        "ebpf",
+        Default::default(),
+    )
+    .unwrap();
+    let bins = Binaries::locate().unwrap();
+    assert_eq!(pings(&c.lab, 3), (3, 3));
+    let (config, socket) = (c.agent(1).config.clone(), c.agent(1).socket.clone());
+    let peers = c.agent(1).ctl_ok(&["peer", "list"]).unwrap();
+    c.agents[0].proc.stop().unwrap();
+    let links_dir = c.lab.bpffs_dir().join("h1/v2/links");
+    let links = entries(&links_dir);
+    assert!(links.contains(&"underlay-tc".to_string()), "{links:?}");
+
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("xdp = \"native\"\n");
+    let native = c.lab.dir().join("h1-native.toml");
+    std::fs::write(&native, text).unwrap();
+    let e = Overlayd::start_with(&c.lab, 1, &bins, &native, &socket, &[])
+        .err()
+        .expect("xdp = native on a 9000-byte veth started");
+    assert!(
+        e.to_string().contains("attaching ovl_xdp_underlay to eth1"),
+        "{e:#}"
+    );
+    // Nothing of the previous run was removed; it forwards as before.
+    assert_eq!(entries(&links_dir), links);
+    assert_eq!(pings(&c.lab, 3), (3, 3));
+
+    // And the next good start takes over as usual.
+    c.agents[0] = Overlayd::start_with(&c.lab, 1, &bins, &config, &socket, &[]).unwrap();
+    assert_eq!(c.agent(1).ctl_ok(&["peer", "list"]).unwrap(), peers);
+    assert_eq!(pings(&c.lab, 3), (3, 3));
+}
+
+#[test]
+fn a_port_that_vanishes_during_the_start_is_skipped() {
+    if !need_root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(LabSpec {
+        hosts: 1,
+        containers_per_host: 1,
+        ..LabSpec::default()
+    })
+    .unwrap();
+    let bins = Binaries::locate().unwrap();
+    let h = lab.host(1);
+    const PORTS: usize = 300;
+    let batch = |verb: &str| -> PathBuf {
+        let path = lab.dir().join(format!("ports-{verb}.batch"));
+        let mut text = String::new();
+        // Added from the last to the first, deleted from the first: the
+        // deletions meet the attachments, which go by ifindex.
+        let order: Vec<usize> = match verb {
+            "add" => (0..PORTS).rev().collect(),
+            _ => (0..PORTS).collect(),
+        };
+        for i in order {
+            text.push_str(&match verb {
+                "add" => format!(
+                    "link add vp{i} type veth peer name vq{i}\nlink set vp{i} master {} up\n",
+                    h.bridge
+                ),
+                _ => format!("link del vp{i}\n"),
+            });
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let run_batch = |path: &Path| {
+        let st = std::process::Command::new("ip")
+            .args(["-n", &h.ns, "-force", "-batch"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    run_batch(&batch("add"));
+    let del = batch("del");
+    // The ports go away as soon as the first one has its program.
+    let links_dir = lab.bpffs_dir().join("h1/v2/links");
+    let deleter = {
+        let (links_dir, ns) = (links_dir.clone(), h.ns.clone());
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_secs(30) {
+                let attached = std::fs::read_dir(&links_dir)
+                    .map(|rd| {
+                        rd.filter_map(|e| e.ok())
+                            .any(|e| e.file_name().to_string_lossy().starts_with("port-"))
+                    })
+                    .unwrap_or(false);
+                if attached {
+                    let st = std::process::Command::new("ip")
+                        .args(["-n", &ns, "-force", "-batch"])
+                        .arg(&del)
+                        .status()
+                        .unwrap();
+                    return st.success();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            false
+        })
+    };
+    let a = Overlayd::start(&lab, 1, &bins, &overlay_lab::AgentOptions::default());
+    assert!(deleter.join().unwrap(), "the ports were not deleted");
+    let a = a.unwrap_or_else(|e| panic!("overlayd failed to start: {e:#}"));
+    // Not a reason to fall back to the kernel's VXLAN device either.
+    assert_eq!(a.status().unwrap()["mode"], "ebpf", "{}", a.proc.log());
+    let log = a.proc.log();
+    let skipped = log.matches("went away while attaching; skipped").count();
+    eprintln!("{skipped} of {PORTS} ports went away while attaching");
+    assert!(
+        skipped > 0,
+        "no port went away during the attachments:\n{log}"
+    );
+    assert!(a.proc.is_running());
+    // The container's own port has its program; the vanished ones none.
+    let container = lab.container(1, 1);
+    let mut links = Vec::new();
+    for _ in 0..40 {
+        links = entries(&links_dir);
+        if links.iter().filter(|l| l.starts_with("port-")).count() == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        links.iter().filter(|l| l.starts_with("port-")).count(),
+        1,
+        "{links:?} ({} should be the only port)",
+        container.host_veth
+    );
 }

@@ -125,12 +125,18 @@ impl BpfDataplane {
             gateway_ip: cfg.gateway().octets(),
             learn_limit: overlay_common::DEFAULT_LEARN_LIMIT,
         };
+        // What the previous run (if any) left forwarding, to put back if this
+        // start fails: its settings and the links it pinned.
+        let previous = maps.config()?;
+        let previous = (previous.underlay_ifindex != 0).then_some(previous);
+        let links = Links::new(&cfg.pin_dir);
+        let pinned_before: BTreeSet<String> = links.pinned().into_iter().collect();
         maps.set_config(&bpf_cfg)?;
 
         let mut dp = Self {
             ebpf,
             maps,
-            links: Links::new(&cfg.pin_dir),
+            links,
             pin_dir: cfg.pin_dir.clone(),
             handle,
             underlay_index: underlay.index,
@@ -142,7 +148,7 @@ impl BpfDataplane {
             _logger: logger,
         };
         if let Err(e) = dp.attach_all(cfg).await {
-            let _ = dp.remove_everything_and_device().await;
+            dp.undo_failed_start(previous, &pinned_before).await;
             return Err(e);
         }
         // Entries left in the pinned maps by a previous run: keep the
@@ -151,6 +157,40 @@ impl BpfDataplane {
             dp.peers.insert(net, v);
         }
         Ok(dp)
+    }
+
+    /// After a failed attach: a first start removes everything it made; a
+    /// start over a previous run detaches only the links this attempt
+    /// created and puts the previous settings back, so the previous run's
+    /// programs and maps go on forwarding (never torn down by a bad start).
+    async fn undo_failed_start(
+        &mut self,
+        previous: Option<overlay_common::Config>,
+        pinned_before: &BTreeSet<String>,
+    ) {
+        let Some(mut previous) = previous else {
+            if let Err(e) = self.remove_everything_and_device().await {
+                log::warn!("removing what the failed start made: {e}");
+            }
+            return;
+        };
+        for name in self.links.pinned() {
+            if !pinned_before.contains(&name) {
+                self.links.detach(&name);
+            }
+        }
+        // XDP is re-attached from scratch: if it is gone now, tc must check
+        // everything itself again.
+        if !self.links.pinned().iter().any(|n| n == LINK_XDP) {
+            previous.flags &= !CONFIG_F_XDP_VALIDATES;
+        }
+        match self.maps.set_config(&previous) {
+            Ok(()) => log::warn!(
+                "the start failed: the previous run's programs and settings under {} go on forwarding",
+                self.pin_dir.display()
+            ),
+            Err(e) => log::error!("putting the previous settings back: {e}"),
+        }
     }
 
     async fn attach_all(&mut self, cfg: &Config) -> Result<(), DataplaneError> {
@@ -207,7 +247,15 @@ impl BpfDataplane {
         let now: BTreeMap<u32, String> = ports.into_iter().map(|l| (l.index, l.name)).collect();
         for (index, name) in &now {
             if self.ports.get(index) != Some(name) {
-                self.attach_port(*index, name)?;
+                if let Err(e) = self.attach_port(*index, name) {
+                    // A container that stopped in the meantime: not a failure.
+                    match netlink::link_by_index(&self.handle, *index).await {
+                        Ok(link) if link.name == *name => return Err(e),
+                        _ => log::info!(
+                            "port {name} (ifindex {index}) went away while attaching; skipped"
+                        ),
+                    }
+                }
             }
         }
         // Pins of ports that are gone (also those of an earlier run).
