@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use overlay_lab::{need_root_or_skip, ping, Binaries, Lab, LabSpec, Overlayd};
+use overlay_lab::{
+    agent_config, exec_ok, need_root_or_skip, ping, AgentOptions, Binaries, Lab, LabSpec, Overlayd,
+};
 use overlay_tests::{cluster, Cluster};
 
 fn two_hosts() -> Cluster {
@@ -292,4 +294,112 @@ fn a_port_that_vanishes_during_the_start_is_skipped() {
         "{links:?} ({} should be the only port)",
         container.host_veth
     );
+}
+
+/// The keys of a pinned map, as bytes (`bpftool map dump`).
+fn map_keys(pin: &Path) -> Vec<Vec<u8>> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(pin)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bpftool: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            e["key"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{e}"))
+                .iter()
+                .map(|b| {
+                    u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn what_no_source_owns_any_more_is_removed_at_start() {
+    if !need_root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(LabSpec {
+        hosts: 2,
+        containers_per_host: 2,
+        ..LabSpec::default()
+    })
+    .unwrap();
+    let bins = Binaries::locate().unwrap();
+    // Host 1: its peer in its config file; containers on the bridge (no learning).
+    let h1_opts = AgentOptions {
+        dataplane: Some("ebpf".into()),
+        attach: Some("bridge".into()),
+        static_peers: true,
+        ..AgentOptions::default()
+    };
+    let a = Overlayd::start(&lab, 1, &bins, &h1_opts).unwrap();
+    let b_opts = AgentOptions {
+        dataplane: Some("ebpf".into()),
+        static_peers: true,
+        ..AgentOptions::default()
+    };
+    let b = Overlayd::start(&lab, 2, &bins, &b_opts).unwrap();
+    assert_eq!(pings(&lab, 3), (3, 3));
+    // Container 2 registered through the API; it goes while overlayd is stopped.
+    let c2 = lab.container(1, 2).clone();
+    a.ctl_ok(&[
+        "endpoint",
+        "add",
+        &c2.ip.to_string(),
+        "--dev",
+        &c2.host_veth,
+    ])
+    .unwrap();
+    let maps = lab.bpffs_dir().join("h1/v2/maps");
+    let (peers, hosts, endpoints) = (
+        maps.join("OVL_PEERS"),
+        maps.join("OVL_PEER_HOSTS"),
+        maps.join("OVL_ENDPOINTS"),
+    );
+    assert!(map_keys(&endpoints).contains(&c2.ip.octets().to_vec()));
+    assert_eq!(map_keys(&peers).len(), 1);
+    let (config, socket) = (a.config.clone(), a.socket.clone());
+    a.stop().unwrap();
+    exec_ok(&lab.host(1).ns, &["ip", "link", "del", &c2.host_veth]).unwrap();
+    // The peer leaves the config file.
+    let without = AgentOptions {
+        static_peers: false,
+        ..h1_opts
+    };
+    std::fs::write(&config, agent_config(&lab, 1, &without)).unwrap();
+
+    let a = Overlayd::start_with(&lab, 1, &bins, &config, &socket, &[]).unwrap();
+    assert_eq!(a.ctl_ok(&["--json", "peer", "list"]).unwrap().trim(), "[]");
+    assert!(map_keys(&peers).is_empty(), "a peer nobody lists is left");
+    assert!(
+        map_keys(&hosts).is_empty(),
+        "a peer host nobody lists is left"
+    );
+    assert!(
+        !map_keys(&endpoints).contains(&c2.ip.octets().to_vec()),
+        "the endpoint of a container that is gone is left"
+    );
+    let log = a.proc.log();
+    assert!(
+        log.contains(&format!(
+            "removing peer {} via {} left by an earlier run",
+            lab.host(2).subnet,
+            lab.host(2).underlay_ip
+        )),
+        "{log}"
+    );
+    // Nothing goes through the overlay any more: host 2's packets are from
+    // an unknown peer now.
+    let before = a.drops("unknown_peer").unwrap();
+    assert_eq!(pings(&lab, 3), (0, 0));
+    assert!(a.drops("unknown_peer").unwrap() > before);
+    drop(b);
 }

@@ -140,6 +140,15 @@ impl Agent {
         );
     }
 
+    /// Once the config file's peers and the state file are applied: the
+    /// dataplane drops what an earlier run left that no source has added
+    /// again (see [`Dataplane::forget_unowned`]). Logged, never fatal.
+    pub(super) async fn forget_unowned(&mut self) {
+        if let Err(e) = self.dataplane.forget_unowned().await {
+            log::warn!("removing what an earlier run left in the dataplane: {e}");
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg

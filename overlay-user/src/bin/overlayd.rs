@@ -199,6 +199,9 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
     // The config file's peers first, then what the API and attach added earlier.
     Box::new(ConfigFile::new(&cfg)).run(core.clone()).await;
     core.restore(saved).await;
+    // What an earlier run left that neither added again goes now, before it
+    // forwards unlisted.
+    core.forget_unowned().await;
     let ready = format!(
         "overlayd ready: mode={} subnet={} underlay={} ({}) vni={} port={} api={}",
         mode_name(mode),

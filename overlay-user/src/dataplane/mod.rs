@@ -153,6 +153,16 @@ pub trait Dataplane: Send + Sync {
     async fn del_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError>;
     /// Current counters.
     fn stats(&self) -> Result<Stats, DataplaneError>;
+    /// Once at start, after the sources that report at start (the config
+    /// file's peers, the state file) have: remove what an earlier run left
+    /// that nobody added again since this start (peers removed from the
+    /// config while overlayd was stopped; endpoints, unless learned on a
+    /// port that is still there), so nothing forwards that the agent does
+    /// not list. By default there is nothing to do (the kernel dataplane's
+    /// refresh removes entries that belong to no peer).
+    async fn forget_unowned(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
     /// Periodic housekeeping (next-hop MACs, link changes); called about once a second.
     async fn refresh(&mut self) -> Result<(), DataplaneError>;
     /// Stop. With `cleanup`, remove every program, pin, map, device and route of ours;

@@ -47,6 +47,9 @@ pub struct BpfDataplane {
     /// Endpoints the agent added; others in the map were learned by the
     /// from-container program and are forgotten when their port goes.
     endpoints: BTreeSet<Ipv4Addr>,
+    /// Peers found in the pinned maps at start that the agent has not added
+    /// again since; removed by [`Dataplane::forget_unowned`].
+    inherited_peers: BTreeSet<Ipv4Net>,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -145,6 +148,7 @@ impl BpfDataplane {
             ports: BTreeMap::new(),
             peers: BTreeMap::new(),
             endpoints: BTreeSet::new(),
+            inherited_peers: BTreeSet::new(),
             _logger: logger,
         };
         if let Err(e) = dp.attach_all(cfg).await {
@@ -155,6 +159,7 @@ impl BpfDataplane {
         // peer table in step so peer hosts and MAC refresh stay right.
         for (net, v) in dp.maps.peers()? {
             dp.peers.insert(net, v);
+            dp.inherited_peers.insert(net);
         }
         Ok(dp)
     }
@@ -365,6 +370,7 @@ impl Dataplane for BpfDataplane {
             peer.vtep_mac
                 .unwrap_or_else(|| overlay_common::vtep_mac(ip.octets(), cfg.vni)),
         );
+        self.inherited_peers.remove(&peer.subnet);
         let old = self.peers.insert(peer.subnet, value);
         // Peer host first, so the answer to the first packet is not dropped.
         let mut touched = vec![ip];
@@ -376,6 +382,7 @@ impl Dataplane for BpfDataplane {
     }
 
     async fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
+        self.inherited_peers.remove(&subnet);
         self.maps.del_peer(subnet)?;
         if let Some(old) = self.peers.remove(&subnet) {
             self.sync_peer_hosts(&[Ipv4Addr::from(old.underlay_ip)])?;
@@ -406,6 +413,42 @@ impl Dataplane for BpfDataplane {
 
     fn stats(&self) -> Result<Stats, DataplaneError> {
         self.maps.stats()
+    }
+
+    async fn forget_unowned(&mut self) -> Result<(), DataplaneError> {
+        for net in std::mem::take(&mut self.inherited_peers) {
+            if let Some(v) = self.peers.get(&net) {
+                log::info!(
+                    "removing peer {net} via {} left by an earlier run: no source has it now",
+                    Ipv4Addr::from(v.underlay_ip)
+                );
+            }
+            self.del_peer(net).await?;
+        }
+        let hosts: BTreeSet<Ipv4Addr> = self
+            .peers
+            .values()
+            .map(|p| Ipv4Addr::from(p.underlay_ip))
+            .collect();
+        for ip in self.maps.peer_hosts()? {
+            if !hosts.contains(&ip) {
+                log::info!("removing peer host {ip} left by an earlier run: no peer is behind it");
+                self.maps.set_peer_host(ip, 0)?;
+            }
+        }
+        for (ip, v) in self.maps.endpoints()? {
+            // Only veth ports learn; the program learns again on the next packet anyway.
+            let learned_on_live_port =
+                self.attach == AttachPoint::Veth && self.ports.contains_key(&v.ifindex);
+            if !self.endpoints.contains(&ip) && !learned_on_live_port {
+                log::info!(
+                    "removing endpoint {ip} (ifindex {}) left by an earlier run: no source has it now",
+                    v.ifindex
+                );
+                self.maps.del_endpoint(ip)?;
+            }
+        }
+        Ok(())
     }
 
     async fn refresh(&mut self) -> Result<(), DataplaneError> {
