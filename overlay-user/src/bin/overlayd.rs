@@ -46,7 +46,10 @@ the bridge (at once on link and neighbour changes, and every second), follows Do
 [docker] section, and serves overlayctl on a Unix socket. It runs until SIGTERM or \
 SIGINT. Without --cleanup the dataplane keeps forwarding after it exits, and the next start \
 takes over.\n\n\
-A bad config file is reported with its problem and exit status 2; nothing is changed then.",
+A bad config file is reported with its problem and exit status 2; nothing is changed then. \
+A second overlayd on the same state_dir or pin_dir refuses to start, naming the running one; \
+pins of another map layout under pin_dir are refused with what to do; a corrupt state file is \
+moved aside (state.json.corrupt-<unix time>) and the start goes on from the config file.",
     after_help = "Examples:\n  \
 overlayd --config /etc/overlay/overlay.toml\n  \
 overlayd --config ./host1.toml --socket /tmp/host1.sock --log-level debug\n  \
