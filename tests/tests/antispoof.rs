@@ -113,6 +113,48 @@ fn forged_packets_reach_nothing() {
         ping(&c12.ns, c21.ip, 1, None, false, 2).unwrap().received,
         1
     );
+    // Container 1.1 also claims 1.2's address, and 20 unused ones, by ARP in
+    // their names (the host records each with 1.1's MAC): discovery keeps
+    // 1.2 where it is and gives 1.1's port at most learn_limit addresses.
+    let base = h1.subnet_addr.octets();
+    let mut claimed: Vec<Ipv4Addr> = (100..120)
+        .map(|i| Ipv4Addr::new(base[0], base[1], base[2], i))
+        .collect();
+    claimed.push(c12.ip);
+    let stop = AtomicBool::new(false);
+    arp_scan(
+        &c11.ns,
+        &c11.iface,
+        c11.ip,
+        &claimed,
+        Some(h1.gateway),
+        Duration::from_millis(100),
+        &stop,
+        Duration::from_millis(1500),
+    )
+    .unwrap();
+    thread::sleep(Duration::from_millis(1200));
+    let eps: serde_json::Value =
+        serde_json::from_str(&c.agent(1).ctl_ok(&["--json", "endpoint", "list"]).unwrap()).unwrap();
+    let eps = eps.as_array().unwrap();
+    let dev_of = |ip: Ipv4Addr| {
+        eps.iter()
+            .find(|e| e["ip"] == ip.to_string())
+            .map(|e| e["dev"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        dev_of(c12.ip).as_deref(),
+        Some(c12.host_veth.as_str()),
+        "{eps:?}"
+    );
+    let behind_c11 = eps
+        .iter()
+        .filter(|e| e["dev"] == c11.host_veth.as_str())
+        .count();
+    assert!(
+        (1..=4).contains(&behind_c11),
+        "container 1.1's port holds {behind_c11} addresses: {eps:?}"
+    );
     let c12_ip = c12.ip.to_string();
     expect_drop(&c, 1, "source_spoofed", || {
         run(&c11.ns, &["raw", &c12_ip, &c21_ip, "7002"])

@@ -11,6 +11,23 @@ use overlay_tests::cluster;
 
 const BYTES: u64 = 256 << 20;
 
+/// UDP datagrams the sockets of namespace `ns` sent, received, and had
+/// to drop because the receive buffer was full (`/proc/net/snmp`).
+fn udp_counters(ns: &str) -> (u64, u64, u64) {
+    let snmp = exec_ok(ns, &["cat", "/proc/net/snmp"]).unwrap();
+    let mut rows = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (rows.next().unwrap(), rows.next().unwrap());
+    let field = |name: &str| -> u64 {
+        let i = names.split_whitespace().position(|n| n == name).unwrap();
+        values.split_whitespace().nth(i).unwrap().parse().unwrap()
+    };
+    (
+        field("OutDatagrams"),
+        field("InDatagrams"),
+        field("RcvbufErrors"),
+    )
+}
+
 fn lists(a: &Overlayd) -> (serde_json::Value, serde_json::Value) {
     let peers = a.ctl_ok(&["--json", "peer", "list"]).unwrap();
     let eps = a.ctl_ok(&["--json", "endpoint", "list"]).unwrap();
@@ -65,6 +82,7 @@ fn kill_9_three_times_during_traffic() {
         )
         .unwrap();
     thread::sleep(Duration::from_millis(500));
+    let (sender0, receiver0) = (udp_counters(&c12.ns), udp_counters(&c22.ns));
     let udp = {
         let (ns, ip) = (c12.ns.clone(), c22.ip.to_string());
         thread::spawn(move || {
@@ -125,16 +143,31 @@ fn kill_9_three_times_during_traffic() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     // The receiver's count, as iperf3 reports it back to the client.
     let recv = &v["end"]["sum_received"];
-    let sent = v["end"]["sum_sent"]["packets"].as_u64().unwrap_or(0);
     let (packets, lost) = (
         recv["packets"].as_u64().unwrap_or(0),
         recv["lost_packets"].as_u64().unwrap_or(u64::MAX),
     );
+    // What the sending socket sent and what reached the receiving one: a
+    // datagram the receiving iperf3 was too starved of CPU to read in time
+    // (the machine is shared) is dropped by its own full socket buffer
+    // after the overlay delivered it, and counted apart.
+    let (sender1, receiver1) = (udp_counters(&c12.ns), udp_counters(&c22.ns));
+    let out_of_sender = sender1.0 - sender0.0;
+    let (into_receiver, buffer_full) = (receiver1.1 - receiver0.1, receiver1.2 - receiver0.2);
     eprintln!(
-        "UDP: {packets} packets, {lost} lost; TCP {:.2} Gbit/s",
+        "UDP: {packets} packets, {lost} lost by iperf3 ({buffer_full} of them dropped by its \
+         full receive buffer); {out_of_sender} sent, {} delivered to the receiving socket; TCP {:.2} Gbit/s",
+        into_receiver + buffer_full,
         t.gbit_per_s()
     );
     assert!(packets > 100_000, "the stream ran at 10,000/s: {packets}");
-    assert_eq!(lost, 0, "UDP datagrams lost across three kill -9 restarts");
-    assert_eq!(packets, sent, "every datagram sent was received");
+    assert_eq!(
+        into_receiver + buffer_full,
+        out_of_sender,
+        "UDP datagrams lost on the way across three kill -9 restarts"
+    );
+    assert_eq!(
+        lost, buffer_full,
+        "UDP datagrams lost across three kill -9 restarts (other than by the receiver's full buffer)"
+    );
 }

@@ -108,6 +108,40 @@ pub enum AgentError {
         /// The version this build writes and reads.
         supported: u32,
     },
+    /// Another overlayd holds the lock of this state or pin directory.
+    #[error(
+        "another overlayd {}is running with {what} {}; stop it first",
+        pid.map(|p| format!("(pid {p}) ")).unwrap_or_default(),
+        dir.display()
+    )]
+    AlreadyRunning {
+        /// "state_dir" or "pin_dir".
+        what: &'static str,
+        /// The directory.
+        dir: PathBuf,
+        /// The holder's pid, from the lock file.
+        pid: Option<u32>,
+    },
+    /// A lock file could not be created or locked.
+    #[error("cannot create or lock {}: {source}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A corrupt state file could not be moved aside.
+    #[error("cannot move the corrupt state file {} aside to {}: {source}; move or remove it by hand", path.display(), aside.display())]
+    StateSetAside {
+        /// The corrupt file.
+        path: PathBuf,
+        /// Where it was to go.
+        aside: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing the state file (or its directory) failed.
     #[error("cannot write state file {}: {source}", path.display())]
     StateWrite {

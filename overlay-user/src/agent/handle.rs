@@ -46,6 +46,14 @@ impl Core {
         self.agent.lock().await.restore(saved).await
     }
 
+    /// After the sources that report at start (the config file, then
+    /// [`Core::restore`]): remove from the dataplane what an earlier run
+    /// left there and no source owns now. A source that brings peers at
+    /// start must have reported them before.
+    pub async fn forget_unowned(&self) {
+        self.agent.lock().await.forget_unowned().await
+    }
+
     /// Stop the dataplane; with `cleanup`, remove everything it made.
     pub async fn shutdown(&self, cleanup: bool) -> Result<(), AgentError> {
         self.agent.lock().await.shutdown(cleanup).await

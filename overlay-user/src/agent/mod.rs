@@ -3,8 +3,9 @@
 //!
 //! Owns: the tables of peers and endpoints with the source of each entry
 //! and their validation ([`tables`]), the one handle the sources report
-//! through ([`handle::Core`]), the state file ([`state`]) and the agent's
-//! errors ([`error`]).
+//! through ([`handle::Core`]), the state file ([`state`]), the lock that
+//! keeps a second overlayd off the same state and pin directories
+//! ([`lock`]) and the agent's errors ([`error`]).
 //!
 //! Must not touch: the control sources (they call the core, never the
 //! other way round) and the dataplane's implementations (the core knows the
@@ -12,6 +13,7 @@
 
 pub mod error;
 pub mod handle;
+pub mod lock;
 pub mod state;
 pub mod tables;
 

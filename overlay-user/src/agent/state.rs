@@ -68,6 +68,16 @@ impl Default for State {
     }
 }
 
+impl State {
+    /// The same entries, peers by subnet and endpoints by address (the
+    /// order the agent writes them in), for comparing two states.
+    pub fn sorted(mut self) -> State {
+        self.peers.sort_by_key(|p| p.subnet);
+        self.endpoints.sort_by_key(|e| e.ip);
+        self
+    }
+}
+
 /// The state file's path for `state_dir`.
 pub fn path_in(state_dir: &Path) -> PathBuf {
     state_dir.join(STATE_FILE)
@@ -75,8 +85,8 @@ pub fn path_in(state_dir: &Path) -> PathBuf {
 
 /// Read the state file; a missing file is an empty state.
 pub fn load(path: &Path) -> Result<State, AgentError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
         Err(source) => {
             return Err(AgentError::StateRead {
@@ -85,7 +95,7 @@ pub fn load(path: &Path) -> Result<State, AgentError> {
             })
         }
     };
-    let state: State = serde_json::from_str(&text).map_err(|source| AgentError::StateParse {
+    let state: State = serde_json::from_slice(&bytes).map_err(|source| AgentError::StateParse {
         path: path.to_owned(),
         source,
     })?;
@@ -97,6 +107,42 @@ pub fn load(path: &Path) -> Result<State, AgentError> {
         });
     }
     Ok(state)
+}
+
+/// Like [`load`], but a corrupt file (not JSON of the expected shape: cut
+/// short, overwritten, edited wrongly) does not stop the start: it is moved
+/// aside to `state.json.corrupt-<unix time>`, logged at error level with
+/// both paths, and the agent starts from the config file alone. A file of a
+/// newer version, or one that cannot be read, is still an error.
+pub fn load_or_set_aside(path: &Path) -> Result<State, AgentError> {
+    let error = match load(path) {
+        Err(AgentError::StateParse { source, .. }) => source,
+        other => return other,
+    };
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = path
+        .file_name()
+        .map_or_else(|| STATE_FILE.into(), |n| n.to_string_lossy().into_owned());
+    let mut aside = path.with_file_name(format!("{name}.corrupt-{secs}"));
+    let mut n = 1;
+    while aside.exists() {
+        aside = path.with_file_name(format!("{name}.corrupt-{secs}-{n}"));
+        n += 1;
+    }
+    std::fs::rename(path, &aside).map_err(|source| AgentError::StateSetAside {
+        path: path.to_owned(),
+        aside: aside.clone(),
+        source,
+    })?;
+    log::error!(
+        "state file {} is corrupt ({error}); moved it to {} and starting from the config file: \
+         peers and endpoints added through the API or attach before are not restored",
+        path.display(),
+        aside.display()
+    );
+    Ok(State::default())
 }
 
 /// Replace the state file atomically, creating its directory if needed.
@@ -165,6 +211,62 @@ mod tests {
             e.ends_with("has version 9; this overlayd understands version 1"),
             "{e}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside() {
+        let dir = std::env::temp_dir().join(format!("overlay-state-aside-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = path_in(&dir);
+        // Missing and valid files load as they are.
+        assert_eq!(load_or_set_aside(&path).unwrap(), State::default());
+        save(&path, &State::default()).unwrap();
+        assert_eq!(load_or_set_aside(&path).unwrap(), State::default());
+        let names = || -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(), ["state.json"]);
+        // Cut short, then not even UTF-8: each moved aside, content intact.
+        for bad in [
+            &b"{\"version\": 1, \"peers\": [{\"sub"[..],
+            &[0xff, 0xfe, 0x00],
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let before = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            assert_eq!(load_or_set_aside(&path).unwrap(), State::default());
+            assert!(!path.exists());
+            let aside: Vec<String> = names()
+                .into_iter()
+                .filter(|n| n.starts_with("state.json.corrupt-"))
+                .collect();
+            let newest = aside.last().unwrap();
+            let secs: u64 = newest["state.json.corrupt-".len()..]
+                .split('-')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(secs >= before && secs <= before + 5, "{newest}");
+            assert_eq!(std::fs::read(dir.join(newest)).unwrap(), bad);
+        }
+        assert_eq!(names().len(), 2, "{:?}", names());
+        // A newer version is not corrupt: refused, left where it is.
+        std::fs::write(&path, "{\"version\": 9}").unwrap();
+        assert!(matches!(
+            load_or_set_aside(&path),
+            Err(AgentError::StateVersion { found: 9, .. })
+        ));
+        assert!(path.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

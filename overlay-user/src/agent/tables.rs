@@ -74,6 +74,10 @@ pub struct Agent {
     last_tick_error: Option<String>,
     /// Why the dataplane's mode was chosen ([`Agent::set_mode_reason`]).
     mode_reason: Option<String>,
+    /// While [`Agent::restore`] runs: changes are not written to the state
+    /// file one by one (a kill then would leave a partial table), it is
+    /// written once at the end.
+    restoring: bool,
 }
 
 impl Agent {
@@ -95,13 +99,19 @@ impl Agent {
             state_path,
             last_tick_error: None,
             mode_reason: None,
+            restoring: false,
         }
     }
 
     /// Apply `saved` (read with [`state::load`] before the dataplane
     /// started), after the config source's peers. Entries that fail are
-    /// logged and skipped.
+    /// logged and skipped. The state file is not written while entries are
+    /// re-added (a kill during the restore leaves it whole); it is written
+    /// once at the end, and only if the restored table differs from it (an
+    /// entry was skipped, or a config peer took a saved one's place).
     pub(super) async fn restore(&mut self, saved: State) {
+        let before = saved.clone().sorted();
+        self.restoring = true;
         for p in saved.peers {
             let mac = match p.vtep_mac.as_deref().map(parse_vtep_mac).transpose() {
                 Ok(mac) => mac,
@@ -119,11 +129,24 @@ impl Agent {
                 log::warn!("state file: skipping endpoint {} on {}: {e}", ep.ip, ep.dev);
             }
         }
+        self.restoring = false;
+        if self.saved_state().sorted() != before {
+            self.save();
+        }
         log::info!(
             "restored {} peers and {} endpoints",
             self.peers.len(),
             self.endpoints.len()
         );
+    }
+
+    /// Once the config file's peers and the state file are applied: the
+    /// dataplane drops what an earlier run left that no source has added
+    /// again (see [`Dataplane::forget_unowned`]). Logged, never fatal.
+    pub(super) async fn forget_unowned(&mut self) {
+        if let Err(e) = self.dataplane.forget_unowned().await {
+            log::warn!("removing what an earlier run left in the dataplane: {e}");
+        }
     }
 
     /// The configuration.
@@ -489,6 +512,9 @@ impl Agent {
     }
 
     fn save(&self) {
+        if self.restoring {
+            return;
+        }
         // The change is in effect; a failed write only affects the next start.
         if let Err(e) = state::save(&self.state_path, &self.saved_state()) {
             log::error!("{e}; the change is in effect but will be lost on restart");

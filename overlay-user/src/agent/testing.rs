@@ -33,13 +33,16 @@ pub(crate) enum Call {
     Shutdown(bool),
 }
 
-/// Records calls; fails `add_peer` when `fail` is set; reports `learned`
-/// as the endpoints it learned by itself.
+/// Records calls; fails `add_peer` when `fail` is set, and never returns
+/// from the `add_peer` after `stall_after` recorded ones (a process killed
+/// in the middle of it); reports `learned` as the endpoints it learned by
+/// itself.
 #[derive(Clone, Default)]
 pub(crate) struct FakeDataplane {
     pub calls: Arc<Mutex<Vec<Call>>>,
     pub fail: Arc<Mutex<bool>>,
     pub learned: Arc<Mutex<Vec<EndpointSpec>>>,
+    pub stall_after: Arc<Mutex<Option<usize>>>,
 }
 
 impl FakeDataplane {
@@ -59,6 +62,10 @@ impl Dataplane for FakeDataplane {
     async fn add_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError> {
         if *self.fail.lock().unwrap() {
             return Err(DataplaneError::Other("map full".into()));
+        }
+        let added = self.calls.lock().unwrap().len();
+        if self.stall_after.lock().unwrap().is_some_and(|n| added >= n) {
+            std::future::pending::<()>().await;
         }
         self.record(Call::AddPeer(peer.clone()));
         Ok(())

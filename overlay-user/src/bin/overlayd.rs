@@ -15,8 +15,9 @@ use log::LevelFilter;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use overlay_user::agent::handle::Core;
-use overlay_user::agent::state;
 use overlay_user::agent::tables::{resolve_underlay_ip, Agent};
+use overlay_user::agent::{lock, state};
+use overlay_user::dataplane::bpf::loader;
 use overlay_user::dataplane::kernel::{device::device_name, firewall};
 use overlay_user::dataplane::select;
 use overlay_user::model::config::{Config, DataplaneChoice};
@@ -45,7 +46,10 @@ the bridge (at once on link and neighbour changes, and every second), follows Do
 [docker] section, and serves overlayctl on a Unix socket. It runs until SIGTERM or \
 SIGINT. Without --cleanup the dataplane keeps forwarding after it exits, and the next start \
 takes over.\n\n\
-A bad config file is reported with its problem and exit status 2; nothing is changed then.",
+A bad config file is reported with its problem and exit status 2; nothing is changed then. \
+A second overlayd on the same state_dir or pin_dir refuses to start, naming the running one; \
+pins of another map layout under pin_dir are refused with what to do; a corrupt state file is \
+moved aside (state.json.corrupt-<unix time>) and the start goes on from the config file.",
     after_help = "Examples:\n  \
 overlayd --config /etc/overlay/overlay.toml\n  \
 overlayd --config ./host1.toml --socket /tmp/host1.sock --log-level debug\n  \
@@ -158,14 +162,26 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
             cfg.underlay_interface
         )))
     })?;
+    // Our pins are removed under pin_dir (--cleanup, kernel mode): never
+    // where other tools pin. Pins of another map layout are refused in
+    // every mode, before anything changes.
+    loader::check_pin_dir(&cfg.pin_dir).map_err(|e| {
+        Failure::BadInput(
+            anyhow::Error::new(e).context(format!("config file {}", args.config.display())),
+        )
+    })?;
+    loader::check_layout(&cfg.pin_dir).map_err(anyhow::Error::new)?;
     if let Err(e) = net.link_by_name(&cfg.bridge).await {
         log::warn!(
             "bridge {}: {e}; containers will be found once it exists",
             cfg.bridge
         );
     }
-    let saved =
-        state::load(&state::path_in(&cfg.state_dir)).map_err(|e| Failure::BadInput(e.into()))?;
+    // Before anything of the state or pin directory is touched (and the
+    // API socket): one overlayd per directory. Held until the process ends.
+    let _lock = lock::acquire(&cfg.state_dir, &cfg.pin_dir).map_err(anyhow::Error::new)?;
+    let saved = state::load_or_set_aside(&state::path_in(&cfg.state_dir))
+        .map_err(|e| Failure::BadInput(e.into()))?;
     let listener = api::bind(&args.socket)
         .await
         .map_err(|e| Failure::BadInput(e.into()))?;
@@ -186,6 +202,9 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
     // The config file's peers first, then what the API and attach added earlier.
     Box::new(ConfigFile::new(&cfg)).run(core.clone()).await;
     core.restore(saved).await;
+    // What an earlier run left that neither added again goes now, before it
+    // forwards unlisted.
+    core.forget_unowned().await;
     let ready = format!(
         "overlayd ready: mode={} subnet={} underlay={} ({}) vni={} port={} api={}",
         mode_name(mode),

@@ -60,6 +60,34 @@ pub enum DataplaneError {
         /// Why it is unusable.
         reason: String,
     },
+    /// `pin_dir` is relative or has `..` in it.
+    #[error("pin_dir {} is not an absolute path without `..`; expected one like /sys/fs/bpf/overlay", path.display())]
+    PinDirPath {
+        /// The configured directory.
+        path: std::path::PathBuf,
+    },
+    /// `pin_dir` is the root of a BPF filesystem: removing our pins there
+    /// could touch every other tool's.
+    #[error("pin_dir {} is the root of a BPF filesystem, where every tool pins; expected a directory of overlayd's own below it, like /sys/fs/bpf/overlay", path.display())]
+    PinDirIsRoot {
+        /// The configured directory.
+        path: std::path::PathBuf,
+    },
+    /// `pin_dir` holds pins of another map layout (an older or newer overlayd's).
+    #[error(
+        "pin_dir {} holds pins of another map layout ({}), not this overlayd's v{}; its programs may still be forwarding. \
+         Stop that overlayd and run it once more with --cleanup, or remove {} (which detaches its programs), then start again",
+        pin_dir.display(),
+        found.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        overlay_common::MAPS_VERSION,
+        found.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ")
+    )]
+    PinLayout {
+        /// The configured directory.
+        pin_dir: std::path::PathBuf,
+        /// The entries of another layout in it.
+        found: Vec<std::path::PathBuf>,
+    },
     /// The eBPF object could not be loaded (maps created, relocations).
     #[error("loading the eBPF object: {0}")]
     Object(#[from] aya::EbpfError),
@@ -129,6 +157,17 @@ pub trait Dataplane: Send + Sync {
     /// (never given to [`Dataplane::add_endpoint`]); none unless it learns.
     fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {
         Ok(Vec::new())
+    }
+
+    /// Once at start, after the sources that report at start (the config
+    /// file's peers, the state file) have: remove what an earlier run left
+    /// that nobody added again since this start (peers removed from the
+    /// config while overlayd was stopped; endpoints, unless learned on a
+    /// port that is still there), so nothing forwards that the agent does
+    /// not list. By default there is nothing to do (the kernel dataplane's
+    /// refresh removes entries that belong to no peer).
+    async fn forget_unowned(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
     }
     /// Periodic housekeeping (next-hop MACs, link changes); called about once a second.
     async fn refresh(&mut self) -> Result<(), DataplaneError>;

@@ -54,8 +54,15 @@ pub async fn start(
             }
             Err(e) if choice == DataplaneChoice::Ebpf => return Err(e),
             // A missing or unusable interface is the host's problem, not BPF's:
-            // the kernel path would not fix it, so auto reports it too.
-            Err(e @ DataplaneError::Interface { .. }) => return Err(e),
+            // the kernel path would not fix it, so auto reports it too. So is
+            // a bad pin_dir, and pins of another layout (their programs would
+            // still run beside the kernel path).
+            Err(
+                e @ (DataplaneError::Interface { .. }
+                | DataplaneError::PinDirPath { .. }
+                | DataplaneError::PinDirIsRoot { .. }
+                | DataplaneError::PinLayout { .. }),
+            ) => return Err(e),
             Err(e) => {
                 let e = error_chain(&e);
                 log::warn!(
@@ -70,6 +77,10 @@ pub async fn start(
             }
         }
     }
+    // Never beside the programs of another layout, nor removing pins where
+    // other tools pin.
+    bpf::loader::check_pin_dir(&cfg.pin_dir)?;
+    bpf::loader::check_layout(&cfg.pin_dir)?;
     remove_bpf_leftovers(&cfg.pin_dir).await;
     let dp = KernelDataplane::start(cfg, underlay_ip).await?;
     Ok(Started {
@@ -103,7 +114,7 @@ pub fn choice_name(choice: DataplaneChoice) -> &'static str {
 }
 
 /// Detaches and unpins every link and map of ours under `pin_dir` (a BPF
-/// run's, or a failed attempt's); logged, never fatal.
+/// run's, or a failed attempt's), and nothing else; logged, never fatal.
 async fn remove_bpf_leftovers(pin_dir: &std::path::Path) {
     if let Err(e) = bpf::remove_encap_device().await {
         log::warn!("removing {}: {e}", bpf::ENCAP_DEVICE);

@@ -2,7 +2,7 @@
 //! rules in docs/security.md rather than from the programs, over plain byte
 //! slices: what each program must answer for a packet, given the maps.
 //! The fuzz test runs both and compares.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::wrong_self_convention)]
 
 use std::collections::HashMap;
 

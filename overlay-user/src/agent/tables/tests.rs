@@ -242,3 +242,83 @@ async fn status_reports_settings_and_stats() {
     assert_eq!(st.endpoints, 0);
     assert_eq!(st.stats.counters["encap_packets"], 7);
 }
+
+/// `n` peers as the API adds them, as in the state file.
+fn saved_peers(n: u8) -> State {
+    State {
+        version: state::VERSION,
+        peers: (0..n)
+            .map(|i| StoredPeer {
+                subnet: net(&format!("10.104.{i}.0/24")),
+                underlay_ip: Ipv4Addr::new(192, 168, 57, i + 1),
+                vtep_mac: None,
+                source: Source::Api,
+            })
+            .collect(),
+        endpoints: Vec::new(),
+    }
+}
+
+/// The file's modification time, after setting it to a day ago.
+fn age(path: &std::path::Path) -> std::time::SystemTime {
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(old).unwrap();
+    f.metadata().unwrap().modified().unwrap()
+}
+
+fn modified(path: &std::path::Path) -> std::time::SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+#[tokio::test]
+async fn a_kill_during_restore_leaves_the_state_file_whole() {
+    let dir = temp_dir("restore-killed");
+    let path = state::path_in(&dir);
+    let saved = saved_peers(50);
+    state::save(&path, &saved).unwrap();
+    let (mut agent, dp, _) = agent(dir.clone()).await;
+    // The 4th peer never comes back; the restore is dropped, as in a kill.
+    *dp.stall_after.lock().unwrap() = Some(3);
+    let restore = agent.restore(saved.clone());
+    let r = tokio::time::timeout(std::time::Duration::from_millis(200), restore).await;
+    assert!(r.is_err(), "the restore was expected to stall");
+    assert_eq!(agent.peers().len(), 1 + 3);
+    assert_eq!(state::load(&path).unwrap(), saved);
+}
+
+#[tokio::test]
+async fn restore_writes_the_state_file_once_and_only_if_changed() {
+    let dir = temp_dir("restore-once");
+    let path = state::path_in(&dir);
+    let saved = saved_peers(50);
+    state::save(&path, &saved).unwrap();
+    let aged = age(&path);
+    let (mut agent, dp, _) = agent(dir.clone()).await;
+    agent.restore(saved.clone()).await;
+    assert_eq!(agent.peers().len(), 51);
+    assert_eq!(dp.take().len(), 50);
+    assert_eq!(
+        modified(&path),
+        aged,
+        "an unchanged table was written again"
+    );
+
+    // One saved peer is refused now: the file is written, without it.
+    let mut with_bad = saved.clone();
+    with_bad.peers.insert(
+        7,
+        StoredPeer {
+            subnet: net("10.103.100.0/25"),
+            underlay_ip: ip("192.168.56.9"),
+            vtep_mac: None,
+            source: Source::Api,
+        },
+    );
+    state::save(&path, &with_bad).unwrap();
+    let aged = age(&path);
+    let (mut again, _, _) = crate::agent::testing::agent(dir.clone()).await;
+    again.restore(with_bad).await;
+    assert_ne!(modified(&path), aged);
+    assert_eq!(state::load(&path).unwrap(), saved);
+}

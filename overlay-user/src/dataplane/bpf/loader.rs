@@ -1,11 +1,15 @@
 //! Loading the object, pinning maps and links in bpffs, attaching programs.
 //!
-//! Layout under the pin directory (default /sys/fs/bpf/overlay):
-//! `maps/OVL_*` (kept across restarts, so peers and endpoints survive) and
-//! `links/<name>` (one per attach point, replaced atomically on restart so
-//! forwarding never stops).
+//! Layout under the pin directory (default /sys/fs/bpf/overlay), versioned
+//! by the map layout ([`overlay_common::MAPS_VERSION`]):
+//! `v<N>/maps/OVL_*` (kept across restarts, so peers and endpoints survive)
+//! and `v<N>/links/<name>` (one per attach point, replaced atomically on
+//! restart so forwarding never stops). Pins of another layout (directly in
+//! the pin directory, as before versioning, or under another `v<N>`) are
+//! refused ([`check_layout`]); only our own pins are ever removed
+//! ([`remove_pins`]).
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use aya::programs::{
     links::{FdLink, PinnedLink},
@@ -13,7 +17,7 @@ use aya::programs::{
     LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
 };
 use aya::{Ebpf, EbpfLoader};
-use overlay_common::programs;
+use overlay_common::{maps as map_names, programs, MAPS_VERSION};
 
 use crate::dataplane::DataplaneError;
 
@@ -22,14 +26,143 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
+/// Where bpffs is mounted (by overlayd, if nothing is).
+pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+
+/// The link of the from-underlay program on the underlay interface.
+pub const LINK_UNDERLAY: &str = "underlay-tc";
+/// The link of the XDP program on the underlay interface.
+pub const LINK_XDP: &str = "underlay-xdp";
+/// The link of the from-container program on the bridge (`attach = "bridge"`).
+pub const LINK_BRIDGE: &str = "bridge-tc";
+/// Links of the from-container program on bridge ports: `port-<ifindex>`.
+pub const PORT_PREFIX: &str = "port-";
+
+/// Every map the object pins: all of `maps/` that is ours.
+pub const MAP_NAMES: [&str; 7] = [
+    map_names::CONFIG,
+    map_names::PEERS,
+    map_names::PEER_HOSTS,
+    map_names::ENDPOINTS,
+    map_names::COUNTERS,
+    map_names::DROPS,
+    map_names::PORT_LEARNED,
+];
+
+/// Whether `name` is the name of a link pin of ours.
+pub fn is_our_link(name: &str) -> bool {
+    matches!(name, LINK_UNDERLAY | LINK_XDP | LINK_BRIDGE)
+        || name
+            .strip_prefix(PORT_PREFIX)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Where this build pins under `pin_dir`: `v<MAPS_VERSION>`.
+pub fn versioned_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join(format!("v{MAPS_VERSION}"))
+}
+
+/// Refuses a `pin_dir` under which removing our pins could harm other
+/// tools: a relative path or one with `..`, and the root of a BPF
+/// filesystem (`/sys/fs/bpf` itself, also through a symlink, or any other
+/// bpffs mount point), where every tool pins. Checks nothing else (whether
+/// it is on a bpffs is [`ensure_bpffs`]'s business).
+pub fn check_pin_dir(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let plain = pin_dir.is_absolute()
+        && pin_dir
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !plain {
+        return Err(DataplaneError::PinDirPath {
+            path: pin_dir.to_path_buf(),
+        });
+    }
+    let root = || DataplaneError::PinDirIsRoot {
+        path: pin_dir.to_path_buf(),
+    };
+    // Lexically (trailing slashes and `.` are gone in components()), then
+    // with the symlinks of the part that exists resolved.
+    let lexical: PathBuf = pin_dir.components().collect();
+    if lexical == Path::new(BPFFS_ROOT) {
+        return Err(root());
+    }
+    let existing = nearest_existing(pin_dir);
+    if let Ok(real) = std::fs::canonicalize(&existing) {
+        let rest = pin_dir.strip_prefix(&existing).unwrap_or(Path::new(""));
+        let real = real.join(rest);
+        if real == Path::new(BPFFS_ROOT) {
+            return Err(root());
+        }
+        if rest.as_os_str().is_empty() && is_bpffs(&real) && is_mount_root(&real) {
+            return Err(root());
+        }
+    }
+    Ok(())
+}
+
+/// Whether `p` is the root of the filesystem it is on (another device
+/// than its parent's, or `/`).
+fn is_mount_root(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(parent) = p.parent() else {
+        return true;
+    };
+    match (std::fs::metadata(p), std::fs::metadata(parent)) {
+        (Ok(m), Ok(pm)) => m.dev() != pm.dev(),
+        _ => false,
+    }
+}
+
+/// `p`, or its nearest ancestor that exists.
+fn nearest_existing(p: &Path) -> PathBuf {
+    p.ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"))
+        .to_path_buf()
+}
+
+/// Refuses pins of another map layout in `pin_dir`: `maps` or `links`
+/// directly in it (releases before the layout was versioned) or a `v<N>`
+/// of another `N`. Their programs may still be forwarding with maps this
+/// build would misread; they are left for the overlayd that made them to
+/// remove (`--cleanup`), or for the operator.
+pub fn check_layout(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return Ok(());
+    };
+    let ours = format!("v{MAPS_VERSION}");
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            let versioned = name
+                .strip_prefix('v')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            (versioned && *name != ours) || name == "maps" || name == "links"
+        })
+        .map(|name| pin_dir.join(name))
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    found.sort();
+    Err(DataplaneError::PinLayout {
+        pin_dir: pin_dir.to_path_buf(),
+        found,
+    })
+}
+
 /// Makes sure `pin_dir` lies on a bpffs, mounting one at /sys/fs/bpf if
-/// nothing is mounted there yet, and creates `pin_dir/{maps,links}`.
+/// nothing is mounted there yet, refuses a bad `pin_dir`
+/// ([`check_pin_dir`]) or pins of another layout ([`check_layout`]), and
+/// creates `pin_dir/v<N>/{maps,links}`. Nothing is created off a bpffs.
 pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
+    check_pin_dir(pin_dir)?;
     let fail = |reason: String| DataplaneError::Bpffs {
         path: pin_dir.to_path_buf(),
         reason,
     };
-    let root = Path::new("/sys/fs/bpf");
+    let root = Path::new(BPFFS_ROOT);
     if pin_dir.starts_with(root) && !is_bpffs(root) {
         std::fs::create_dir_all(root)
             .map_err(|e| fail(format!("creating {}: {e}", root.display())))?;
@@ -42,14 +175,16 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
         )
         .map_err(|e| fail(format!("mounting bpffs at {}: {e}", root.display())))?;
     }
-    std::fs::create_dir_all(pin_dir.join("maps"))
-        .and_then(|_| std::fs::create_dir_all(pin_dir.join("links")))
-        .map_err(|e| fail(format!("creating directories: {e}")))?;
-    if !is_bpffs(pin_dir) {
+    if !is_bpffs(&nearest_existing(pin_dir)) {
         return Err(fail(
             "not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)".into(),
         ));
     }
+    check_layout(pin_dir)?;
+    let dir = versioned_dir(pin_dir);
+    std::fs::create_dir_all(dir.join("maps"))
+        .and_then(|_| std::fs::create_dir_all(dir.join("links")))
+        .map_err(|e| fail(format!("creating directories: {e}")))?;
     Ok(())
 }
 
@@ -60,12 +195,12 @@ fn is_bpffs(p: &Path) -> bool {
 }
 
 /// Loads the object and every program (the verifier runs here). With a pin
-/// directory, maps are reused from `pin_dir/maps` or pinned there.
+/// directory, maps are reused from `pin_dir/v<N>/maps` or pinned there.
 pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf, DataplaneError> {
     let mut loader = EbpfLoader::new();
     let maps_dir;
     if let Some(dir) = pin_dir {
-        maps_dir = dir.join("maps");
+        maps_dir = versioned_dir(dir).join("maps");
         loader.default_map_pin_directory(&maps_dir);
     }
     let mut ebpf = loader.load(OBJECT)?;
@@ -99,16 +234,16 @@ where
     })
 }
 
-/// Pinned links under `pin_dir/links`.
+/// Pinned links under `pin_dir/v<N>/links`.
 pub struct Links {
     dir: PathBuf,
 }
 
 impl Links {
-    /// Links under `pin_dir/links`.
+    /// Links under `pin_dir/v<N>/links`.
     pub fn new(pin_dir: &Path) -> Self {
         Self {
-            dir: pin_dir.join("links"),
+            dir: versioned_dir(pin_dir).join("links"),
         }
     }
 
@@ -228,14 +363,114 @@ impl Links {
     }
 }
 
-/// Removes every pin of ours under `pin_dir` and the directory itself.
-pub fn remove_pins(pin_dir: &Path) -> std::io::Result<()> {
+/// Removes our pins under `pin_dir`: the links (which detaches them) and
+/// the maps of [`MAP_NAMES`] under `v<N>`, then those directories and
+/// `pin_dir` itself if nothing else is left in them. Other tools' pins, and
+/// pins of another layout, stay. Absent pins are fine.
+pub fn remove_pins(pin_dir: &Path) -> Result<(), DataplaneError> {
+    check_pin_dir(pin_dir)?;
+    let fail = |path: &Path, e: std::io::Error| DataplaneError::Bpffs {
+        path: path.to_path_buf(),
+        reason: format!("removing it: {e}"),
+    };
     let links = Links::new(pin_dir);
     for name in links.pinned() {
-        links.detach(&name);
+        if is_our_link(&name) {
+            links.detach(&name);
+        }
     }
-    match std::fs::remove_dir_all(pin_dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
+    let dir = versioned_dir(pin_dir);
+    for name in MAP_NAMES {
+        let path = dir.join("maps").join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(&path, e)),
+            _ => {}
+        }
+    }
+    for path in [
+        dir.join("links"),
+        dir.join("maps"),
+        dir,
+        pin_dir.to_path_buf(),
+    ] {
+        match std::fs::remove_dir(&path) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
+            Err(e) => return Err(fail(&path, e)),
+            Ok(()) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(pin_dir: &str) -> String {
+        check_pin_dir(Path::new(pin_dir)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn pin_dir_must_be_below_a_bpffs_root() {
+        let root = "pin_dir /sys/fs/bpf is the root of a BPF filesystem, where every tool pins; \
+                    expected a directory of overlayd's own below it, like /sys/fs/bpf/overlay";
+        assert_eq!(message("/sys/fs/bpf"), root);
+        for same in ["/sys/fs/bpf/", "/sys/fs/bpf/.", "/sys//fs/bpf"] {
+            assert!(
+                message(same).contains("is the root of a BPF filesystem"),
+                "{same}"
+            );
+        }
+        for bad in [
+            "overlay",
+            "sys/fs/bpf/overlay",
+            "/sys/fs/bpf/overlay/..",
+            "/sys/fs/bpf/../bpf",
+        ] {
+            assert_eq!(
+                message(bad),
+                format!("pin_dir {bad} is not an absolute path without `..`; expected one like /sys/fs/bpf/overlay"),
+            );
+        }
+        // Through a symlink.
+        let link = std::env::temp_dir().join(format!("overlay-pin-link-{}", std::process::id()));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/sys/fs/bpf", &link).unwrap();
+        assert!(message(link.to_str().unwrap()).contains("is the root of a BPF filesystem"));
+        std::fs::remove_file(&link).unwrap();
+        for good in [
+            "/sys/fs/bpf/overlay",
+            "/sys/fs/bpf/overlay/",
+            "/sys/fs/bpf/a/b",
+            "/tmp/pins",
+        ] {
+            check_pin_dir(Path::new(good)).unwrap();
+        }
+    }
+
+    #[test]
+    fn our_link_names() {
+        for ours in [
+            "underlay-tc",
+            "underlay-xdp",
+            "bridge-tc",
+            "port-1",
+            "port-4242",
+        ] {
+            assert!(is_our_link(ours), "{ours}");
+        }
+        for theirs in [
+            "port-",
+            "port-x",
+            "port-1a",
+            "cilium_tc",
+            "maps",
+            "links",
+            "OVL_PEERS",
+        ] {
+            assert!(!is_our_link(theirs), "{theirs}");
+        }
     }
 }

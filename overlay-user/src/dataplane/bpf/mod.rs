@@ -19,7 +19,7 @@ use overlay_common::{
     programs, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_VALIDATES,
 };
 
-use loader::Links;
+use loader::{Links, LINK_BRIDGE, LINK_UNDERLAY, LINK_XDP, PORT_PREFIX};
 use maps::Maps;
 
 use crate::dataplane::{Dataplane, DataplaneError};
@@ -29,11 +29,6 @@ use crate::model::peer::PeerSpec;
 use crate::model::status::{Mode, Stats};
 use crate::sys::error::SysError;
 use crate::sys::netlink;
-
-const LINK_UNDERLAY: &str = "underlay-tc";
-const LINK_XDP: &str = "underlay-xdp";
-const LINK_BRIDGE: &str = "bridge-tc";
-const PORT_PREFIX: &str = "port-";
 
 /// The BPF implementation of [`Dataplane`].
 pub struct BpfDataplane {
@@ -52,6 +47,9 @@ pub struct BpfDataplane {
     /// Endpoints the agent added; others in the map were learned by the
     /// from-container program and are forgotten when their port goes.
     endpoints: BTreeSet<Ipv4Addr>,
+    /// Peers found in the pinned maps at start that the agent has not added
+    /// again since; removed by [`Dataplane::forget_unowned`].
+    inherited_peers: BTreeSet<Ipv4Net>,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -130,12 +128,18 @@ impl BpfDataplane {
             gateway_ip: cfg.gateway().octets(),
             learn_limit: cfg.learn_limit,
         };
+        // What the previous run (if any) left forwarding, to put back if this
+        // start fails: its settings and the links it pinned.
+        let previous = maps.config()?;
+        let previous = (previous.underlay_ifindex != 0).then_some(previous);
+        let links = Links::new(&cfg.pin_dir);
+        let pinned_before: BTreeSet<String> = links.pinned().into_iter().collect();
         maps.set_config(&bpf_cfg)?;
 
         let mut dp = Self {
             ebpf,
             maps,
-            links: Links::new(&cfg.pin_dir),
+            links,
             pin_dir: cfg.pin_dir.clone(),
             handle,
             underlay_index: underlay.index,
@@ -144,18 +148,54 @@ impl BpfDataplane {
             ports: BTreeMap::new(),
             peers: BTreeMap::new(),
             endpoints: BTreeSet::new(),
+            inherited_peers: BTreeSet::new(),
             _logger: logger,
         };
         if let Err(e) = dp.attach_all(cfg).await {
-            let _ = dp.remove_everything_and_device().await;
+            dp.undo_failed_start(previous, &pinned_before).await;
             return Err(e);
         }
         // Entries left in the pinned maps by a previous run: keep the
         // peer table in step so peer hosts and MAC refresh stay right.
         for (net, v) in dp.maps.peers()? {
             dp.peers.insert(net, v);
+            dp.inherited_peers.insert(net);
         }
         Ok(dp)
+    }
+
+    /// After a failed attach: a first start removes everything it made; a
+    /// start over a previous run detaches only the links this attempt
+    /// created and puts the previous settings back, so the previous run's
+    /// programs and maps go on forwarding (never torn down by a bad start).
+    async fn undo_failed_start(
+        &mut self,
+        previous: Option<overlay_common::Config>,
+        pinned_before: &BTreeSet<String>,
+    ) {
+        let Some(mut previous) = previous else {
+            if let Err(e) = self.remove_everything_and_device().await {
+                log::warn!("removing what the failed start made: {e}");
+            }
+            return;
+        };
+        for name in self.links.pinned() {
+            if !pinned_before.contains(&name) {
+                self.links.detach(&name);
+            }
+        }
+        // XDP is re-attached from scratch: if it is gone now, tc must check
+        // everything itself again.
+        if !self.links.pinned().iter().any(|n| n == LINK_XDP) {
+            previous.flags &= !CONFIG_F_XDP_VALIDATES;
+        }
+        match self.maps.set_config(&previous) {
+            Ok(()) => log::warn!(
+                "the start failed: the previous run's programs and settings under {} go on forwarding",
+                self.pin_dir.display()
+            ),
+            Err(e) => log::error!("putting the previous settings back: {e}"),
+        }
     }
 
     async fn attach_all(&mut self, cfg: &Config) -> Result<(), DataplaneError> {
@@ -212,7 +252,15 @@ impl BpfDataplane {
         let now: BTreeMap<u32, String> = ports.into_iter().map(|l| (l.index, l.name)).collect();
         for (index, name) in &now {
             if self.ports.get(index) != Some(name) {
-                self.attach_port(*index, name)?;
+                if let Err(e) = self.attach_port(*index, name) {
+                    // A container that stopped in the meantime: not a failure.
+                    match netlink::link_by_index(&self.handle, *index).await {
+                        Ok(link) if link.name == *name => return Err(e),
+                        _ => log::info!(
+                            "port {name} (ifindex {index}) went away while attaching; skipped"
+                        ),
+                    }
+                }
             }
         }
         // Pins of ports that are gone (also those of an earlier run).
@@ -270,15 +318,13 @@ impl BpfDataplane {
         }
     }
 
-    fn remove_everything(&mut self) -> std::io::Result<()> {
+    fn remove_everything(&mut self) -> Result<(), DataplaneError> {
         loader::remove_pins(&self.pin_dir)
     }
 
-    async fn remove_everything_and_device(&mut self) -> std::io::Result<()> {
+    async fn remove_everything_and_device(&mut self) -> Result<(), DataplaneError> {
         self.remove_everything()?;
-        remove_encap_device()
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
+        remove_encap_device().await
     }
 
     /// The maps, for tests and the benchmark.
@@ -324,6 +370,7 @@ impl Dataplane for BpfDataplane {
             peer.vtep_mac
                 .unwrap_or_else(|| overlay_common::vtep_mac(ip.octets(), cfg.vni)),
         );
+        self.inherited_peers.remove(&peer.subnet);
         let old = self.peers.insert(peer.subnet, value);
         // Peer host first, so the answer to the first packet is not dropped.
         let mut touched = vec![ip];
@@ -335,6 +382,7 @@ impl Dataplane for BpfDataplane {
     }
 
     async fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
+        self.inherited_peers.remove(&subnet);
         self.maps.del_peer(subnet)?;
         if let Some(old) = self.peers.remove(&subnet) {
             self.sync_peer_hosts(&[Ipv4Addr::from(old.underlay_ip)])?;
@@ -382,6 +430,42 @@ impl Dataplane for BpfDataplane {
             .collect())
     }
 
+    async fn forget_unowned(&mut self) -> Result<(), DataplaneError> {
+        for net in std::mem::take(&mut self.inherited_peers) {
+            if let Some(v) = self.peers.get(&net) {
+                log::info!(
+                    "removing peer {net} via {} left by an earlier run: no source has it now",
+                    Ipv4Addr::from(v.underlay_ip)
+                );
+            }
+            self.del_peer(net).await?;
+        }
+        let hosts: BTreeSet<Ipv4Addr> = self
+            .peers
+            .values()
+            .map(|p| Ipv4Addr::from(p.underlay_ip))
+            .collect();
+        for ip in self.maps.peer_hosts()? {
+            if !hosts.contains(&ip) {
+                log::info!("removing peer host {ip} left by an earlier run: no peer is behind it");
+                self.maps.set_peer_host(ip, 0)?;
+            }
+        }
+        for (ip, v) in self.maps.endpoints()? {
+            // Only veth ports learn; the program learns again on the next packet anyway.
+            let learned_on_live_port =
+                self.attach == AttachPoint::Veth && self.ports.contains_key(&v.ifindex);
+            if !self.endpoints.contains(&ip) && !learned_on_live_port {
+                log::info!(
+                    "removing endpoint {ip} (ifindex {}) left by an earlier run: no source has it now",
+                    v.ifindex
+                );
+                self.maps.del_endpoint(ip)?;
+            }
+        }
+        Ok(())
+    }
+
     async fn refresh(&mut self) -> Result<(), DataplaneError> {
         self.sync_ports().await?;
         // Learned entries whose port is gone are forgotten; the others are
@@ -425,9 +509,7 @@ impl Dataplane for BpfDataplane {
 
     async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
         if cleanup {
-            self.remove_everything_and_device().await.map_err(|e| {
-                DataplaneError::Other(format!("removing {}: {e}", self.pin_dir.display()))
-            })?;
+            self.remove_everything_and_device().await?;
         }
         Ok(())
     }
