@@ -2,7 +2,8 @@
 //! reconciled into the dataplane, and persisted.
 //!
 //! Owns: the tables of peers and endpoints with the source of each entry
-//! and their validation ([`tables`]), the one handle the sources report
+//! and their validation ([`tables`]; the checks of a peer subnet against this
+//! host's underlay and routing table in [`host_checks`]), the one handle the sources report
 //! through ([`handle::Core`]), the state file ([`state`]) and the agent's
 //! errors ([`error`]).
 //!
@@ -12,6 +13,7 @@
 
 pub mod error;
 pub mod handle;
+pub mod host_checks;
 pub mod state;
 pub mod tables;
 
