@@ -9,7 +9,7 @@ use ipnet::Ipv4Net;
 use crate::agent::error::AgentError;
 use crate::model::config::Config;
 use crate::model::network::overlaps;
-use crate::sys::netlink::{protocol_name, Netlink, Route};
+use crate::sys::netlink::{Netlink, Route};
 
 /// Refuses `subnet` when it overlaps a network of the underlay interface,
 /// or a route of the main table that overlay did not make (the default
@@ -48,18 +48,11 @@ pub async fn check_peer_subnet_on_host(
 
 /// `route` as `ip route` shows it: "10.1.0.0/16 via 192.168.56.1 dev eth1 proto static".
 pub async fn describe(net: &dyn Netlink, route: &Route) -> String {
-    let mut text = route.dst.to_string();
-    if let Some(gw) = route.gateway {
-        text.push_str(&format!(" via {gw}"));
-    }
-    if let Some(oif) = route.oif {
-        match net.link_by_index(oif).await {
-            Ok(link) => text.push_str(&format!(" dev {}", link.name)),
-            Err(_) => text.push_str(&format!(" dev #{oif}")),
-        }
-    }
-    text.push_str(&format!(" proto {}", protocol_name(route.protocol)));
-    text
+    let dev = match route.oif {
+        Some(oif) => net.link_by_index(oif).await.ok().map(|l| l.name),
+        None => None,
+    };
+    route.describe(dev.as_deref())
 }
 
 #[cfg(test)]

@@ -100,6 +100,22 @@ impl Route {
     pub fn is_overlays(&self) -> bool {
         self.protocol == RTPROT_OVERLAY
     }
+
+    /// The route as `ip route` shows it, with the name `dev` of its output
+    /// interface: "10.1.0.0/16 via 192.168.56.1 dev eth1 proto static".
+    pub fn describe(&self, dev: Option<&str>) -> String {
+        let mut text = self.dst.to_string();
+        if let Some(gw) = self.gateway {
+            text.push_str(&format!(" via {gw}"));
+        }
+        match (dev, self.oif) {
+            (Some(name), _) => text.push_str(&format!(" dev {name}")),
+            (None, Some(oif)) => text.push_str(&format!(" dev #{oif}")),
+            (None, None) => {}
+        }
+        text.push_str(&format!(" proto {}", protocol_name(self.protocol)));
+        text
+    }
 }
 
 /// A route protocol's name as `ip route` shows it ("kernel", "static", "79").

@@ -184,18 +184,27 @@ impl KernelDataplane {
                 self.entries().add_fdb(*mac, *dst).await?;
             }
         }
+        // A foreign route in the way is reported once the rest is in order.
+        let mut refused = None;
         let routes = self.entries().our_routes().await?;
         for (subnet, p) in &self.peers {
             if !routes
                 .iter()
-                .any(|(net, gw, _)| net == subnet && *gw == Some(p.gateway))
+                .any(|(r, _)| r.dst == *subnet && r.gateway == Some(p.gateway))
             {
-                self.entries().add_route(*subnet, p.gateway).await?;
+                match self.entries().add_route(*subnet, p.gateway).await {
+                    Err(e @ DataplaneError::ForeignRoute { .. }) => refused = refused.or(Some(e)),
+                    other => other?,
+                }
             }
         }
-        for (net, gw, msg) in routes {
-            let ours = self.peers.get(&net).is_some_and(|p| gw == Some(p.gateway));
-            if !ours && msg.header.protocol != netlink_packet_route::route::RouteProtocol::Kernel {
+        for (route, msg) in routes {
+            let net = route.dst;
+            let ours = self
+                .peers
+                .get(&net)
+                .is_some_and(|p| route.gateway == Some(p.gateway));
+            if !ours {
                 log::info!("removing stale route {net} dev {}", self.dev.name);
                 if let Err(e) = self.handle.route().del(msg).execute().await {
                     if !is_missing(&e) {
@@ -221,7 +230,7 @@ impl KernelDataplane {
                 self.entries().del_neighbour(*ip).await?;
             }
         }
-        Ok(())
+        refused.map_or(Ok(()), Err)
     }
 
     /// Updates the cached counters from the device's link statistics.
@@ -250,6 +259,8 @@ impl KernelDataplane {
     /// Neighbour entry, FDB entry and route for `peer`.
     async fn install_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError> {
         let new = Installed::of(peer, self.dev.vni);
+        // A foreign route to the subnet stays, and the peer is refused before anything changes.
+        self.entries().check_no_foreign_route(peer.subnet).await?;
         // Neighbour, FDB entry, route: by the time the route sends a packet
         // into the device, the kernel knows where to send it.
         self.entries()
@@ -274,7 +285,7 @@ impl KernelDataplane {
     /// Removes what [`KernelDataplane::install_peer`] made for `subnet`.
     async fn remove_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
         let Some(old) = self.peers.get(&subnet).copied() else {
-            // Not ours (e.g. left by an earlier run): remove the route anyway.
+            // Not a peer now (e.g. left by an earlier run): remove our route anyway.
             self.entries().del_route(subnet).await?;
             return Ok(());
         };
