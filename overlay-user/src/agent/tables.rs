@@ -413,6 +413,15 @@ impl Agent {
         if let Err(e) = self.dataplane.refresh().await {
             self.note_tick_error(format!("dataplane refresh: {e}"));
         }
+        // The dataplane follows a new underlay address by itself; so do the checks and status.
+        if self.cfg.underlay_ip.is_none() {
+            if let Ok(ip) = resolve_underlay_ip(&self.cfg, &*self.net).await {
+                if ip != self.underlay_ip {
+                    log::info!("underlay address {} -> {ip}", self.underlay_ip);
+                    self.underlay_ip = ip;
+                }
+            }
+        }
     }
 
     /// Logs `message` as a warning unless it is the last one logged, so a

@@ -328,6 +328,17 @@ pub async fn ipv4_addrs(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8
     Ok(out)
 }
 
+/// The address a host uses on link `index` as its underlay address: the
+/// first IPv4 address that is neither loopback nor unspecified; `None` when
+/// the link has none.
+pub async fn usable_ipv4(handle: &Handle, index: u32) -> Result<Option<Ipv4Addr>, SysError> {
+    Ok(ipv4_addrs(handle, index)
+        .await?
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .find(|ip| !ip.is_loopback() && !ip.is_unspecified()))
+}
+
 fn neighbour_mac(msg: &NeighbourMessage) -> Option<[u8; 6]> {
     msg.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::LinkLocalAddress(bytes) => mac6(bytes),
@@ -480,16 +491,20 @@ impl Netlink for RtNetlink {
     }
 }
 
-/// A stream that yields whenever a link or a neighbour entry changes on this
-/// host (RTMGRP_LINK | RTMGRP_NEIGH): new container veths, ARP entries of
-/// containers, next hops on the underlay. overlayd reacts to it at once
-/// instead of waiting for its next one-second tick.
+/// A stream that yields whenever a link, an IPv4 address or a neighbour
+/// entry changes on this host (RTMGRP_LINK | RTMGRP_IPV4_IFADDR |
+/// RTMGRP_NEIGH): new container veths, the underlay or the bridge deleted,
+/// re-created or re-addressed, ARP entries of containers, next hops on the
+/// underlay. overlayd reacts to it at once instead of waiting for its next
+/// one-second tick.
 pub fn change_events() -> Result<futures::channel::mpsc::UnboundedReceiver<()>, SysError> {
     use futures::StreamExt as _;
     use netlink_sys::AsyncSocket as _;
     let (mut conn, _handle, mut messages) =
         rtnetlink::new_connection().map_err(SysError::Connect)?;
-    let groups = rtnetlink::constants::RTMGRP_LINK | rtnetlink::constants::RTMGRP_NEIGH;
+    let groups = rtnetlink::constants::RTMGRP_LINK
+        | rtnetlink::constants::RTMGRP_IPV4_IFADDR
+        | rtnetlink::constants::RTMGRP_NEIGH;
     conn.socket_mut()
         .socket_mut()
         .bind(&netlink_sys::SocketAddr::new(0, groups))
@@ -591,6 +606,7 @@ mod tests {
             .any(|l| l.index == lo.index));
         let addrs = ipv4_addrs(&handle, lo.index).await.unwrap();
         assert!(addrs.contains(&(Ipv4Addr::LOCALHOST, 8)), "{addrs:?}");
+        assert_eq!(usable_ipv4(&handle, lo.index).await.unwrap(), None);
         let e = link_by_name(&handle, "nosuchif0").await.unwrap_err();
         assert_eq!(e.to_string(), "no interface named nosuchif0");
         let e = link_by_index(&handle, 999_999).await.unwrap_err();

@@ -6,6 +6,7 @@
 //! `encap = "device"`. Must not touch: the kernel dataplane's devices and
 //! routes, and anything above the dataplane.
 
+mod follow;
 pub mod loader;
 pub mod maps;
 
@@ -13,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use aya::{programs::XdpMode as AyaXdpMode, Ebpf};
+use aya::Ebpf;
 use ipnet::Ipv4Net;
 use overlay_common::{
     programs, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_VALIDATES,
@@ -37,6 +38,8 @@ const PORT_PREFIX: &str = "port-";
 
 /// The BPF implementation of [`Dataplane`].
 pub struct BpfDataplane {
+    /// The configuration it was started with (interface names, XDP mode).
+    cfg: Config,
     ebpf: Ebpf,
     maps: Maps,
     links: Links,
@@ -133,6 +136,7 @@ impl BpfDataplane {
         maps.set_config(&bpf_cfg)?;
 
         let mut dp = Self {
+            cfg: cfg.clone(),
             ebpf,
             maps,
             links: Links::new(&cfg.pin_dir),
@@ -160,24 +164,10 @@ impl BpfDataplane {
 
     async fn attach_all(&mut self, cfg: &Config) -> Result<(), DataplaneError> {
         // XDP first, so that tc may rely on its checks from the first frame.
-        match cfg.xdp {
-            XdpMode::Off => self.links.detach(LINK_XDP),
-            XdpMode::Generic | XdpMode::Native => {
-                let mode = if cfg.xdp == XdpMode::Native {
-                    AyaXdpMode::Driver
-                } else {
-                    AyaXdpMode::Skb
-                };
-                self.links
-                    .attach_xdp(&mut self.ebpf, &cfg.underlay_interface, mode, LINK_XDP)?;
-            }
+        if cfg.xdp == XdpMode::Off {
+            self.links.detach(LINK_XDP);
         }
-        self.links.attach_tc(
-            &mut self.ebpf,
-            programs::FROM_UNDERLAY,
-            &cfg.underlay_interface,
-            LINK_UNDERLAY,
-        )?;
+        self.attach_underlay()?;
         match cfg.attach {
             AttachPoint::Bridge => {
                 self.links.attach_tc(
@@ -206,7 +196,13 @@ impl BpfDataplane {
         if self.attach != AttachPoint::Veth {
             return Ok(());
         }
-        let ports = netlink::bridge_ports(&self.handle, self.bridge_index)
+        // While the bridge is away (being re-created), the ports keep their programs.
+        let bridge = match netlink::link_by_name(&self.handle, &self.cfg.bridge).await {
+            Ok(bridge) => bridge,
+            Err(SysError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(DataplaneError::Netlink(e.to_string())),
+        };
+        let ports = netlink::bridge_ports(&self.handle, bridge.index)
             .await
             .map_err(|e| DataplaneError::Netlink(e.to_string()))?;
         let now: BTreeMap<u32, String> = ports.into_iter().map(|l| (l.index, l.name)).collect();
@@ -368,6 +364,8 @@ impl Dataplane for BpfDataplane {
     }
 
     async fn refresh(&mut self) -> Result<(), DataplaneError> {
+        // The underlay and the bridge by name first: the rest uses their ifindexes.
+        let followed = self.follow_links().await;
         self.sync_ports().await?;
         if self.attach == AttachPoint::Veth {
             for (ip, v) in self.maps.endpoints()? {
@@ -381,22 +379,8 @@ impl Dataplane for BpfDataplane {
             }
         }
         let macs = self.neighbour_macs().await;
-        let cfg = self.maps.config()?;
-        let mut changed = Vec::new();
-        for (net, v) in &self.peers {
-            let mac = macs
-                .get(&Ipv4Addr::from(v.underlay_ip))
-                .copied()
-                .unwrap_or([0; 6]);
-            if mac != v.nexthop_mac {
-                changed.push((*net, PeerValue::new(&cfg, v.underlay_ip, mac, v.vtep_mac)));
-            }
-        }
-        for (net, v) in changed {
-            self.maps.add_peer(net, &v)?;
-            self.peers.insert(net, v);
-        }
-        Ok(())
+        self.rebuild_peers(&macs)?;
+        followed
     }
 
     async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {

@@ -7,6 +7,7 @@ use crate::dataplane::DataplaneError;
 pub(crate) fn netlink_failure(e: DataplaneError) -> DataplaneError {
     match e {
         e @ (DataplaneError::Netlink(_)
+        | DataplaneError::Interface { .. }
         | DataplaneError::ForeignRoute { .. }
         | DataplaneError::ForeignDevice { .. }) => e,
         e => DataplaneError::Netlink(e.to_string()),

@@ -18,15 +18,21 @@
 //! Everything of ours hangs off the device: deleting it removes the routes,
 //! neighbour and FDB entries with it.
 //!
+//! The device is bound to the underlay interface, so the kernel deletes it
+//! with that interface; the refresh follows the underlay by name
+//! (`underlay`): it re-creates the device on the new interface, with the
+//! new address, and adds its entries again.
+//!
 //! Owns: the device ([`device`]), the per-peer entries ([`entries`]), the
-//! firewall rules the device needs ([`firewall`]) and how netlink answers
-//! are read ([`error`]). Must not touch: BPF (pins, programs, maps) and anything
+//! firewall rules the device needs ([`firewall`]), following the underlay,
+//! and how netlink answers are read ([`error`]). Must not touch: BPF (pins, programs, maps) and anything
 //! above the dataplane.
 
 pub mod device;
 pub mod entries;
 pub mod error;
 pub mod firewall;
+mod underlay;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -75,6 +81,11 @@ impl Installed {
 /// The kernel implementation of [`Dataplane`].
 pub struct KernelDataplane {
     handle: Handle,
+    /// The underlay interface's name, followed by the refresh.
+    underlay: String,
+    /// `underlay_ip` of the config: when set, the device's local address
+    /// does not follow the underlay's.
+    pinned_ip: Option<Ipv4Addr>,
     dev: DeviceSpec,
     /// The device's ifindex now.
     index: u32,
@@ -126,6 +137,8 @@ impl KernelDataplane {
         let index = ensure_device(&handle, &dev).await?;
         let mut dp = KernelDataplane {
             handle,
+            underlay: cfg.underlay_interface.clone(),
+            pinned_ip: cfg.underlay_ip,
             dev,
             index,
             peers: BTreeMap::new(),
@@ -307,13 +320,27 @@ impl KernelDataplane {
         Ok(())
     }
 
-    /// Re-creates a vanished device and makes its entries match the peers.
+    /// Follows the underlay (re-created, new address, new MTU), re-creates
+    /// a vanished device and makes its entries match the peers.
     async fn resync(&mut self) -> Result<(), DataplaneError> {
-        // The device may have been deleted or recreated behind our back.
+        let wanted = self.wanted_device().await?;
+        // The device may have been deleted (with the underlay) or replaced behind our back.
         let index = link_message(&self.handle, &self.dev.name)
             .await?
             .map(|m| m.header.index);
-        if index != Some(self.index) {
+        if wanted != self.dev {
+            log::info!(
+                "underlay {} changed (ifindex {}, address {}, mtu {}); updating {} with {} peers",
+                self.underlay,
+                wanted.underlay_index,
+                wanted.local_ip,
+                wanted.mtu + VXLAN_OVERHEAD,
+                self.dev.name,
+                self.peers.len()
+            );
+            self.dev = wanted;
+            self.index = ensure_device(&self.handle, &self.dev).await?;
+        } else if index != Some(self.index) {
             log::warn!(
                 "{} {}; recreating it with {} peers",
                 self.dev.name,
