@@ -23,6 +23,7 @@ use overlay_common::{
 use loader::Links;
 use maps::Maps;
 
+use crate::dataplane::kernel::firewall::Firewall;
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::model::config::{AttachPoint, Config, EncapMode, XdpMode};
 use crate::model::endpoint::EndpointSpec;
@@ -55,6 +56,9 @@ pub struct BpfDataplane {
     /// Endpoints the agent added; others in the map were learned by the
     /// from-container program and are forgotten when their port goes.
     endpoints: BTreeSet<Ipv4Addr>,
+    /// With `encap = "device"`, whose VXLAN device listens on the port:
+    /// VXLAN accepted only from the peers.
+    firewall: Option<Firewall>,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -148,6 +152,7 @@ impl BpfDataplane {
             ports: BTreeMap::new(),
             peers: BTreeMap::new(),
             endpoints: BTreeSet::new(),
+            firewall: None,
             _logger: logger,
         };
         if let Err(e) = dp.attach_all(cfg).await {
@@ -158,6 +163,10 @@ impl BpfDataplane {
         // peer table in step so peer hosts and MAC refresh stay right.
         for (net, v) in dp.maps.peers()? {
             dp.peers.insert(net, v);
+        }
+        if cfg.encap == EncapMode::Device {
+            dp.firewall = Some(Firewall::new(None, cfg.vxlan_port));
+            dp.sync_filter().await;
         }
         Ok(dp)
     }
@@ -238,6 +247,21 @@ impl BpfDataplane {
         self.ports.insert(index, name.to_string());
         log::info!("from-container program attached to {name} (ifindex {index})");
         Ok(())
+    }
+
+    /// With `encap = "device"`, makes the VXLAN filter accept the peer hosts
+    /// now; a failure is logged (the keeper retries).
+    async fn sync_filter(&self) {
+        if let Some(fw) = &self.firewall {
+            let hosts = self
+                .peers
+                .values()
+                .map(|p| Ipv4Addr::from(p.underlay_ip))
+                .collect();
+            if let Err(e) = fw.set_peers(hosts).await {
+                log::warn!("firewall: {e}");
+            }
+        }
     }
 
     fn sync_peer_hosts(&mut self, touched: &[Ipv4Addr]) -> Result<(), DataplaneError> {
@@ -327,7 +351,9 @@ impl Dataplane for BpfDataplane {
             touched.push(Ipv4Addr::from(old.underlay_ip));
         }
         self.sync_peer_hosts(&touched)?;
-        self.maps.add_peer(peer.subnet, &value)
+        self.maps.add_peer(peer.subnet, &value)?;
+        self.sync_filter().await;
+        Ok(())
     }
 
     async fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
@@ -335,6 +361,7 @@ impl Dataplane for BpfDataplane {
         if let Some(old) = self.peers.remove(&subnet) {
             self.sync_peer_hosts(&[Ipv4Addr::from(old.underlay_ip)])?;
         }
+        self.sync_filter().await;
         Ok(())
     }
 
@@ -364,6 +391,9 @@ impl Dataplane for BpfDataplane {
     }
 
     async fn refresh(&mut self) -> Result<(), DataplaneError> {
+        if let Some(fw) = &mut self.firewall {
+            fw.keep();
+        }
         // The underlay and the bridge by name first: the rest uses their ifindexes.
         let followed = self.follow_links().await;
         self.sync_ports().await?;
@@ -388,6 +418,9 @@ impl Dataplane for BpfDataplane {
             self.remove_everything_and_device().await.map_err(|e| {
                 DataplaneError::Other(format!("removing {}: {e}", self.pin_dir.display()))
             })?;
+            if let Some(fw) = &mut self.firewall {
+                fw.remove().await?;
+            }
         }
         Ok(())
     }

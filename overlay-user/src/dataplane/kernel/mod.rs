@@ -47,6 +47,7 @@ use crate::dataplane::kernel::device::{
 };
 use crate::dataplane::kernel::entries::{fdb_entries, Entries};
 use crate::dataplane::kernel::error::{is_missing, netlink_failure, request};
+use crate::dataplane::kernel::firewall::Firewall;
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::model::config::Config;
 use crate::model::endpoint::EndpointSpec;
@@ -92,6 +93,8 @@ pub struct KernelDataplane {
     peers: BTreeMap<Ipv4Net, Installed>,
     /// Device counters as of the last [`Dataplane::refresh`] (or change).
     stats: Stats,
+    /// FORWARD rules for the device, and VXLAN accepted only from the peers.
+    firewall: Firewall,
 }
 
 impl KernelDataplane {
@@ -135,6 +138,12 @@ impl KernelDataplane {
         // Devices of ours for another VNI are left from an earlier configuration.
         remove_devices(&handle, Some(&dev.name)).await?;
         let index = ensure_device(&handle, &dev).await?;
+        let firewall = Firewall::new(Some(dev.name.clone()), cfg.vxlan_port);
+        match firewall.install().await {
+            Ok(0) => {}
+            Ok(n) => log::info!("firewall: {n} rule(s) added for {}", dev.name),
+            Err(e) => log::warn!("firewall: {e}"),
+        }
         let mut dp = KernelDataplane {
             handle,
             underlay: cfg.underlay_interface.clone(),
@@ -143,6 +152,7 @@ impl KernelDataplane {
             index,
             peers: BTreeMap::new(),
             stats: Stats::default(),
+            firewall,
         };
         dp.read_stats().await;
         Ok(dp)
@@ -159,6 +169,15 @@ impl KernelDataplane {
             handle: &self.handle,
             index: self.index,
             dev: &self.dev.name,
+        }
+    }
+
+    /// Makes the VXLAN filter accept the peer hosts now; a failure is
+    /// logged (the keeper retries), the peers' entries stay.
+    async fn sync_filter(&self) {
+        let hosts = self.peers.values().map(|p| p.underlay_ip).collect();
+        if let Err(e) = self.firewall.set_peers(hosts).await {
+            log::warn!("firewall: {e}");
         }
     }
 
@@ -375,11 +394,15 @@ impl Dataplane for KernelDataplane {
     }
 
     async fn add_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError> {
-        self.install_peer(peer).await.map_err(netlink_failure)
+        self.install_peer(peer).await.map_err(netlink_failure)?;
+        self.sync_filter().await;
+        Ok(())
     }
 
     async fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
-        self.remove_peer(subnet).await.map_err(netlink_failure)
+        self.remove_peer(subnet).await.map_err(netlink_failure)?;
+        self.sync_filter().await;
+        Ok(())
     }
 
     async fn add_endpoint(&mut self, _ep: &EndpointSpec) -> Result<(), DataplaneError> {
@@ -396,11 +419,18 @@ impl Dataplane for KernelDataplane {
     }
 
     async fn refresh(&mut self) -> Result<(), DataplaneError> {
+        // The agent has re-added its peers by the first refresh: from now on
+        // the filter accepts no other host.
+        self.firewall.keep();
         self.resync().await.map_err(netlink_failure)
     }
 
     async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
-        self.remove_all(cleanup).await.map_err(netlink_failure)
+        self.remove_all(cleanup).await.map_err(netlink_failure)?;
+        if cleanup {
+            self.firewall.remove().await?;
+        }
+        Ok(())
     }
 }
 
