@@ -2,7 +2,8 @@
 //! did not make. overlay's routes carry `proto 79` and its devices the alias
 //! `overlay`; a foreign route to a peer subnet survives (peer add is
 //! refused, the refresh reports it instead of overwriting it, peer del
-//! leaves it) and a foreign `ovl.42` or `ovl.7` device is never deleted.
+//! leaves it) and a foreign `ovl.42`, `ovl.7` or `ovl.md` device is never
+//! deleted.
 
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,8 @@ fn foreign_devices_are_never_deleted() {
             "link", "add", "ovl.7", "type", "vxlan", "id", "7", "dstport", "4790", "learning",
         ],
     );
+    // And a bridge called like the eBPF mode's collect-metadata device.
+    ipn(&h1, &["link", "add", "ovl.md", "type", "bridge"]);
     let kernel_cleanup = AgentOptions {
         args: vec!["--cleanup".into()],
         ..kernel.clone()
@@ -95,6 +98,7 @@ fn foreign_devices_are_never_deleted() {
         "eBPF removes kernel mode's device"
     );
     assert_eq!(link_kind(&h1, "ovl.7").as_deref(), Some("vxlan"));
+    assert_eq!(link_kind(&h1, "ovl.md").as_deref(), Some("bridge"));
     drop(a);
 }
 

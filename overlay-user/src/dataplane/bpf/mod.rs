@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use aya::Ebpf;
 use ipnet::Ipv4Net;
+use netlink_packet_route::link::{InfoVxlan, LinkAttribute, LinkMessage};
 use overlay_common::{
     programs, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_VALIDATES,
 };
@@ -23,6 +24,7 @@ use overlay_common::{
 use loader::Links;
 use maps::Maps;
 
+use crate::dataplane::kernel::device;
 use crate::dataplane::kernel::firewall::Firewall;
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::model::config::{AttachPoint, Config, EncapMode, XdpMode};
@@ -430,7 +432,9 @@ impl Dataplane for BpfDataplane {
 pub const ENCAP_DEVICE: &str = "ovl.md";
 
 /// (Re)creates the collect-metadata VXLAN device on the configured port,
-/// MTU 50 under the underlay's, up; returns its ifindex.
+/// MTU 50 under the underlay's, marked with the alias `overlay`, up;
+/// returns its ifindex. A device of that name that overlay did not make is
+/// refused ([`DataplaneError::ForeignDevice`]) and left.
 async fn ensure_encap_device(
     handle: &rtnetlink::Handle,
     cfg: &Config,
@@ -443,6 +447,14 @@ async fn ensure_encap_device(
     remove_encap_device()
         .await
         .map_err(|e| fail(e.to_string()))?;
+    if let Some(msg) = device::link_message(handle, ENCAP_DEVICE).await? {
+        if let Some(what) = foreign_encap_device(&msg) {
+            return Err(DataplaneError::ForeignDevice {
+                name: ENCAP_DEVICE.into(),
+                what,
+            });
+        }
+    }
     handle
         .link()
         .add()
@@ -456,30 +468,51 @@ async fn ensure_encap_device(
     let link = netlink::link_by_name(handle, ENCAP_DEVICE)
         .await
         .map_err(|e| fail(e.to_string()))?;
-    handle
+    let mut req = handle
         .link()
         .set(link.index)
         .mtu(underlay_mtu.saturating_sub(overlay_common::VXLAN_OVERHEAD))
-        .up()
-        .execute()
+        .up();
+    req.message_mut()
+        .attributes
+        .push(LinkAttribute::IfAlias(device::DEVICE_ALIAS.into()));
+    req.execute()
         .await
         .map_err(|e| fail(format!("setting it up: {e}")))?;
     Ok(link.index)
 }
 
-/// Deletes the collect-metadata VXLAN device if it exists.
+/// What the device of link message `msg` (called [`ENCAP_DEVICE`]) is, if
+/// overlay did not make it: ours carry the alias `overlay`, or (made
+/// before the alias) are collect-metadata VXLAN devices.
+fn foreign_encap_device(msg: &LinkMessage) -> Option<String> {
+    match device::owner(msg, ENCAP_DEVICE) {
+        device::Owner::Foreign(what) => {
+            let collect_metadata = device::vxlan_settings(msg)
+                .is_some_and(|s| s.contains(&InfoVxlan::CollectMetadata(true)));
+            (!collect_metadata).then_some(what)
+        }
+        _ => None,
+    }
+}
+
+/// Deletes the collect-metadata VXLAN device if it exists and is ours; a
+/// foreign device of that name stays.
 pub async fn remove_encap_device() -> Result<(), DataplaneError> {
     let handle = netlink::connect().map_err(|e| DataplaneError::Netlink(e.to_string()))?;
-    match netlink::link_by_name(&handle, ENCAP_DEVICE).await {
-        Ok(link) => handle
-            .link()
-            .del(link.index)
-            .execute()
-            .await
-            .map_err(|e| DataplaneError::Netlink(format!("deleting {ENCAP_DEVICE}: {e}"))),
-        Err(SysError::NotFound(_)) => Ok(()),
-        Err(e) => Err(DataplaneError::Netlink(e.to_string())),
+    let Some(msg) = device::link_message(&handle, ENCAP_DEVICE).await? else {
+        return Ok(());
+    };
+    if let Some(what) = foreign_encap_device(&msg) {
+        log::info!("leaving {ENCAP_DEVICE} alone: {what}");
+        return Ok(());
     }
+    handle
+        .link()
+        .del(msg.header.index)
+        .execute()
+        .await
+        .map_err(|e| DataplaneError::Netlink(format!("deleting {ENCAP_DEVICE}: {e}")))
 }
 
 /// Unused ports of the past stay out of the way: exposed for tests.
