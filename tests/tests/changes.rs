@@ -219,6 +219,10 @@ fn changes(mode: Mode) {
         .ctl_ok(&["peer", "add", &h1.subnet, new_ip])
         .unwrap();
     back_within_1s(&c, "underlay address changed");
+    // The agent follows too: status, and the own-address check of peers.
+    c.agent(1)
+        .wait_status(Duration::from_secs(1), |s| s["underlay_ip"] == new_ip)
+        .unwrap();
 
     assert_eq!(c.agent(1).proc.pid(), pid, "no restart");
     assert!(c.agent(1).proc.is_running());

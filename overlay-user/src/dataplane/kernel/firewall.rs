@@ -158,18 +158,21 @@ fn chain_rules(ipt: &iptables::IPTables, chain: &str) -> Result<Vec<String>, Dat
 
 /// Makes [`VXLAN_CHAIN`] accept exactly `peers` (with `prune`; without it,
 /// hosts an earlier run accepted stay until the agent has re-added its
-/// peers) and drop the rest, and hooks it into INPUT for `port` (only).
-/// The DROP rule and its counter stay in place. Returns how many rules changed.
+/// peers) and drop the rest; with `hook`, also makes sure the chain exists
+/// and INPUT sends UDP to `port` (only) through it. The DROP rule and its
+/// counter stay in place. Returns how many rules changed.
 fn sync_vxlan(
     ipt: &iptables::IPTables,
     port: u16,
     peers: &BTreeSet<Ipv4Addr>,
     prune: bool,
+    hook: bool,
 ) -> Result<usize, DataplaneError> {
     let mut changed = 0;
-    if !ipt
-        .chain_exists("filter", VXLAN_CHAIN)
-        .map_err(ipt_err(format!("-L {VXLAN_CHAIN}")))?
+    if hook
+        && !ipt
+            .chain_exists("filter", VXLAN_CHAIN)
+            .map_err(ipt_err(format!("-L {VXLAN_CHAIN}")))?
     {
         ipt.new_chain("filter", VXLAN_CHAIN)
             .map_err(ipt_err(format!("-N {VXLAN_CHAIN}")))?;
@@ -202,6 +205,9 @@ fn sync_vxlan(
                     .map_err(ipt_err(format!("-D {VXLAN_CHAIN} {DROP}")))?;
             }
         }
+    }
+    if !hook {
+        return Ok(changed);
     }
     // The hook last, so the chain is complete before it sees a packet.
     let hook = vxlan_hook(port);
@@ -266,22 +272,30 @@ struct Wanted {
     /// The peer hosts, and whether hosts that are not peers are removed
     /// from the filter yet (only once the agent has re-added its peers).
     peers: Mutex<(BTreeSet<Ipv4Addr>, bool)>,
-    /// Held while iptables runs, so that two syncs never interleave.
-    busy: Mutex<()>,
+    /// Held while iptables runs, so that two syncs never interleave; with
+    /// the command, found once.
+    busy: Mutex<Option<iptables::IPTables>>,
 }
 
 impl Wanted {
-    /// Brings every rule in line; returns how many changed.
-    fn sync(&self) -> Result<usize, DataplaneError> {
-        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+    /// Brings every rule in line (`all`), or only the peers in the VXLAN
+    /// filter's chain; returns how many rules changed.
+    fn sync(&self, all: bool) -> Result<usize, DataplaneError> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         let (peers, prune) = self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let ipt = iptables()?;
+        let ipt = match busy.take() {
+            Some(ipt) => ipt,
+            None => iptables()?,
+        };
         let mut changed = 0;
-        if let Some(dev) = &self.device {
-            changed += ensure_forward(&ipt, dev)?;
+        if all {
+            if let Some(dev) = &self.device {
+                changed += ensure_forward(&ipt, dev)?;
+            }
         }
-        changed += sync_vxlan(&ipt, self.port, &peers, prune)?;
-        Ok(changed)
+        let result = sync_vxlan(&ipt, self.port, &peers, prune, all);
+        *busy = Some(ipt);
+        Ok(changed + result?)
     }
 }
 
@@ -301,7 +315,7 @@ impl Firewall {
                 device,
                 port,
                 peers: Mutex::new((BTreeSet::new(), false)),
-                busy: Mutex::new(()),
+                busy: Mutex::new(None),
             }),
             keeper: None,
         }
@@ -311,19 +325,22 @@ impl Firewall {
     /// accepted until [`Firewall::keep`]. Returns how many rules changed.
     pub async fn install(&self) -> Result<usize, DataplaneError> {
         let wanted = self.wanted.clone();
-        blocking(move || wanted.sync()).await
+        blocking(move || wanted.sync(true)).await
     }
 
     /// The peer hosts are now `peers`: the filter accepts VXLAN from them
     /// (and, once [`Firewall::keep`] was called, from no other host) when
-    /// this returns.
+    /// this returns. Runs iptables only when the set of hosts changed.
     pub async fn set_peers(&self, peers: BTreeSet<Ipv4Addr>) -> Result<usize, DataplaneError> {
-        self.wanted
-            .peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0 = peers;
-        self.install().await
+        {
+            let mut wanted = self.wanted.peers.lock().unwrap_or_else(|e| e.into_inner());
+            if wanted.0 == peers {
+                return Ok(0);
+            }
+            wanted.0 = peers;
+        }
+        let wanted = self.wanted.clone();
+        blocking(move || wanted.sync(false)).await
     }
 
     /// From now on (the agent has re-added its peers) accept no host but the
@@ -380,7 +397,7 @@ async fn keeper(wanted: Arc<Wanted>) {
     let mut last: Option<Result<(), String>> = None;
     loop {
         let w = wanted.clone();
-        let outcome = match blocking(move || w.sync()).await {
+        let outcome = match blocking(move || w.sync(true)).await {
             Ok(n) => {
                 if n > 0 {
                     log::info!("firewall: {n} rule(s) changed so that {what}");
