@@ -20,7 +20,8 @@ use crate::model::status::{Mode, Stats};
 use crate::sys::bridge::fixtures::snapshot;
 use crate::sys::bridge::Snapshot;
 use crate::sys::error::SysError;
-use crate::sys::netlink::{FdbEntry, Link, Neighbour, Netlink, Route};
+use crate::sys::netlink::{FdbEntry, Link, Neighbour, Netlink};
+use crate::sys::routes::Route;
 
 /// A dataplane call, as recorded by [`FakeDataplane`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,7 +20,8 @@ use rtnetlink::Handle;
 use crate::dataplane::kernel::error::{is_missing, request};
 use crate::dataplane::DataplaneError;
 use crate::model::validation::format_mac;
-use crate::sys::netlink::{self, Route, RTPROT_OVERLAY};
+use crate::sys::netlink;
+use crate::sys::routes::{self, Route, RTPROT_OVERLAY};
 
 /// The entries on one device.
 pub struct Entries<'a> {
@@ -180,7 +181,7 @@ impl Entries<'_> {
 
 /// The IPv4 routes of the main table.
 pub async fn main_routes(handle: &Handle) -> Result<Vec<(Route, RouteMessage)>, DataplaneError> {
-    netlink::route_messages(handle)
+    routes::route_messages(handle)
         .await
         .map_err(|e| DataplaneError::Netlink(e.to_string()))
 }
