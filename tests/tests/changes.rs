@@ -1,11 +1,13 @@
 //! Changes while running (issue 10): the underlay flapping, its address
 //! changing, the underlay and the bridge deleted and re-created, a peer's
 //! next-hop MAC changing. After each, traffic between the containers is back
-//! within 1 s of the link being usable, with no restart of overlayd.
+//! within 1 s of the link being usable, with no restart of overlayd: with
+//! the eBPF dataplane (tc alone, and with XDP in front) and with the kernel's
+//! VXLAN device (which the kernel deletes with the underlay).
 
 use std::time::{Duration, Instant};
 
-use overlay_lab::{exec_ok, first_reply, need_root_or_skip, LabSpec};
+use overlay_lab::{exec_ok, first_reply, need_root_or_skip, AgentOptions, LabSpec};
 use overlay_tests::{cluster, Cluster};
 
 fn ipn(ns: &str, args: &[&str]) {
@@ -45,20 +47,57 @@ fn back_within_1s(c: &Cluster, what: &str) -> Duration {
 }
 
 #[test]
-fn traffic_comes_back_after_changes_without_a_restart() {
+fn ebpf_follows_changes_without_a_restart() {
+    changes(Mode::Ebpf);
+}
+
+#[test]
+fn ebpf_with_xdp_follows_changes_without_a_restart() {
+    changes(Mode::EbpfXdp);
+}
+
+#[test]
+fn kernel_follows_changes_without_a_restart() {
+    changes(Mode::Kernel);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Ebpf,
+    EbpfXdp,
+    Kernel,
+}
+
+/// What `ip -d link show eth1` says about XDP on host 1.
+fn xdp_on_eth1(ns: &str) -> bool {
+    exec_ok(ns, &["ip", "-d", "link", "show", "dev", "eth1"])
+        .unwrap()
+        .contains("xdpgeneric")
+}
+
+fn changes(mode: Mode) {
     if !need_root_or_skip() {
         return;
     }
+    let opts = AgentOptions {
+        xdp: (mode == Mode::EbpfXdp).then(|| "generic".to_string()),
+        ..Default::default()
+    };
     let c = cluster(
         LabSpec {
             hosts: 2,
             containers_per_host: 1,
             ..Default::default()
         },
-        "ebpf",
-        Default::default(),
+        if mode == Mode::Kernel {
+            "kernel"
+        } else {
+            "ebpf"
+        },
+        opts,
     )
     .unwrap();
+    eprintln!("--- {mode:?}");
     let h1 = c.lab.host(1).clone();
     let h2 = c.lab.host(2).clone();
     let ul = c.lab.underlay_ns().to_string();
@@ -133,6 +172,11 @@ fn traffic_comes_back_after_changes_without_a_restart() {
     );
     ipn(&h1.ns, &["link", "set", "eth1", "up"]);
     back_within_1s(&c, "underlay re-created");
+    assert_eq!(
+        xdp_on_eth1(&h1.ns),
+        mode == Mode::EbpfXdp,
+        "XDP on the new eth1"
+    );
 
     // 4. The peer's next-hop MAC changes (host 2's eth1 gets a new MAC and
     //    announces it, as a replaced NIC would).
@@ -175,6 +219,10 @@ fn traffic_comes_back_after_changes_without_a_restart() {
         .ctl_ok(&["peer", "add", &h1.subnet, new_ip])
         .unwrap();
     back_within_1s(&c, "underlay address changed");
+    // The agent follows too: status, and the own-address check of peers.
+    c.agent(1)
+        .wait_status(Duration::from_secs(1), |s| s["underlay_ip"] == new_ip)
+        .unwrap();
 
     assert_eq!(c.agent(1).proc.pid(), pid, "no restart");
     assert!(c.agent(1).proc.is_running());

@@ -3,10 +3,12 @@
 tests. Runs inside a lab namespace (ip netns exec); sends only to the
 addresses it is given, which the tests take from their own lab.
 
-  forge.py vxlan TO PORT VNI INNER_SRC INNER_DST DPORT
+  forge.py vxlan TO PORT VNI INNER_SRC INNER_DST DPORT [INNER_DST_MAC]
       one UDP datagram to TO:PORT carrying VXLAN (VNI) + Ethernet + IPv4 +
       UDP (INNER_SRC -> INNER_DST:DPORT, payload b"forged"); the kernel
       writes the outer headers, so the outer source is this namespace's.
+      INNER_DST_MAC (default 02:42:c0:a8:00:01) matters to a kernel VXLAN
+      receiver, which takes only frames to its device's MAC.
   forge.py raw SRC DST DPORT
       one UDP datagram with a source address of our choice (IP_HDRINCL).
   forge.py listen PORT SECONDS
@@ -41,8 +43,9 @@ def main():
     cmd = sys.argv[1]
     if cmd == "vxlan":
         to, port, vni, isrc, idst, dport = sys.argv[2:8]
+        dmac = sys.argv[8] if len(sys.argv) > 8 else "02:42:c0:a8:00:01"
         inner = ipv4_udp(isrc, idst, int(dport), b"forged")
-        eth = bytes.fromhex("0242c0a80001") + bytes.fromhex("0242c0a80002") + b"\x08\x00"
+        eth = bytes.fromhex(dmac.replace(":", "")) + bytes.fromhex("0242c0a80002") + b"\x08\x00"
         vx = struct.pack("!II", 0x08000000, int(vni) << 8)
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.sendto(vx + eth + inner, (to, int(port)))

@@ -33,6 +33,24 @@ pub enum AgentError {
         /// The existing peer's underlay address.
         other_underlay: Ipv4Addr,
     },
+    /// The peer subnet overlaps a network of the underlay interface.
+    #[error("peer subnet {subnet} overlaps the underlay network {network} of {interface}; expected a subnet disjoint from the underlay's networks")]
+    PeerOverlapsUnderlay {
+        /// The rejected subnet.
+        subnet: Ipv4Net,
+        /// The underlay interface's network.
+        network: Ipv4Net,
+        /// The underlay interface.
+        interface: String,
+    },
+    /// The peer subnet overlaps a route of the main table that overlay did not make.
+    #[error("peer subnet {subnet} overlaps the route {route} in the main table, which overlay did not make; expected a subnet no other route covers (delete that route or choose another subnet)")]
+    PeerOverlapsRoute {
+        /// The rejected subnet.
+        subnet: Ipv4Net,
+        /// The route, as `ip route` shows it (e.g. "10.103.250.0/24 via 192.168.56.1 dev eth1 proto static").
+        route: String,
+    },
     /// The peer's underlay address is this host's own.
     #[error("{0} is this host's own underlay address; expected the peer host's address")]
     PeerIsSelf(Ipv4Addr),

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 
 use crate::agent::error::AgentError;
+use crate::agent::host_checks::check_peer_subnet_on_host;
 use crate::agent::state::{self, State, StoredEndpoint, StoredPeer};
 use crate::dataplane::Dataplane;
 use crate::model::change::Change;
@@ -24,7 +25,7 @@ use crate::model::network::{gateway_of, overlaps};
 use crate::model::peer::PeerSpec;
 use crate::model::source::Source;
 use crate::model::status::{Mode, Status};
-use crate::model::validation::{check_network, check_underlay_ip, format_mac, parse_vtep_mac};
+use crate::model::validation::{check_peer_subnet, check_underlay_ip, format_mac, parse_vtep_mac};
 use crate::sys::bridge::Snapshot;
 use crate::sys::netlink::Netlink;
 
@@ -213,7 +214,7 @@ impl Agent {
         vtep_mac: Option<[u8; 6]>,
         source: Source,
     ) -> Result<(), AgentError> {
-        check_network(subnet)?;
+        check_peer_subnet(subnet)?;
         if overlaps(subnet, self.cfg.subnet) {
             return Err(AgentError::PeerOverlapsOwn {
                 subnet,
@@ -235,6 +236,7 @@ impl Agent {
         if underlay_ip == self.underlay_ip {
             return Err(AgentError::PeerIsSelf(underlay_ip));
         }
+        check_peer_subnet_on_host(&*self.net, &self.cfg, subnet).await?;
         if let Some(mac) = vtep_mac {
             parse_vtep_mac(&format_mac(&mac))?;
         }
@@ -460,6 +462,15 @@ impl Agent {
     pub(super) async fn refresh(&mut self) {
         if let Err(e) = self.dataplane.refresh().await {
             self.note_tick_error(format!("dataplane refresh: {e}"));
+        }
+        // The dataplane follows a new underlay address by itself; so do the checks and status.
+        if self.cfg.underlay_ip.is_none() {
+            if let Ok(ip) = resolve_underlay_ip(&self.cfg, &*self.net).await {
+                if ip != self.underlay_ip {
+                    log::info!("underlay address {} -> {ip}", self.underlay_ip);
+                    self.underlay_ip = ip;
+                }
+            }
         }
     }
 

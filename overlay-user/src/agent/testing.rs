@@ -21,6 +21,7 @@ use crate::sys::bridge::fixtures::snapshot;
 use crate::sys::bridge::Snapshot;
 use crate::sys::error::SysError;
 use crate::sys::netlink::{FdbEntry, Link, Neighbour, Netlink};
+use crate::sys::routes::Route;
 
 /// A dataplane call, as recorded by [`FakeDataplane`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +107,8 @@ impl Dataplane for FakeDataplane {
 pub(crate) struct FakeNet {
     pub snap: Mutex<Snapshot>,
     pub addrs: Vec<(u32, Ipv4Addr, u8)>,
+    /// The main routing table.
+    pub routes: Mutex<Vec<Route>>,
 }
 
 #[async_trait::async_trait]
@@ -143,6 +146,9 @@ impl Netlink for FakeNet {
     async fn bridge_fdb(&self, _bridge_index: u32) -> Result<Vec<FdbEntry>, SysError> {
         Ok(self.snap.lock().unwrap().fdb.clone())
     }
+    async fn routes_v4(&self) -> Result<Vec<Route>, SysError> {
+        Ok(self.routes.lock().unwrap().clone())
+    }
 }
 
 pub(crate) fn test_config(state_dir: PathBuf) -> Config {
@@ -175,6 +181,7 @@ pub(crate) fn fake_net() -> Arc<FakeNet> {
     Arc::new(FakeNet {
         snap: Mutex::new(snapshot()),
         addrs: vec![(2, Ipv4Addr::new(192, 168, 56, 4), 24)],
+        routes: Mutex::default(),
     })
 }
 

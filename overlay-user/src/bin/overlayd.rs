@@ -18,10 +18,9 @@ use overlay_user::agent::handle::Core;
 use overlay_user::agent::tables::{resolve_underlay_ip, Agent};
 use overlay_user::agent::{lock, state};
 use overlay_user::dataplane::bpf::loader;
-use overlay_user::dataplane::kernel::{device::device_name, firewall};
 use overlay_user::dataplane::select;
 use overlay_user::model::config::{Config, DataplaneChoice};
-use overlay_user::model::status::{mode_name, Mode};
+use overlay_user::model::status::mode_name;
 use overlay_user::sources::api::{self, ApiSource};
 use overlay_user::sources::attach::Attacher;
 use overlay_user::sources::config::{self as config_file, ConfigFile};
@@ -227,11 +226,6 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
     let docker = Watcher::from_config(&cfg.docker, cfg.subnet)
         .context("netlink for the Docker watcher")?
         .map(|w| sources::spawn(Box::new(w), core.clone()));
-    // The kernel dataplane forwards through netfilter: keep FORWARD open for it.
-    let overlay_device = (mode == Mode::Kernel).then(|| device_name(cfg.vni));
-    let firewall = overlay_device
-        .clone()
-        .map(|dev| tokio::spawn(firewall::keep(dev)));
     println!("{ready}");
     log::info!("{ready}");
 
@@ -249,7 +243,7 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
 
     wait_for_signal(term, int).await;
 
-    for task in [Some(discovery), Some(server), docker, firewall]
+    for task in [Some(discovery), Some(server), docker]
         .into_iter()
         .flatten()
     {
@@ -266,11 +260,6 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
         }
     );
     core.shutdown(args.cleanup).await.context("shutdown")?;
-    if let (true, Some(dev)) = (args.cleanup, &overlay_device) {
-        if let Err(e) = firewall::remove(dev).await {
-            log::warn!("removing the firewall rules for {dev}: {e}");
-        }
-    }
     Ok(())
 }
 

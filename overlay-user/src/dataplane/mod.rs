@@ -129,6 +129,22 @@ pub enum DataplaneError {
         /// What went wrong.
         reason: String,
     },
+    /// A route to a peer subnet exists in the main table that overlay did
+    /// not make (kernel dataplane): it is left as it is.
+    #[error("route {route} in the main table was not made by overlay; refusing to replace it (delete that route, or the peer)")]
+    ForeignRoute {
+        /// The route, as `ip route` shows it.
+        route: String,
+    },
+    /// A device with the name of one of ours exists that overlay did not
+    /// make (kernel dataplane): it is neither changed nor deleted.
+    #[error("{name} exists and was not made by overlay ({what}); refusing to change or delete it: delete or rename it, or choose another vni")]
+    ForeignDevice {
+        /// The device's name, e.g. `ovl.42`.
+        name: String,
+        /// What it is, e.g. "a dummy device without the alias \"overlay\"".
+        what: String,
+    },
     /// The firewall's blocking helper task failed.
     #[error("firewall task: {0}")]
     Task(String),

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::limits::{check_learn_limit, default_learn_limit, ApiConfig};
 use crate::model::network::{gateway_of, overlaps, MAX_SUBNET_PREFIX, MAX_VNI};
-use crate::model::validation::{check_network, check_underlay_ip, parse_vtep_mac, InputError};
+use crate::model::validation::{
+    check_network, check_peer_subnet, check_underlay_ip, parse_vtep_mac, InputError,
+};
 
 /// Where the from-container program is attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,7 +240,7 @@ impl Config {
         }
         for (index, peer) in self.peers.iter().enumerate() {
             let field = |name: &str| format!("peers[{index}].{name}");
-            check_network(peer.subnet).map_err(|source| InputError::Field {
+            check_peer_subnet(peer.subnet).map_err(|source| InputError::Field {
                 field: field("subnet"),
                 source: Box::new(source),
             })?;
@@ -459,6 +461,10 @@ vtep_mac = "02:aa:bb:cc:dd:ee"
         assert_eq!(
             err_of(|c| c.peers[0].subnet = net("10.103.200.9/24")),
             "peers[0].subnet: 10.103.200.9/24 has host bits set; expected a network address like 10.103.200.0/24"
+        );
+        assert_eq!(
+            err_of(|c| c.peers[0].subnet = net("169.254.0.0/16")),
+            "peers[0].subnet: peer subnet 169.254.0.0/16 overlaps the link-local range 169.254.0.0/16; expected a container subnet outside 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4 and 255.255.255.255, like 10.103.200.0/24"
         );
         assert_eq!(
             err_of(|c| c.peers[0].subnet = net("10.103.0.0/16")),

@@ -39,6 +39,17 @@ pub enum InputError {
         /// "an unspecified", "a loopback", "a multicast" or "a broadcast".
         kind: &'static str,
     },
+    /// A peer subnet that overlaps a range no container network can use
+    /// ([`RESERVED_RANGES`]).
+    #[error("peer subnet {subnet} overlaps the {kind} range {range}; expected a container subnet outside 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4 and 255.255.255.255, like 10.103.200.0/24")]
+    PeerSubnetReserved {
+        /// The peer subnet given.
+        subnet: Ipv4Net,
+        /// "this-network", "loopback", "link-local", "multicast" or "broadcast".
+        kind: &'static str,
+        /// The range it overlaps.
+        range: Ipv4Net,
+    },
     /// Not six colon-separated hex bytes.
     #[error("{value:?} is not a MAC address; expected six hex bytes like 02:2a:c0:a8:38:05")]
     NotMac {
@@ -151,6 +162,35 @@ pub fn check_network(net: Ipv4Net) -> Result<(), InputError> {
     Ok(())
 }
 
+/// Ranges a peer subnet may not overlap, with their names: traffic to them
+/// never belongs in a tunnel (this host's own network, loopback, link-local,
+/// multicast, the limited broadcast address).
+pub const RESERVED_RANGES: [(&str, [u8; 4], u8); 5] = [
+    ("this-network", [0, 0, 0, 0], 8),
+    ("loopback", [127, 0, 0, 0], 8),
+    ("link-local", [169, 254, 0, 0], 16),
+    ("multicast", [224, 0, 0, 0], 4),
+    ("broadcast", [255, 255, 255, 255], 32),
+];
+
+/// Reject a peer subnet with host bits set or overlapping one of the
+/// [`RESERVED_RANGES`]. Overlaps with this host's own subnet, other peers,
+/// the underlay and routes need the host's state and are checked by the agent.
+pub fn check_peer_subnet(subnet: Ipv4Net) -> Result<(), InputError> {
+    check_network(subnet)?;
+    for (kind, addr, len) in RESERVED_RANGES {
+        let range = Ipv4Net::new(Ipv4Addr::from(addr), len).expect("prefix length <= 32");
+        if range.contains(&subnet.network()) || subnet.contains(&range.network()) {
+            return Err(InputError::PeerSubnetReserved {
+                subnet,
+                kind,
+                range,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Parse a network in CIDR form strictly: "a.b.c.d/len" with no host bits set.
 pub fn parse_cidr(value: &str) -> Result<Ipv4Net, InputError> {
     let trimmed = value.trim();
@@ -258,6 +298,46 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn reserved_peer_subnets_are_refused() {
+        let tail = "; expected a container subnet outside 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4 and 255.255.255.255, like 10.103.200.0/24";
+        for (subnet, kind, range) in [
+            ("127.0.0.0/8", "loopback", "127.0.0.0/8"),
+            ("127.1.0.0/16", "loopback", "127.0.0.0/8"),
+            ("169.254.1.0/24", "link-local", "169.254.0.0/16"),
+            ("224.0.0.0/24", "multicast", "224.0.0.0/4"),
+            ("239.255.0.0/16", "multicast", "224.0.0.0/4"),
+            ("0.0.0.0/8", "this-network", "0.0.0.0/8"),
+            ("0.0.0.0/0", "this-network", "0.0.0.0/8"),
+            ("255.255.255.255/32", "broadcast", "255.255.255.255/32"),
+            ("255.255.255.0/24", "broadcast", "255.255.255.255/32"),
+            // A supernet of a reserved range overlaps it too.
+            ("168.0.0.0/6", "link-local", "169.254.0.0/16"),
+        ] {
+            assert_eq!(
+                check_peer_subnet(net(subnet)).unwrap_err().to_string(),
+                format!("peer subnet {subnet} overlaps the {kind} range {range}{tail}"),
+                "{subnet}"
+            );
+        }
+        for ok in [
+            "10.103.200.0/24",
+            "1.0.0.0/8",
+            "126.0.0.0/8",
+            "169.253.0.0/16",
+            "223.0.0.0/8",
+            "240.0.0.0/5",
+        ] {
+            assert_eq!(check_peer_subnet(net(ok)), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            check_peer_subnet(net("10.1.2.3/24"))
+                .unwrap_err()
+                .to_string(),
+            "10.1.2.3/24 has host bits set; expected a network address like 10.1.2.0/24"
+        );
     }
 
     #[test]

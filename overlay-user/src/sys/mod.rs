@@ -1,4 +1,5 @@
-//! System helpers, the bottom layer: rtnetlink queries ([`netlink`]),
+//! System helpers, the bottom layer: rtnetlink queries ([`netlink`]; the
+//! main routing table in [`routes`]),
 //! netlink inside another network namespace ([`netns`]), a bridge's tables
 //! ([`bridge`]), veth plumbing into a namespace ([`veth`]) and the Docker
 //! Engine API client ([`docker`]), and their one error type ([`error`]).
@@ -13,4 +14,5 @@ pub mod docker;
 pub mod error;
 pub mod netlink;
 pub mod netns;
+pub mod routes;
 pub mod veth;

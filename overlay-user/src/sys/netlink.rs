@@ -18,6 +18,7 @@ pub use rtnetlink::Handle;
 use rtnetlink::IpVersion;
 
 use crate::sys::error::SysError;
+use crate::sys::routes::{self, Route};
 
 /// A network interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,6 +207,17 @@ pub async fn ipv4_addrs(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8
     Ok(out)
 }
 
+/// The address a host uses on link `index` as its underlay address: the
+/// first IPv4 address that is neither loopback nor unspecified; `None` when
+/// the link has none.
+pub async fn usable_ipv4(handle: &Handle, index: u32) -> Result<Option<Ipv4Addr>, SysError> {
+    Ok(ipv4_addrs(handle, index)
+        .await?
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .find(|ip| !ip.is_loopback() && !ip.is_unspecified()))
+}
+
 fn neighbour_mac(msg: &NeighbourMessage) -> Option<[u8; 6]> {
     msg.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::LinkLocalAddress(bytes) => mac6(bytes),
@@ -297,6 +309,8 @@ pub trait Netlink: Send + Sync {
     async fn neighbours_v4(&self, index: u32) -> Result<Vec<Neighbour>, SysError>;
     /// FDB entries learned on the ports of bridge `bridge_index` (no permanent ones).
     async fn bridge_fdb(&self, bridge_index: u32) -> Result<Vec<FdbEntry>, SysError>;
+    /// The IPv4 routes of the main table.
+    async fn routes_v4(&self) -> Result<Vec<Route>, SysError>;
     /// Links whose master is `bridge_index`.
     async fn bridge_ports(&self, bridge_index: u32) -> Result<Vec<Link>, SysError> {
         Ok(self
@@ -351,18 +365,25 @@ impl Netlink for RtNetlink {
     async fn bridge_fdb(&self, bridge_index: u32) -> Result<Vec<FdbEntry>, SysError> {
         bridge_fdb(&self.handle, bridge_index).await
     }
+    async fn routes_v4(&self) -> Result<Vec<Route>, SysError> {
+        routes::routes_v4(&self.handle).await
+    }
 }
 
-/// A stream that yields whenever a link or a neighbour entry changes on this
-/// host (RTMGRP_LINK | RTMGRP_NEIGH): new container veths, ARP entries of
-/// containers, next hops on the underlay. overlayd reacts to it at once
-/// instead of waiting for its next one-second tick.
+/// A stream that yields whenever a link, an IPv4 address or a neighbour
+/// entry changes on this host (RTMGRP_LINK | RTMGRP_IPV4_IFADDR |
+/// RTMGRP_NEIGH): new container veths, the underlay or the bridge deleted,
+/// re-created or re-addressed, ARP entries of containers, next hops on the
+/// underlay. overlayd reacts to it at once instead of waiting for its next
+/// one-second tick.
 pub fn change_events() -> Result<futures::channel::mpsc::UnboundedReceiver<()>, SysError> {
     use futures::StreamExt as _;
     use netlink_sys::AsyncSocket as _;
     let (mut conn, _handle, mut messages) =
         rtnetlink::new_connection().map_err(SysError::Connect)?;
-    let groups = rtnetlink::constants::RTMGRP_LINK | rtnetlink::constants::RTMGRP_NEIGH;
+    let groups = rtnetlink::constants::RTMGRP_LINK
+        | rtnetlink::constants::RTMGRP_IPV4_IFADDR
+        | rtnetlink::constants::RTMGRP_NEIGH;
     conn.socket_mut()
         .socket_mut()
         .bind(&netlink_sys::SocketAddr::new(0, groups))
@@ -464,11 +485,16 @@ mod tests {
             .any(|l| l.index == lo.index));
         let addrs = ipv4_addrs(&handle, lo.index).await.unwrap();
         assert!(addrs.contains(&(Ipv4Addr::LOCALHOST, 8)), "{addrs:?}");
+        assert_eq!(usable_ipv4(&handle, lo.index).await.unwrap(), None);
         let e = link_by_name(&handle, "nosuchif0").await.unwrap_err();
         assert_eq!(e.to_string(), "no interface named nosuchif0");
         let e = link_by_index(&handle, 999_999).await.unwrap_err();
         assert_eq!(e.to_string(), "no interface with index 999999");
         neighbours_v4(&handle, lo.index).await.unwrap();
         bridge_fdb(&handle, lo.index).await.unwrap();
+        // 127.0.0.0/8 lives in the local table, not in the main one.
+        let routes = routes::routes_v4(&handle).await.unwrap();
+        let loopback: ipnet::Ipv4Net = "127.0.0.0/8".parse().unwrap();
+        assert!(routes.iter().all(|r| r.dst != loopback), "{routes:?}");
     }
 }

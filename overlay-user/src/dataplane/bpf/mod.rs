@@ -6,6 +6,8 @@
 //! `encap = "device"`. Must not touch: the kernel dataplane's devices and
 //! routes, and anything above the dataplane.
 
+mod encap_device;
+mod follow;
 pub mod loader;
 pub mod maps;
 
@@ -13,15 +15,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use aya::{programs::XdpMode as AyaXdpMode, Ebpf};
+use aya::Ebpf;
 use ipnet::Ipv4Net;
 use overlay_common::{
     programs, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_VALIDATES,
 };
 
+use encap_device::ensure_encap_device;
+pub use encap_device::{remove_encap_device, ENCAP_DEVICE};
 use loader::{Links, LINK_BRIDGE, LINK_UNDERLAY, LINK_XDP, PORT_PREFIX};
 use maps::Maps;
 
+use crate::dataplane::kernel::firewall::Firewall;
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::model::config::{AttachPoint, Config, EncapMode, XdpMode};
 use crate::model::endpoint::EndpointSpec;
@@ -32,6 +37,8 @@ use crate::sys::netlink;
 
 /// The BPF implementation of [`Dataplane`].
 pub struct BpfDataplane {
+    /// The configuration it was started with (interface names, XDP mode).
+    cfg: Config,
     ebpf: Ebpf,
     maps: Maps,
     links: Links,
@@ -50,6 +57,9 @@ pub struct BpfDataplane {
     /// Peers found in the pinned maps at start that the agent has not added
     /// again since; removed by [`Dataplane::forget_unowned`].
     inherited_peers: BTreeSet<Ipv4Net>,
+    /// With `encap = "device"`, whose VXLAN device listens on the port:
+    /// VXLAN accepted only from the peers.
+    firewall: Option<Firewall>,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -137,6 +147,7 @@ impl BpfDataplane {
         maps.set_config(&bpf_cfg)?;
 
         let mut dp = Self {
+            cfg: cfg.clone(),
             ebpf,
             maps,
             links,
@@ -149,6 +160,7 @@ impl BpfDataplane {
             peers: BTreeMap::new(),
             endpoints: BTreeSet::new(),
             inherited_peers: BTreeSet::new(),
+            firewall: None,
             _logger: logger,
         };
         if let Err(e) = dp.attach_all(cfg).await {
@@ -160,6 +172,10 @@ impl BpfDataplane {
         for (net, v) in dp.maps.peers()? {
             dp.peers.insert(net, v);
             dp.inherited_peers.insert(net);
+        }
+        if cfg.encap == EncapMode::Device {
+            dp.firewall = Some(Firewall::new(None, cfg.vxlan_port));
+            dp.sync_filter().await;
         }
         Ok(dp)
     }
@@ -200,24 +216,10 @@ impl BpfDataplane {
 
     async fn attach_all(&mut self, cfg: &Config) -> Result<(), DataplaneError> {
         // XDP first, so that tc may rely on its checks from the first frame.
-        match cfg.xdp {
-            XdpMode::Off => self.links.detach(LINK_XDP),
-            XdpMode::Generic | XdpMode::Native => {
-                let mode = if cfg.xdp == XdpMode::Native {
-                    AyaXdpMode::Driver
-                } else {
-                    AyaXdpMode::Skb
-                };
-                self.links
-                    .attach_xdp(&mut self.ebpf, &cfg.underlay_interface, mode, LINK_XDP)?;
-            }
+        if cfg.xdp == XdpMode::Off {
+            self.links.detach(LINK_XDP);
         }
-        self.links.attach_tc(
-            &mut self.ebpf,
-            programs::FROM_UNDERLAY,
-            &cfg.underlay_interface,
-            LINK_UNDERLAY,
-        )?;
+        self.attach_underlay()?;
         match cfg.attach {
             AttachPoint::Bridge => {
                 self.links.attach_tc(
@@ -246,7 +248,13 @@ impl BpfDataplane {
         if self.attach != AttachPoint::Veth {
             return Ok(());
         }
-        let ports = netlink::bridge_ports(&self.handle, self.bridge_index)
+        // While the bridge is away (being re-created), the ports keep their programs.
+        let bridge = match netlink::link_by_name(&self.handle, &self.cfg.bridge).await {
+            Ok(bridge) => bridge,
+            Err(SysError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(DataplaneError::Netlink(e.to_string())),
+        };
+        let ports = netlink::bridge_ports(&self.handle, bridge.index)
             .await
             .map_err(|e| DataplaneError::Netlink(e.to_string()))?;
         let now: BTreeMap<u32, String> = ports.into_iter().map(|l| (l.index, l.name)).collect();
@@ -290,6 +298,21 @@ impl BpfDataplane {
         self.ports.insert(index, name.to_string());
         log::info!("from-container program attached to {name} (ifindex {index})");
         Ok(())
+    }
+
+    /// With `encap = "device"`, makes the VXLAN filter accept the peer hosts
+    /// now; a failure is logged (the keeper retries).
+    async fn sync_filter(&self) {
+        if let Some(fw) = &self.firewall {
+            let hosts = self
+                .peers
+                .values()
+                .map(|p| Ipv4Addr::from(p.underlay_ip))
+                .collect();
+            if let Err(e) = fw.set_peers(hosts).await {
+                log::warn!("firewall: {e}");
+            }
+        }
     }
 
     fn sync_peer_hosts(&mut self, touched: &[Ipv4Addr]) -> Result<(), DataplaneError> {
@@ -378,7 +401,9 @@ impl Dataplane for BpfDataplane {
             touched.push(Ipv4Addr::from(old.underlay_ip));
         }
         self.sync_peer_hosts(&touched)?;
-        self.maps.add_peer(peer.subnet, &value)
+        self.maps.add_peer(peer.subnet, &value)?;
+        self.sync_filter().await;
+        Ok(())
     }
 
     async fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
@@ -387,6 +412,7 @@ impl Dataplane for BpfDataplane {
         if let Some(old) = self.peers.remove(&subnet) {
             self.sync_peer_hosts(&[Ipv4Addr::from(old.underlay_ip)])?;
         }
+        self.sync_filter().await;
         Ok(())
     }
 
@@ -467,6 +493,11 @@ impl Dataplane for BpfDataplane {
     }
 
     async fn refresh(&mut self) -> Result<(), DataplaneError> {
+        if let Some(fw) = &mut self.firewall {
+            fw.keep();
+        }
+        // The underlay and the bridge by name first: the rest uses their ifindexes.
+        let followed = self.follow_links().await;
         self.sync_ports().await?;
         // Learned entries whose port is gone are forgotten; the others are
         // counted per port, so that a removed or replaced one frees its slot.
@@ -489,85 +520,18 @@ impl Dataplane for BpfDataplane {
         }
         self.maps.set_port_learned(&learned)?;
         let macs = self.neighbour_macs().await;
-        let cfg = self.maps.config()?;
-        let mut changed = Vec::new();
-        for (net, v) in &self.peers {
-            let mac = macs
-                .get(&Ipv4Addr::from(v.underlay_ip))
-                .copied()
-                .unwrap_or([0; 6]);
-            if mac != v.nexthop_mac {
-                changed.push((*net, PeerValue::new(&cfg, v.underlay_ip, mac, v.vtep_mac)));
-            }
-        }
-        for (net, v) in changed {
-            self.maps.add_peer(net, &v)?;
-            self.peers.insert(net, v);
-        }
-        Ok(())
+        self.rebuild_peers(&macs)?;
+        followed
     }
 
     async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
         if cleanup {
             self.remove_everything_and_device().await?;
+            if let Some(fw) = &mut self.firewall {
+                fw.remove().await?;
+            }
         }
         Ok(())
-    }
-}
-
-/// The collect-metadata VXLAN device of `encap = "device"`.
-pub const ENCAP_DEVICE: &str = "ovl.md";
-
-/// (Re)creates the collect-metadata VXLAN device on the configured port,
-/// MTU 50 under the underlay's, up; returns its ifindex.
-async fn ensure_encap_device(
-    handle: &rtnetlink::Handle,
-    cfg: &Config,
-    underlay_mtu: u32,
-) -> Result<u32, DataplaneError> {
-    let fail = |reason: String| DataplaneError::Interface {
-        name: ENCAP_DEVICE.into(),
-        reason,
-    };
-    remove_encap_device()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    handle
-        .link()
-        .add()
-        .vxlan(ENCAP_DEVICE.into(), 0)
-        .collect_metadata(true)
-        .port(cfg.vxlan_port)
-        .learning(false)
-        .execute()
-        .await
-        .map_err(|e| fail(format!("creating it: {e}")))?;
-    let link = netlink::link_by_name(handle, ENCAP_DEVICE)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    handle
-        .link()
-        .set(link.index)
-        .mtu(underlay_mtu.saturating_sub(overlay_common::VXLAN_OVERHEAD))
-        .up()
-        .execute()
-        .await
-        .map_err(|e| fail(format!("setting it up: {e}")))?;
-    Ok(link.index)
-}
-
-/// Deletes the collect-metadata VXLAN device if it exists.
-pub async fn remove_encap_device() -> Result<(), DataplaneError> {
-    let handle = netlink::connect().map_err(|e| DataplaneError::Netlink(e.to_string()))?;
-    match netlink::link_by_name(&handle, ENCAP_DEVICE).await {
-        Ok(link) => handle
-            .link()
-            .del(link.index)
-            .execute()
-            .await
-            .map_err(|e| DataplaneError::Netlink(format!("deleting {ENCAP_DEVICE}: {e}"))),
-        Err(SysError::NotFound(_)) => Ok(()),
-        Err(e) => Err(DataplaneError::Netlink(e.to_string())),
     }
 }
 

@@ -16,6 +16,62 @@ use crate::model::validation::format_mac;
 /// Prefix of our VXLAN devices' names; the VNI follows.
 pub const DEVICE_PREFIX: &str = "ovl.";
 
+/// The alias (IFLA_IFALIAS, `ip link show` prints it as `alias overlay`)
+/// that marks a device as made by overlay: only such devices are changed
+/// or deleted.
+pub const DEVICE_ALIAS: &str = "overlay";
+
+/// Who made an existing device called `ovl.<N>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Overlay: it carries [`DEVICE_ALIAS`].
+    Overlay,
+    /// An earlier overlayd that did not mark its devices: a VXLAN device
+    /// with our settings (VNI = the number in its name, learning off).
+    Unmarked,
+    /// Someone else; what it is, for messages.
+    Foreign(String),
+}
+
+/// Who made the device of link message `msg`, called `name`.
+pub fn owner(msg: &LinkMessage, name: &str) -> Owner {
+    let alias = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfAlias(a) => Some(a.as_str()),
+        _ => None,
+    });
+    if alias == Some(DEVICE_ALIAS) {
+        return Owner::Overlay;
+    }
+    let vni = name
+        .strip_prefix(DEVICE_PREFIX)
+        .and_then(|v| v.parse::<u32>().ok());
+    if let (Some(settings), Some(vni)) = (vxlan_settings(msg), vni) {
+        let ours = settings.contains(&InfoVxlan::Id(vni))
+            && settings.contains(&InfoVxlan::Learning(false));
+        if ours {
+            return Owner::Unmarked;
+        }
+    }
+    let kind = msg
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                LinkInfo::Kind(k) => Some(k.to_string()),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .unwrap_or_else(|| "network".into());
+    let with = match alias {
+        Some(a) => format!("with the alias {a:?}"),
+        None => "without an alias".into(),
+    };
+    Owner::Foreign(format!(
+        "a {kind} device {with}; ours are VXLAN devices with the alias {DEVICE_ALIAS:?}"
+    ))
+}
+
 /// VXLAN over IPv4 overhead: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
 pub const VXLAN_OVERHEAD: u32 = 50;
 
@@ -95,19 +151,33 @@ pub(crate) fn matches_spec(settings: &[InfoVxlan], dev: &DeviceSpec) -> bool {
     ok.iter().all(|b| *b)
 }
 
-/// Creates the device (or keeps a matching one), sets its MTU and MAC and
-/// brings it up; returns its ifindex.
+/// Creates the device (or keeps a matching one of ours), sets its MTU, MAC
+/// and alias and brings it up; returns its ifindex. A device of that name
+/// that overlay did not make is left alone and refused
+/// ([`DataplaneError::ForeignDevice`]).
 pub(crate) async fn ensure_device(
     handle: &Handle,
     dev: &DeviceSpec,
 ) -> Result<u32, DataplaneError> {
     if let Some(msg) = link_message(handle, &dev.name).await? {
-        match vxlan_settings(&msg) {
-            Some(settings) if matches_spec(&settings, dev) => {
+        let settings = vxlan_settings(&msg);
+        match owner(&msg, &dev.name) {
+            Owner::Foreign(what) => {
+                return Err(DataplaneError::ForeignDevice {
+                    name: dev.name.clone(),
+                    what,
+                })
+            }
+            Owner::Overlay if settings.is_some_and(|s| matches_spec(&s, dev)) => {
                 log::info!("taking over {} from an earlier run", dev.name);
             }
-            _ => {
+            Owner::Overlay => {
                 log::info!("replacing {}: its settings differ", dev.name);
+                delete_link(handle, msg.header.index, &dev.name).await?;
+            }
+            Owner::Unmarked => {
+                // Its routes lack our mark: a fresh device takes them away.
+                log::info!("replacing {}, made by an earlier overlayd", dev.name);
                 delete_link(handle, msg.header.index, &dev.name).await?;
             }
         }
@@ -127,11 +197,12 @@ pub(crate) async fn ensure_device(
             .await
             .map_err(request(format!("creating VXLAN device {}", dev.name)))?;
         log::info!(
-            "created {} (vni {}, port {}, local {}, mtu {}, mac {})",
+            "created {} (vni {}, port {}, local {}, dev #{}, mtu {}, mac {})",
             dev.name,
             dev.vni,
             dev.port,
             dev.local_ip,
+            dev.underlay_index,
             dev.mtu,
             format_mac(&dev.mac)
         );
@@ -143,13 +214,16 @@ pub(crate) async fn ensure_device(
             name: dev.name.clone(),
             reason: "vanished right after it was created".into(),
         })?;
-    handle
+    let mut req = handle
         .link()
         .set(index)
         .mtu(dev.mtu)
         .address(dev.mac.to_vec())
-        .up()
-        .execute()
+        .up();
+    req.message_mut()
+        .attributes
+        .push(LinkAttribute::IfAlias(DEVICE_ALIAS.into()));
+    req.execute()
         .await
         .map_err(request(format!("setting up {}", dev.name)))?;
     Ok(index)
@@ -166,8 +240,9 @@ pub(crate) async fn delete_link(
     }
 }
 
-/// Deletes every VXLAN device of ours (`ovl.<VNI>`) except `keep`, and with
-/// each its routes, neighbour and FDB entries. Returns the names deleted.
+/// Deletes every device of ours (`ovl.<VNI>`, [`Owner::Overlay`] or
+/// [`Owner::Unmarked`]) except `keep`, and with each its routes, neighbour
+/// and FDB entries; foreign devices of such names stay. Returns the names deleted.
 pub async fn remove_devices(
     handle: &Handle,
     keep: Option<&str>,
@@ -186,7 +261,11 @@ pub async fn remove_devices(
             _ => None,
         });
         let Some(name) = name else { continue };
-        if !is_device_name(&name) || Some(name.as_str()) == keep || vxlan_settings(&msg).is_none() {
+        if !is_device_name(&name) || Some(name.as_str()) == keep {
+            continue;
+        }
+        if let Owner::Foreign(what) = owner(&msg, &name) {
+            log::info!("leaving {name} alone: {what}");
             continue;
         }
         delete_link(handle, msg.header.index, &name).await?;
@@ -235,5 +314,55 @@ mod tests {
         s[1] = InfoVxlan::Port(4789);
         s.pop();
         assert!(!matches_spec(&s, &dev));
+    }
+
+    fn message(kind: InfoKind, data: Option<Vec<InfoVxlan>>, alias: Option<&str>) -> LinkMessage {
+        let mut msg = LinkMessage::default();
+        let mut info = vec![LinkInfo::Kind(kind)];
+        if let Some(d) = data {
+            info.push(LinkInfo::Data(InfoData::Vxlan(d)));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(info));
+        if let Some(a) = alias {
+            msg.attributes.push(LinkAttribute::IfAlias(a.into()));
+        }
+        msg
+    }
+
+    #[test]
+    fn ownership() {
+        let ours = vec![InfoVxlan::Id(42), InfoVxlan::Learning(false)];
+        let marked = message(InfoKind::Vxlan, Some(ours.clone()), Some(DEVICE_ALIAS));
+        assert_eq!(owner(&marked, "ovl.42"), Owner::Overlay);
+        // Made by an earlier overlayd: VXLAN, VNI of its name, learning off.
+        let unmarked = message(InfoKind::Vxlan, Some(ours.clone()), None);
+        assert_eq!(owner(&unmarked, "ovl.42"), Owner::Unmarked);
+        assert_eq!(
+            owner(&unmarked, "ovl.7"),
+            Owner::Foreign(
+                "a vxlan device without an alias; ours are VXLAN devices with the alias \"overlay\""
+                    .into()
+            )
+        );
+        let learning = message(
+            InfoKind::Vxlan,
+            Some(vec![InfoVxlan::Id(42), InfoVxlan::Learning(true)]),
+            None,
+        );
+        assert!(matches!(owner(&learning, "ovl.42"), Owner::Foreign(_)));
+        assert_eq!(
+            owner(&message(InfoKind::Dummy, None, None), "ovl.42"),
+            Owner::Foreign(
+                "a dummy device without an alias; ours are VXLAN devices with the alias \"overlay\""
+                    .into()
+            )
+        );
+        assert_eq!(
+            owner(&message(InfoKind::Bridge, None, Some("lab")), "ovl.42"),
+            Owner::Foreign(
+                "a bridge device with the alias \"lab\"; ours are VXLAN devices with the alias \"overlay\""
+                    .into()
+            )
+        );
     }
 }

@@ -1,5 +1,9 @@
 //! The per-peer entries on the device: a permanent neighbour entry, an FDB
 //! entry and an `onlink` route, added, listed and removed through rtnetlink.
+//!
+//! Routes carry overlay's protocol ([`RTPROT_OVERLAY`], `proto 79`); only
+//! those are ever replaced or deleted, and a route to a peer subnet that
+//! overlay did not make is refused, never overwritten.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -9,15 +13,15 @@ use ipnet::Ipv4Net;
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlag, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlag, RouteMessage};
+use netlink_packet_route::route::{RouteFlag, RouteMessage, RouteProtocol};
 use netlink_packet_route::AddressFamily;
-use rtnetlink::{Handle, IpVersion};
+use rtnetlink::Handle;
 
 use crate::dataplane::kernel::error::{is_missing, request};
 use crate::dataplane::DataplaneError;
 use crate::model::validation::format_mac;
-
-const RT_TABLE_MAIN: u8 = 254;
+use crate::sys::netlink;
+use crate::sys::routes::{self, Route, RTPROT_OVERLAY};
 
 /// The entries on one device.
 pub struct Entries<'a> {
@@ -109,12 +113,16 @@ impl Entries<'_> {
         }
     }
 
-    /// The route to `subnet` via `gateway`, on the device, `onlink`.
+    /// The route to `subnet` via `gateway`, on the device, `onlink`, marked
+    /// as overlay's ([`RTPROT_OVERLAY`]). Replaces a route of ours to
+    /// `subnet`; refuses ([`DataplaneError::ForeignRoute`]) when the main
+    /// table has a route to `subnet` that overlay did not make.
     pub async fn add_route(
         &self,
         subnet: Ipv4Net,
         gateway: Ipv4Addr,
     ) -> Result<(), DataplaneError> {
+        self.check_no_foreign_route(subnet).await?;
         let mut req = self
             .handle
             .route()
@@ -123,6 +131,7 @@ impl Entries<'_> {
             .destination_prefix(subnet.network(), subnet.prefix_len())
             .gateway(gateway)
             .output_interface(self.index)
+            .protocol(RouteProtocol::from(RTPROT_OVERLAY))
             .replace();
         req.message_mut().header.flags.push(RouteFlag::Onlink);
         req.execute().await.map_err(request(format!(
@@ -131,47 +140,32 @@ impl Entries<'_> {
         )))
     }
 
-    /// The IPv4 routes of the main table out of our device.
-    pub async fn our_routes(
-        &self,
-    ) -> Result<Vec<(Ipv4Net, Option<Ipv4Addr>, RouteMessage)>, DataplaneError> {
-        let msgs: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(IpVersion::V4)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(request("dump of IPv4 routes"))?;
-        Ok(msgs
+    /// Refuses ([`DataplaneError::ForeignRoute`]) when the main table has a
+    /// route to `subnet` that overlay did not make.
+    pub async fn check_no_foreign_route(&self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
+        for (route, _) in main_routes(self.handle).await? {
+            if route.dst == subnet && !route.is_overlays() {
+                return Err(DataplaneError::ForeignRoute {
+                    route: describe(self.handle, &route).await,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Overlay's routes ([`RTPROT_OVERLAY`]) of the main table out of the device.
+    pub async fn our_routes(&self) -> Result<Vec<(Route, RouteMessage)>, DataplaneError> {
+        Ok(main_routes(self.handle)
+            .await?
             .into_iter()
-            .filter_map(|m| {
-                let mut oif = None;
-                let mut dst = Ipv4Addr::UNSPECIFIED;
-                let mut gw = None;
-                let mut table = u32::from(m.header.table);
-                for a in &m.attributes {
-                    match a {
-                        RouteAttribute::Oif(i) => oif = Some(*i),
-                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
-                        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(*ip),
-                        RouteAttribute::Table(t) => table = *t,
-                        _ => {}
-                    }
-                }
-                if oif != Some(self.index) || table != u32::from(RT_TABLE_MAIN) {
-                    return None;
-                }
-                let net = Ipv4Net::new(dst, m.header.destination_prefix_length).ok()?;
-                Some((net, gw, m))
-            })
+            .filter(|(r, _)| r.oif == Some(self.index) && r.is_overlays())
             .collect())
     }
 
-    /// Removes the routes to `subnet` on the device.
+    /// Removes overlay's routes to `subnet` on the device; others stay.
     pub async fn del_route(&self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
-        for (net, _, msg) in self.our_routes().await? {
-            if net == subnet {
+        for (route, msg) in self.our_routes().await? {
+            if route.dst == subnet {
                 if let Err(e) = self.handle.route().del(msg).execute().await {
                     if !is_missing(&e) {
                         return Err(
@@ -183,6 +177,25 @@ impl Entries<'_> {
         }
         Ok(())
     }
+}
+
+/// The IPv4 routes of the main table.
+pub async fn main_routes(handle: &Handle) -> Result<Vec<(Route, RouteMessage)>, DataplaneError> {
+    routes::route_messages(handle)
+        .await
+        .map_err(|e| DataplaneError::Netlink(e.to_string()))
+}
+
+/// `route` as `ip route` shows it, with its interface's name.
+pub async fn describe(handle: &Handle, route: &Route) -> String {
+    let dev = match route.oif {
+        Some(oif) => netlink::link_by_index(handle, oif)
+            .await
+            .ok()
+            .map(|l| l.name),
+        None => None,
+    };
+    route.describe(dev.as_deref())
 }
 
 /// The FDB entries with a destination address on link `index`: (MAC, destination).

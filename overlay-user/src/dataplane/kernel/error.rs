@@ -6,7 +6,10 @@ use crate::dataplane::DataplaneError;
 /// methods, as the agent sees it: `netlink: ` and the whole message.
 pub(crate) fn netlink_failure(e: DataplaneError) -> DataplaneError {
     match e {
-        e @ DataplaneError::Netlink(_) => e,
+        e @ (DataplaneError::Netlink(_)
+        | DataplaneError::Interface { .. }
+        | DataplaneError::ForeignRoute { .. }
+        | DataplaneError::ForeignDevice { .. }) => e,
         e => DataplaneError::Netlink(e.to_string()),
     }
 }

@@ -18,15 +18,21 @@
 //! Everything of ours hangs off the device: deleting it removes the routes,
 //! neighbour and FDB entries with it.
 //!
+//! The device is bound to the underlay interface, so the kernel deletes it
+//! with that interface; the refresh follows the underlay by name
+//! (`underlay`): it re-creates the device on the new interface, with the
+//! new address, and adds its entries again.
+//!
 //! Owns: the device ([`device`]), the per-peer entries ([`entries`]), the
-//! firewall rules the device needs ([`firewall`]) and how netlink answers
-//! are read ([`error`]). Must not touch: BPF (pins, programs, maps) and anything
+//! firewall rules the device needs ([`firewall`]), following the underlay,
+//! and how netlink answers are read ([`error`]). Must not touch: BPF (pins, programs, maps) and anything
 //! above the dataplane.
 
 pub mod device;
 pub mod entries;
 pub mod error;
 pub mod firewall;
+mod underlay;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -41,6 +47,7 @@ use crate::dataplane::kernel::device::{
 };
 use crate::dataplane::kernel::entries::{fdb_entries, Entries};
 use crate::dataplane::kernel::error::{is_missing, netlink_failure, request};
+use crate::dataplane::kernel::firewall::Firewall;
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::model::config::Config;
 use crate::model::endpoint::EndpointSpec;
@@ -75,12 +82,19 @@ impl Installed {
 /// The kernel implementation of [`Dataplane`].
 pub struct KernelDataplane {
     handle: Handle,
+    /// The underlay interface's name, followed by the refresh.
+    underlay: String,
+    /// `underlay_ip` of the config: when set, the device's local address
+    /// does not follow the underlay's.
+    pinned_ip: Option<Ipv4Addr>,
     dev: DeviceSpec,
     /// The device's ifindex now.
     index: u32,
     peers: BTreeMap<Ipv4Net, Installed>,
     /// Device counters as of the last [`Dataplane::refresh`] (or change).
     stats: Stats,
+    /// FORWARD rules for the device, and VXLAN accepted only from the peers.
+    firewall: Firewall,
 }
 
 impl KernelDataplane {
@@ -124,12 +138,21 @@ impl KernelDataplane {
         // Devices of ours for another VNI are left from an earlier configuration.
         remove_devices(&handle, Some(&dev.name)).await?;
         let index = ensure_device(&handle, &dev).await?;
+        let firewall = Firewall::new(Some(dev.name.clone()), cfg.vxlan_port);
+        match firewall.install().await {
+            Ok(0) => {}
+            Ok(n) => log::info!("firewall: {n} rule(s) added for {}", dev.name),
+            Err(e) => log::warn!("firewall: {e}"),
+        }
         let mut dp = KernelDataplane {
             handle,
+            underlay: cfg.underlay_interface.clone(),
+            pinned_ip: cfg.underlay_ip,
             dev,
             index,
             peers: BTreeMap::new(),
             stats: Stats::default(),
+            firewall,
         };
         dp.read_stats().await;
         Ok(dp)
@@ -146,6 +169,15 @@ impl KernelDataplane {
             handle: &self.handle,
             index: self.index,
             dev: &self.dev.name,
+        }
+    }
+
+    /// Makes the VXLAN filter accept the peer hosts now; a failure is
+    /// logged (the keeper retries), the peers' entries stay.
+    async fn sync_filter(&self) {
+        let hosts = self.peers.values().map(|p| p.underlay_ip).collect();
+        if let Err(e) = self.firewall.set_peers(hosts).await {
+            log::warn!("firewall: {e}");
         }
     }
 
@@ -184,18 +216,27 @@ impl KernelDataplane {
                 self.entries().add_fdb(*mac, *dst).await?;
             }
         }
+        // A foreign route in the way is reported once the rest is in order.
+        let mut refused = None;
         let routes = self.entries().our_routes().await?;
         for (subnet, p) in &self.peers {
             if !routes
                 .iter()
-                .any(|(net, gw, _)| net == subnet && *gw == Some(p.gateway))
+                .any(|(r, _)| r.dst == *subnet && r.gateway == Some(p.gateway))
             {
-                self.entries().add_route(*subnet, p.gateway).await?;
+                match self.entries().add_route(*subnet, p.gateway).await {
+                    Err(e @ DataplaneError::ForeignRoute { .. }) => refused = refused.or(Some(e)),
+                    other => other?,
+                }
             }
         }
-        for (net, gw, msg) in routes {
-            let ours = self.peers.get(&net).is_some_and(|p| gw == Some(p.gateway));
-            if !ours && msg.header.protocol != netlink_packet_route::route::RouteProtocol::Kernel {
+        for (route, msg) in routes {
+            let net = route.dst;
+            let ours = self
+                .peers
+                .get(&net)
+                .is_some_and(|p| route.gateway == Some(p.gateway));
+            if !ours {
                 log::info!("removing stale route {net} dev {}", self.dev.name);
                 if let Err(e) = self.handle.route().del(msg).execute().await {
                     if !is_missing(&e) {
@@ -221,7 +262,7 @@ impl KernelDataplane {
                 self.entries().del_neighbour(*ip).await?;
             }
         }
-        Ok(())
+        refused.map_or(Ok(()), Err)
     }
 
     /// Updates the cached counters from the device's link statistics.
@@ -250,6 +291,8 @@ impl KernelDataplane {
     /// Neighbour entry, FDB entry and route for `peer`.
     async fn install_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError> {
         let new = Installed::of(peer, self.dev.vni);
+        // A foreign route to the subnet stays, and the peer is refused before anything changes.
+        self.entries().check_no_foreign_route(peer.subnet).await?;
         // Neighbour, FDB entry, route: by the time the route sends a packet
         // into the device, the kernel knows where to send it.
         self.entries()
@@ -274,7 +317,7 @@ impl KernelDataplane {
     /// Removes what [`KernelDataplane::install_peer`] made for `subnet`.
     async fn remove_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
         let Some(old) = self.peers.get(&subnet).copied() else {
-            // Not ours (e.g. left by an earlier run): remove the route anyway.
+            // Not a peer now (e.g. left by an earlier run): remove our route anyway.
             self.entries().del_route(subnet).await?;
             return Ok(());
         };
@@ -296,13 +339,27 @@ impl KernelDataplane {
         Ok(())
     }
 
-    /// Re-creates a vanished device and makes its entries match the peers.
+    /// Follows the underlay (re-created, new address, new MTU), re-creates
+    /// a vanished device and makes its entries match the peers.
     async fn resync(&mut self) -> Result<(), DataplaneError> {
-        // The device may have been deleted or recreated behind our back.
+        let wanted = self.wanted_device().await?;
+        // The device may have been deleted (with the underlay) or replaced behind our back.
         let index = link_message(&self.handle, &self.dev.name)
             .await?
             .map(|m| m.header.index);
-        if index != Some(self.index) {
+        if wanted != self.dev {
+            log::info!(
+                "underlay {} changed (ifindex {}, address {}, mtu {}); updating {} with {} peers",
+                self.underlay,
+                wanted.underlay_index,
+                wanted.local_ip,
+                wanted.mtu + VXLAN_OVERHEAD,
+                self.dev.name,
+                self.peers.len()
+            );
+            self.dev = wanted;
+            self.index = ensure_device(&self.handle, &self.dev).await?;
+        } else if index != Some(self.index) {
             log::warn!(
                 "{} {}; recreating it with {} peers",
                 self.dev.name,
@@ -337,11 +394,15 @@ impl Dataplane for KernelDataplane {
     }
 
     async fn add_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError> {
-        self.install_peer(peer).await.map_err(netlink_failure)
+        self.install_peer(peer).await.map_err(netlink_failure)?;
+        self.sync_filter().await;
+        Ok(())
     }
 
     async fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
-        self.remove_peer(subnet).await.map_err(netlink_failure)
+        self.remove_peer(subnet).await.map_err(netlink_failure)?;
+        self.sync_filter().await;
+        Ok(())
     }
 
     async fn add_endpoint(&mut self, _ep: &EndpointSpec) -> Result<(), DataplaneError> {
@@ -358,11 +419,18 @@ impl Dataplane for KernelDataplane {
     }
 
     async fn refresh(&mut self) -> Result<(), DataplaneError> {
+        // The agent has re-added its peers by the first refresh: from now on
+        // the filter accepts no other host.
+        self.firewall.keep();
         self.resync().await.map_err(netlink_failure)
     }
 
     async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
-        self.remove_all(cleanup).await.map_err(netlink_failure)
+        self.remove_all(cleanup).await.map_err(netlink_failure)?;
+        if cleanup {
+            self.firewall.remove().await?;
+        }
+        Ok(())
     }
 }
 
