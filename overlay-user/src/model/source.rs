@@ -18,11 +18,14 @@ pub enum Source {
     Docker,
     /// `overlayctl attach`-style plumbing of a container.
     Attach,
+    /// Another host's record in the cluster store (etcd).
+    Cluster,
 }
 
 impl Source {
     /// Whether entries of this source are kept in the state file.
-    /// Config entries come back from the config; discovered and Docker ones are found again.
+    /// Config entries come back from the config; discovered and Docker ones
+    /// are found again; cluster peers are kept by the cluster source itself.
     pub fn persisted(self) -> bool {
         matches!(self, Source::Api | Source::Attach)
     }
@@ -35,6 +38,7 @@ impl Source {
             Source::Discovered => "discovered",
             Source::Docker => "docker",
             Source::Attach => "attach",
+            Source::Cluster => "cluster",
         }
     }
 }
