@@ -378,6 +378,7 @@ impl Agent {
             peers: self.peers.len(),
             endpoints: self.endpoints.len(),
             stats,
+            cluster: None,
         })
     }
 

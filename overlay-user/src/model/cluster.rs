@@ -20,12 +20,6 @@ use crate::model::network::{gateway_of, overlaps, MAX_SUBNET_PREFIX, MAX_VNI};
 use crate::model::status::Mode;
 use crate::model::validation::{check_network, check_underlay_ip, parse_vtep_mac, InputError};
 
-/// The key prefix unless `[cluster] prefix` says otherwise.
-pub const DEFAULT_PREFIX: &str = "/overlay";
-/// A lease's time to live unless `[cluster] lease_ttl` says otherwise: 24 h, as flannel's.
-pub const DEFAULT_LEASE_TTL: u64 = 86_400;
-/// Where overlayd writes the subnet file for Docker unless `[cluster] subnet_file` says otherwise.
-pub const DEFAULT_SUBNET_FILE: &str = "/run/overlay/subnet.env";
 /// How many free subnets a new host picks among at random, so that hosts
 /// starting together rarely try the same one (flannel's idea).
 pub const PICK_AMONG: usize = 100;
@@ -167,33 +161,6 @@ pub struct HostInfo {
     pub lease_ttl: Option<i64>,
     /// Whether it is the host answering.
     pub this_host: bool,
-}
-
-/// The cluster store's state, as `overlayctl cluster status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoreStatus {
-    /// The configured etcd endpoints.
-    pub endpoints: Vec<String>,
-    /// The key prefix.
-    pub prefix: String,
-    /// Whether etcd answers now.
-    pub connected: bool,
-    /// The member that answered: "name (client URL)".
-    pub member: Option<String>,
-    /// The cluster's leader, by name.
-    pub leader: Option<String>,
-    /// The last store revision seen.
-    pub revision: i64,
-    /// The last error talking to etcd, while it lasts.
-    pub last_error: Option<String>,
-    /// Number of other hosts known (peers with source `cluster`).
-    pub hosts: usize,
-    /// This host's leased subnet.
-    pub subnet: Ipv4Net,
-    /// Its etcd lease (hex, as etcdctl prints it).
-    pub lease_id: String,
-    /// Seconds left on it, when known.
-    pub lease_ttl: Option<i64>,
 }
 
 /// The key of the cluster settings.

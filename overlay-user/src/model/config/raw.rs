@@ -97,3 +97,56 @@ impl TryFrom<RawConfig> for Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_with_cluster_may_leave_out_subnet_vni_and_port() {
+        let text = "underlay_interface = \"eth1\"\nbridge = \"docker0\"\n[cluster]\netcd = [\"http://10.0.0.1:2379\"]\nname = \"h1\"\n";
+        let mut cfg = Config::parse(text).unwrap();
+        assert_eq!(
+            cfg.pending,
+            Pending {
+                subnet: true,
+                vni: true,
+                vxlan_port: true
+            }
+        );
+        cfg.validate().unwrap();
+        assert_eq!(cfg.cluster.as_ref().unwrap().name.as_deref(), Some("h1"));
+        cfg.apply_cluster("10.103.5.0/24".parse().unwrap(), 42, 8472)
+            .unwrap();
+        assert_eq!(cfg.pending, Pending::default());
+        assert_eq!((cfg.vni, cfg.vxlan_port), (42, 8472));
+        assert_eq!(cfg.gateway().to_string(), "10.103.5.1");
+
+        let given = Config::parse(&format!("vni = 7\nvxlan_port = 4789\n{text}")).unwrap();
+        assert_eq!(
+            given.pending,
+            Pending {
+                subnet: true,
+                vni: false,
+                vxlan_port: false
+            }
+        );
+
+        let without = "underlay_interface = \"eth1\"\nbridge = \"docker0\"\nvni = 42\n";
+        let e = Config::parse(without).unwrap_err().to_string();
+        assert!(
+            e.contains("missing field `subnet`; expected this host's container subnet like \"10.103.100.0/24\", or a [cluster] section to lease one"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &format!("subnet = \"10.1.0.0/24\"\n{without}").replace("vni = 42\n", ""),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("missing field `vni`"), "{e}");
+        let e = Config::parse(&format!("{text}bogus = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `bogus`"), "{e}");
+    }
+}

@@ -20,7 +20,7 @@ use crate::model::validation::{
     format_mac, parse_cidr, parse_ipv4, parse_underlay_ip, parse_vtep_mac, InputError,
 };
 use crate::sources::api::wire::{ApiError, EndpointInfo, PeerInfo, Request, Response, MAX_LINE};
-use crate::sources::{ControlSource, Plumber};
+use crate::sources::{ClusterView, ControlSource, Plumber};
 
 /// What requests are served against: the core, and the attach source's plumbing.
 #[derive(Clone)]
@@ -29,7 +29,12 @@ pub struct Api {
     pub core: Core,
     /// Does `attach` and `detach`.
     pub plumber: Arc<dyn Plumber>,
+    /// Answers about the cluster store, with `[cluster]`.
+    pub cluster: Option<Arc<dyn ClusterView>>,
 }
+
+/// The answer when a cluster request reaches an overlayd without `[cluster]`.
+pub const NO_CLUSTER: &str = "this overlayd runs without a [cluster] section; hosts and the cluster store exist only in cluster mode";
 
 /// Serve `req`: a change goes to the core, attach and detach to the plumber.
 pub async fn handle(api: &Api, req: Request) -> Response {
@@ -92,8 +97,29 @@ pub async fn handle(api: &Api, req: Request) -> Response {
         },
         Request::EndpointList => Response::Endpoints(endpoint_infos(&*core.lock().await)),
         Request::Status => match core.lock().await.status() {
-            Ok(status) => Response::Status(Box::new(status)),
+            Ok(mut status) => {
+                status.cluster = api.cluster.as_ref().map(|c| c.summary());
+                Response::Status(Box::new(status))
+            }
             Err(e) => Response::error(e),
+        },
+        Request::Hosts => match &api.cluster {
+            Some(c) => match c.hosts().await {
+                Ok(hosts) => Response::Hosts(hosts),
+                Err(e) => Response::error(e),
+            },
+            None => Response::error(NO_CLUSTER),
+        },
+        Request::HostRm { name } => match &api.cluster {
+            Some(c) => match c.remove_host(&name).await {
+                Ok(host) => Response::HostRemoved(Box::new(host)),
+                Err(e) => Response::error(e),
+            },
+            None => Response::error(NO_CLUSTER),
+        },
+        Request::ClusterStatus => match &api.cluster {
+            Some(c) => Response::Cluster(Box::new(c.status().await)),
+            None => Response::error(NO_CLUSTER),
         },
         Request::Attach {
             container,
@@ -265,12 +291,23 @@ async fn send(write: &mut (impl AsyncWriteExt + Unpin), resp: &Response) -> std:
 pub struct ApiSource {
     listener: UnixListener,
     plumber: Arc<dyn Plumber>,
+    cluster: Option<Arc<dyn ClusterView>>,
 }
 
 impl ApiSource {
     /// Serve on `listener` (from [`bind`]); `plumber` does `attach` and `detach`.
     pub fn new(listener: UnixListener, plumber: Arc<dyn Plumber>) -> ApiSource {
-        ApiSource { listener, plumber }
+        ApiSource {
+            listener,
+            plumber,
+            cluster: None,
+        }
+    }
+
+    /// Answer the cluster requests through `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<dyn ClusterView>) -> ApiSource {
+        self.cluster = Some(cluster);
+        self
     }
 }
 
@@ -284,6 +321,7 @@ impl ControlSource for ApiSource {
         let api = Api {
             core,
             plumber: self.plumber,
+            cluster: self.cluster,
         };
         serve(self.listener, api).await
     }
@@ -326,6 +364,7 @@ mod tests {
         let api = Api {
             core,
             plumber: Arc::new(NoPlumbing),
+            cluster: None,
         };
         let task = tokio::spawn(serve(listener, api));
         (sock, dp, task)
@@ -455,6 +494,14 @@ mod tests {
         };
         assert_eq!(status.peers, 1);
         assert_eq!(status.endpoints, 0);
+        assert_eq!(status.cluster, None);
+        for req in [
+            Request::Hosts,
+            Request::ClusterStatus,
+            Request::HostRm { name: "h2".into() },
+        ] {
+            assert_eq!(call(&sock, &req).await.unwrap(), err(NO_CLUSTER));
+        }
 
         task.abort();
     }
