@@ -170,7 +170,8 @@ impl Store {
     }
 
     /// Why no endpoint answered: each is probed directly (TCP, TLS, HTTP/2).
-    async fn explain(&self, request_error: &str) -> ClusterError {
+    /// `request_error` is what the failed request reported.
+    pub async fn explain(&self, request_error: &str) -> ClusterError {
         let probes =
             futures::future::join_all(self.endpoints.iter().map(|url| self.probe(url))).await;
         let mut reasons = Vec::new();

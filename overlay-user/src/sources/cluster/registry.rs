@@ -206,14 +206,14 @@ impl ClusterSource {
                 message = stream.message() => {
                     let resp = match message {
                         Ok(Some(resp)) => resp,
-                        Ok(None) => return Err(self.watch_error(&prefix, "the watch ended".into())),
-                        Err(e) => return Err(self.watch_error(&prefix, e.to_string())),
+                        Ok(None) => return Err(self.watch_error("the watch ended".into()).await),
+                        Err(e) => return Err(self.watch_error(e.to_string()).await),
                     };
                     if resp.compact_revision() > 0 {
                         return Err(End::Compacted { from: self.revision + 1, compacted: resp.compact_revision() });
                     }
                     if resp.canceled() {
-                        return Err(self.watch_error(&prefix, format!("the watch was cancelled: {}", resp.cancel_reason())));
+                        return Err(self.watch_error(format!("the watch was cancelled: {}", resp.cancel_reason())).await);
                     }
                     self.events(core, resp.events()).await?;
                     if let Some(h) = resp.header() {
@@ -228,11 +228,9 @@ impl ClusterSource {
         }
     }
 
-    fn watch_error(&self, prefix: &str, reason: String) -> End {
-        End::Failed(ClusterError::Etcd {
-            what: format!("watching {prefix}"),
-            reason,
-        })
+    /// A broken watch: etcd gone (the endpoints are probed to say why), or the watch alone.
+    async fn watch_error(&self, reason: String) -> End {
+        End::Failed(self.store.explain(&format!("watching: {reason}")).await)
     }
 
     /// Apply one watch response's events, under one lock of the core.
