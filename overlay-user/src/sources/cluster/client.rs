@@ -17,6 +17,8 @@ use crate::sources::cluster::ClusterError;
 
 /// How long one request may take before etcd counts as unreachable.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause before a request that did not reach a member is sent again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long a connection attempt to one endpoint may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -149,23 +151,42 @@ impl Store {
         &self.endpoints
     }
 
-    /// Run one request within [`CALL_TIMEOUT`]; `what` names it in errors.
-    pub async fn call<T>(
+    /// Run one request, made by `request` with a client, within
+    /// [`CALL_TIMEOUT`]; `what` names it in errors. A request that did not
+    /// reach a working member (one of several may be down) is sent again,
+    /// to let the client pick another member.
+    pub async fn call<T, F, Fut>(
         &self,
         what: impl Into<String>,
-        request: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, ClusterError> {
-        match tokio::time::timeout(CALL_TIMEOUT, request).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if is_connection(&e) => Err(self.explain(&chain(&e)).await),
-            Ok(Err(e)) => Err(ClusterError::Etcd {
-                what: what.into(),
-                reason: chain(&e),
-            }),
-            Err(_) => {
-                let waited = format!("no answer within {} s", CALL_TIMEOUT.as_secs());
-                Err(self.explain(&waited).await)
+        mut request: F,
+    ) -> Result<T, ClusterError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        let mut last = String::new();
+        loop {
+            match tokio::time::timeout_at(deadline, request(self.client())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if is_connection(&e) => last = chain(&e),
+                Ok(Err(e)) => {
+                    return Err(ClusterError::Etcd {
+                        what: what.into(),
+                        reason: chain(&e),
+                    })
+                }
+                Err(_) => {
+                    if last.is_empty() {
+                        last = format!("no answer within {} s", CALL_TIMEOUT.as_secs());
+                    }
+                    return Err(self.explain(&last).await);
+                }
             }
+            if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(self.explain(&last).await);
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
 
@@ -223,9 +244,11 @@ impl Store {
     /// The cluster settings.
     pub async fn settings(&self) -> Result<ClusterSettings, ClusterError> {
         let key = settings_key(&self.prefix);
-        let mut client = self.client();
         let resp = self
-            .call(format!("reading {key}"), client.get(key.clone(), None))
+            .call(format!("reading {key}"), |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
             .await?;
         let kv = resp
             .kvs()
@@ -247,8 +270,12 @@ impl Store {
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.clone(), value.clone(), None)])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let mut client = self.client();
-        let resp = self.call(format!("writing {key}"), client.txn(txn)).await?;
+        let resp = self
+            .call(format!("writing {key}"), |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         if resp.succeeded() {
             return Ok(Init::Created);
         }
@@ -270,11 +297,10 @@ impl Store {
             }),
             Err(e) if !force => Err(e),
             old => {
-                let mut client = self.client();
-                self.call(
-                    format!("writing {key}"),
-                    client.put(key.clone(), value, None),
-                )
+                self.call(format!("writing {key}"), |mut c| {
+                    let (key, value) = (key.clone(), value.clone());
+                    async move { c.put(key, value, None).await }
+                })
                 .await?;
                 Ok(match old {
                     Ok(old) => Init::Replaced(old),
@@ -286,12 +312,15 @@ impl Store {
 
     /// Which member answers, who leads, and the revision.
     pub async fn member(&self) -> Result<MemberInfo, ClusterError> {
-        let mut client = self.client();
         let status = self
-            .call("reading the member's status", client.status())
+            .call("reading the member's status", |mut c| async move {
+                c.status().await
+            })
             .await?;
         let members = self
-            .call("listing the members", client.member_list())
+            .call("listing the members", |mut c| async move {
+                c.member_list().await
+            })
             .await?;
         let name = |id: u64| {
             members

@@ -59,9 +59,10 @@ impl Keeper {
                 if id == 0 {
                     continue;
                 }
-                let mut client = store.client();
                 match store
-                    .call("renewing the lease", client.lease_keep_alive(id))
+                    .call("renewing the lease", |mut c| async move {
+                        c.lease_keep_alive(id).await
+                    })
                     .await
                 {
                     Ok(_) => state.renewed(),

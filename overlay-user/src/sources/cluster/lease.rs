@@ -88,12 +88,11 @@ pub fn parse_record(
 /// Read every host record.
 pub async fn read_hosts(store: &Store) -> Result<Listing, ClusterError> {
     let prefix = subnets_prefix(store.prefix());
-    let mut client = store.client();
     let resp = store
-        .call(
-            format!("reading {prefix}"),
-            client.get(prefix.clone(), Some(GetOptions::new().with_prefix())),
-        )
+        .call(format!("reading {prefix}"), |mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
         .await?;
     let mut listing = Listing {
         revision: resp.header().map(|h| h.revision()).unwrap_or_default(),
@@ -148,9 +147,11 @@ pub async fn claim(
     previous: i64,
 ) -> Result<Claim, ClusterError> {
     let key = subnet_key(store.prefix(), record.subnet);
-    let mut client = store.client();
     let current = store
-        .call(format!("reading {key}"), client.get(key.clone(), None))
+        .call(format!("reading {key}"), |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })
         .await?;
     let (compare, old_lease) = match current.kvs().first() {
         None => (
@@ -180,7 +181,9 @@ pub async fn claim(
         }
     };
     let grant = store
-        .call("granting a lease", client.lease_grant(ttl as i64, None))
+        .call("granting a lease", |mut c| async move {
+            c.lease_grant(ttl as i64, None).await
+        })
         .await?;
     let id = grant.id();
     let value = serde_json::to_string(record).expect("records serialize");
@@ -189,7 +192,12 @@ pub async fn claim(
         value,
         Some(PutOptions::new().with_lease(id)),
     )]);
-    let done = store.call(format!("writing {key}"), client.txn(txn)).await;
+    let done = store
+        .call(format!("writing {key}"), |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await;
     if !done.as_ref().is_ok_and(|r| r.succeeded()) {
         revoke(store, id).await;
         return done.map(|_| Claim::Raced);
@@ -215,18 +223,21 @@ pub async fn refresh_record(
             value,
             Some(PutOptions::new().with_lease(lease)),
         )]);
-    let mut client = store.client();
     let resp = store
-        .call(format!("writing {key}"), client.txn(txn))
+        .call(format!("writing {key}"), |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
         .await?;
     Ok(resp.succeeded())
 }
 
 /// Revoke an etcd lease (deleting the keys bound to it); failures are logged.
 pub async fn revoke(store: &Store, id: i64) {
-    let mut client = store.client();
     if let Err(e) = store
-        .call("revoking a lease", client.lease_revoke(id))
+        .call("revoking a lease", |mut c| async move {
+            c.lease_revoke(id).await
+        })
         .await
     {
         log::debug!("cluster: revoking lease {id:x}: {e}");

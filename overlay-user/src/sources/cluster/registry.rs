@@ -189,16 +189,15 @@ impl ClusterSource {
         });
         self.flush();
         let prefix = subnets_prefix(self.store.prefix());
-        let mut client = self.store.client();
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(self.revision + 1);
         let mut stream = self
             .store
-            .call(
-                format!("watching {prefix}"),
-                client.watch(prefix.clone(), Some(options)),
-            )
+            .call(format!("watching {prefix}"), |mut c| {
+                let (prefix, options) = (prefix.clone(), options.clone());
+                async move { c.watch(prefix, Some(options)).await }
+            })
             .await?;
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         loop {

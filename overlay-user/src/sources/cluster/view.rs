@@ -77,9 +77,10 @@ impl ClusterHandle {
         if id == 0 {
             return None;
         }
-        let mut client = self.store.client();
         self.store
-            .call("reading a lease", client.lease_time_to_live(id, None))
+            .call("reading a lease", |mut c| async move {
+                c.lease_time_to_live(id, None).await
+            })
             .await
             .ok()
             .map(|r| r.ttl())
@@ -193,9 +194,11 @@ impl ClusterHandle {
             })
             .ok_or_else(|| ClusterError::NoSuchHost(name.to_string()))?;
         let key = subnet_key(self.store.prefix(), record.subnet);
-        let mut client = self.store.client();
         self.store
-            .call(format!("deleting {key}"), client.delete(key.clone(), None))
+            .call(format!("deleting {key}"), |mut c| {
+                let key = key.clone();
+                async move { c.delete(key, None).await }
+            })
             .await?;
         if lease != 0 {
             revoke(&self.store, lease).await;
@@ -218,9 +221,10 @@ impl ClusterHandle {
     pub async fn leave(&self) -> Result<(), ClusterError> {
         let id = self.state.id();
         if id != 0 {
-            let mut client = self.store.client();
             self.store
-                .call("revoking this host's lease", client.lease_revoke(id))
+                .call("revoking this host's lease", |mut c| async move {
+                    c.lease_revoke(id).await
+                })
                 .await?;
             self.state.set_id(0);
         }
