@@ -165,11 +165,10 @@ impl Store {
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
-        let mut last = String::new();
         loop {
-            match tokio::time::timeout_at(deadline, request(self.client())).await {
+            let last = match tokio::time::timeout_at(deadline, request(self.client())).await {
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if is_connection(&e) => last = chain(&e),
+                Ok(Err(e)) if is_connection(&e) => chain(&e),
                 Ok(Err(e)) => {
                     return Err(ClusterError::Etcd {
                         what: what.into(),
@@ -177,24 +176,34 @@ impl Store {
                     })
                 }
                 Err(_) => {
-                    if last.is_empty() {
-                        last = format!("no answer within {} s", CALL_TIMEOUT.as_secs());
-                    }
-                    return Err(self.explain(&last).await);
+                    let waited = format!("no answer within {} s", CALL_TIMEOUT.as_secs());
+                    return Err(self.explain(&waited).await);
                 }
-            }
-            if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
-                return Err(self.explain(&last).await);
+            };
+            // Worth another try only if some member can be reached.
+            let probes = self.probe_all().await;
+            if probes.iter().all(Result::is_err)
+                || tokio::time::Instant::now() + RETRY_PAUSE >= deadline
+            {
+                return Err(self.explanation(probes, &last));
             }
             tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
 
+    /// Each endpoint probed directly (TCP, TLS, HTTP/2), in order.
+    async fn probe_all(&self) -> Vec<Result<(), String>> {
+        futures::future::join_all(self.endpoints.iter().map(|url| self.probe(url))).await
+    }
+
     /// Why no endpoint answered: each is probed directly (TCP, TLS, HTTP/2).
     /// `request_error` is what the failed request reported.
     pub async fn explain(&self, request_error: &str) -> ClusterError {
-        let probes =
-            futures::future::join_all(self.endpoints.iter().map(|url| self.probe(url))).await;
+        let probes = self.probe_all().await;
+        self.explanation(probes, request_error)
+    }
+
+    fn explanation(&self, probes: Vec<Result<(), String>>, request_error: &str) -> ClusterError {
         let mut reasons = Vec::new();
         for (url, probe) in self.endpoints.iter().zip(probes) {
             if let Err(reason) = probe {
