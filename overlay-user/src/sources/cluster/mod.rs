@@ -37,6 +37,9 @@ pub mod registry;
 pub mod saved;
 pub mod view;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 

@@ -35,7 +35,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a session with etcd ended.
-enum End {
+#[derive(Debug)]
+pub(super) enum End {
     /// etcd failed or went away.
     Failed(ClusterError),
     /// The watch's start revision was compacted: read everything again.
@@ -67,7 +68,8 @@ pub struct ClusterSource {
     installed: BTreeMap<Ipv4Net, HostRecord>,
     /// The last problem logged per subnet, to log each once.
     warned: BTreeMap<Ipv4Net, String>,
-    revision: i64,
+    /// The last store revision seen.
+    pub(super) revision: i64,
     /// `Some(true)` while connected, `Some(false)` while not, `None` before the first try.
     connected: Option<bool>,
     dirty: bool,
@@ -159,6 +161,12 @@ impl ClusterSource {
     }
 
     async fn session_inner(&mut self, core: &Core) -> Result<std::convert::Infallible, End> {
+        self.resync(core).await?;
+        Err(self.watch_from(core, self.revision + 1).await)
+    }
+
+    /// Register, read every record and make the installed hosts those.
+    pub(super) async fn resync(&mut self, core: &Core) -> Result<(), ClusterError> {
         self.register().await?;
         let listing = read_hosts(&self.store).await?;
         let wanted = listing
@@ -188,10 +196,25 @@ impl ClusterSource {
             }
         });
         self.flush();
+        Ok(())
+    }
+
+    /// Follow the records from revision `from` until the watch fails or
+    /// its start revision turns out to be compacted.
+    pub(super) async fn watch_from(&mut self, core: &Core, from: i64) -> End {
+        match self.watch_inner(core, from).await {
+            Ok(never) => match never {},
+            Err(end) => end,
+        }
+    }
+
+    async fn watch_inner(
+        &mut self,
+        core: &Core,
+        from: i64,
+    ) -> Result<std::convert::Infallible, End> {
         let prefix = subnets_prefix(self.store.prefix());
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(self.revision + 1);
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut stream = self
             .store
             .call(format!("watching {prefix}"), |mut c| {
@@ -209,7 +232,7 @@ impl ClusterSource {
                         Err(e) => return Err(self.watch_error(e.to_string()).await),
                     };
                     if resp.compact_revision() > 0 {
-                        return Err(End::Compacted { from: self.revision + 1, compacted: resp.compact_revision() });
+                        return Err(End::Compacted { from, compacted: resp.compact_revision() });
                     }
                     if resp.canceled() {
                         return Err(self.watch_error(format!("the watch was cancelled: {}", resp.cancel_reason())).await);
