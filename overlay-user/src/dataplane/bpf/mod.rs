@@ -49,9 +49,14 @@ pub struct BpfDataplane {
     ports: BTreeMap<u32, String>,
     /// Peers as added, to derive peer hosts and refresh next-hop MACs.
     peers: BTreeMap<Ipv4Net, PeerValue>,
+    /// How many of `peers` each underlay address has (`OVL_PEER_HOSTS`).
+    host_counts: BTreeMap<[u8; 4], u32>,
     /// Endpoints the agent added; others in the map were learned by the
     /// from-container program and are forgotten when their port goes.
     endpoints: BTreeSet<Ipv4Addr>,
+    /// The underlay's neighbour table as last read, and when: peers added
+    /// in a burst (a cluster's thousands of hosts) share one read a second.
+    neighbours: Option<(std::time::Instant, BTreeMap<Ipv4Addr, [u8; 6]>)>,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -143,7 +148,9 @@ impl BpfDataplane {
             attach: cfg.attach,
             ports: BTreeMap::new(),
             peers: BTreeMap::new(),
+            host_counts: BTreeMap::new(),
             endpoints: BTreeSet::new(),
+            neighbours: None,
             _logger: logger,
         };
         if let Err(e) = dp.attach_all(cfg).await {
@@ -154,6 +161,7 @@ impl BpfDataplane {
         // peer table in step so peer hosts and MAC refresh stay right.
         for (net, v) in dp.maps.peers()? {
             dp.peers.insert(net, v);
+            *dp.host_counts.entry(v.underlay_ip).or_default() += 1;
         }
         Ok(dp)
     }
@@ -244,16 +252,37 @@ impl BpfDataplane {
         Ok(())
     }
 
+    /// One peer fewer behind `ip`.
+    fn uncount(&mut self, ip: [u8; 4]) {
+        if let Some(n) = self.host_counts.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.host_counts.remove(&ip);
+            }
+        }
+    }
+
+    /// Writes the number of peers behind each of `touched` to `OVL_PEER_HOSTS`.
     fn sync_peer_hosts(&mut self, touched: &[Ipv4Addr]) -> Result<(), DataplaneError> {
         for ip in touched {
-            let n = self
-                .peers
-                .values()
-                .filter(|p| p.underlay_ip == ip.octets())
-                .count() as u32;
+            let n = self.host_counts.get(&ip.octets()).copied().unwrap_or(0);
             self.maps.set_peer_host(*ip, n)?;
         }
         Ok(())
+    }
+
+    /// [`BpfDataplane::neighbour_macs`], read at most once a second; a MAC
+    /// learned since is filled in by the next refresh.
+    async fn recent_neighbour_macs(&mut self) -> BTreeMap<Ipv4Addr, [u8; 6]> {
+        let fresh = std::time::Duration::from_secs(1);
+        if let Some((at, macs)) = &self.neighbours {
+            if at.elapsed() < fresh {
+                return macs.clone();
+            }
+        }
+        let macs = self.neighbour_macs().await;
+        self.neighbours = Some((std::time::Instant::now(), macs.clone()));
+        macs
     }
 
     /// Next-hop MACs of peer hosts from the underlay's neighbour table.
@@ -315,19 +344,21 @@ impl Dataplane for BpfDataplane {
 
     async fn add_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError> {
         let ip = peer.underlay_ip;
-        let macs = self.neighbour_macs().await;
+        let mac = self.recent_neighbour_macs().await.get(&ip).copied();
         let cfg = self.maps.config()?;
         let value = PeerValue::new(
             &cfg,
             ip.octets(),
-            macs.get(&ip).copied().unwrap_or([0; 6]),
+            mac.unwrap_or([0; 6]),
             peer.vtep_mac
                 .unwrap_or_else(|| overlay_common::vtep_mac(ip.octets(), cfg.vni)),
         );
         let old = self.peers.insert(peer.subnet, value);
+        *self.host_counts.entry(ip.octets()).or_default() += 1;
         // Peer host first, so the answer to the first packet is not dropped.
         let mut touched = vec![ip];
         if let Some(old) = old {
+            self.uncount(old.underlay_ip);
             touched.push(Ipv4Addr::from(old.underlay_ip));
         }
         self.sync_peer_hosts(&touched)?;
@@ -337,6 +368,7 @@ impl Dataplane for BpfDataplane {
     async fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
         self.maps.del_peer(subnet)?;
         if let Some(old) = self.peers.remove(&subnet) {
+            self.uncount(old.underlay_ip);
             self.sync_peer_hosts(&[Ipv4Addr::from(old.underlay_ip)])?;
         }
         Ok(())
@@ -381,6 +413,7 @@ impl Dataplane for BpfDataplane {
             }
         }
         let macs = self.neighbour_macs().await;
+        self.neighbours = Some((std::time::Instant::now(), macs.clone()));
         let cfg = self.maps.config()?;
         let mut changed = Vec::new();
         for (net, v) in &self.peers {
