@@ -3,8 +3,8 @@
 //! overlayd with `[cluster]` runs, and measures, from this host's network
 //! namespace, the time until that overlayd's BPF peer map (pinned under
 //! `--pin-dir`) holds all of them, then the time for a change to one record
-//! (a new underlay address) to reach the map, `--changes` times. Prints one
-//! JSON object.
+//! (a new underlay address) to reach the map, from sending the put (so etcd's
+//! commit is included), `--changes` times. Prints one JSON object.
 //!
 //! Usage: clusterbench --etcd URL --pin-dir DIR --hosts N [--changes 20] [--prefix /overlay]
 
@@ -111,6 +111,7 @@ async fn main() {
         let i = (n * 37 + 11) % hosts;
         let r = record(i, underlay(i, 31 - (n % 2) as u8));
         let want_ip = r.underlay_ip.octets();
+        let written = Instant::now();
         client
             .put(
                 subnet_key(&prefix, r.subnet),
@@ -119,7 +120,6 @@ async fn main() {
             )
             .await
             .expect("changing a record");
-        let written = Instant::now();
         while lookup(&peers, r.subnet) != Some(want_ip) {
             assert!(
                 written.elapsed() < Duration::from_secs(30),

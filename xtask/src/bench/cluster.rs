@@ -143,7 +143,7 @@ fn markdown(rows: &[Row], command: &str, build: &str, took: f64) -> String {
     s.push_str("## Cluster store: from etcd records to the BPF peer map\n\n");
     s.push_str(&format!("Command: `{command}` ({build} build)  \nDate: {}  \nKernel: {}  \nCPU: {} ({} cores); run took {took:.0} s.\n\n",
         super::report::now_utc(), super::report::uname_r(), super::report::cpu_model(), super::report::num_cpus()));
-    s.push_str("One lab host with a single etcd 3.4 member and one overlayd (BPF dataplane, `[cluster]`) in its namespace; a client in the same namespace writes N host records straight into etcd (transactions of 100 puts) and polls the agent's pinned `OVL_PEERS` map. A fresh lab, etcd and agent per N. Then 20 times: one record gets a new underlay address, timed from the put's answer until the map entry has it. Resident memory is overlayd's VmRSS before the records and after.\n\n");
+    s.push_str("One lab host with a single etcd 3.4 member and one overlayd (BPF dataplane, `[cluster]`) in its namespace; a client in the same namespace writes N host records straight into etcd (transactions of 100 puts) and polls the agent's pinned `OVL_PEERS` map. A fresh lab, etcd and agent per N. Then 20 times: one record gets a new underlay address, timed from sending the put (etcd's commit included) until the map entry has it. Resident memory is overlayd's VmRSS before the records and after.\n\n");
     s.push_str("| records | writing them (s) | last write -> all in the map (s) | first write -> all in the map (s) | change -> map, median (ms) | change -> map, worst of 20 (ms) | overlayd RSS before -> after (MiB) |\n|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let worst = r.change_ms.iter().copied().fold(f64::NAN, f64::max);
@@ -168,7 +168,7 @@ fn write_section(path: &Path, body: &str) -> Result<()> {
     let section = format!("{START}\n{body}{END}");
     let new = match (old.find(START), old.find(END)) {
         (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], section, &old[b + END.len()..]),
-        _ => format!("{}\n{section}\n", old.trim_end()),
+        _ => format!("{}\n\n{section}\n", old.trim_end()),
     };
     std::fs::write(path, new)?;
     Ok(())
