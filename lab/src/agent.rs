@@ -67,6 +67,13 @@ pub struct AgentOptions {
     pub port: u16,
     /// Put every other host of the lab in `[[peers]]`.
     pub static_peers: bool,
+    /// A `[cluster]` section (e.g. from [`crate::Etcd::cluster_section`]):
+    /// `vni` and `vxlan_port` are then left to the cluster, and the subnet
+    /// file goes to the lab's dir unless the section names one.
+    pub cluster: Option<String>,
+    /// With `cluster`: leave `subnet` out too, to lease one from the pool
+    /// (the lab's bridge keeps its own address: no traffic then).
+    pub lease_subnet: bool,
     /// Extra TOML appended to the config.
     pub extra: String,
     /// Extra overlayd arguments.
@@ -87,6 +94,8 @@ impl Default for AgentOptions {
             vni: 42,
             port: 4789,
             static_peers: false,
+            cluster: None,
+            lease_subnet: false,
             extra: String::new(),
             args: Vec::new(),
             wrapper: Vec::new(),
@@ -113,15 +122,18 @@ pub struct Overlayd {
 pub fn agent_config(lab: &Lab, host: usize, opts: &AgentOptions) -> String {
     let h = lab.host(host);
     let mut s = format!(
-        "underlay_interface = \"{}\"\nsubnet = \"{}\"\nbridge = \"{}\"\nvni = {}\nvxlan_port = {}\npin_dir = \"{}\"\nstate_dir = \"{}\"\n",
+        "underlay_interface = \"{}\"\nbridge = \"{}\"\npin_dir = \"{}\"\nstate_dir = \"{}\"\n",
         h.underlay_if,
-        h.subnet,
         h.bridge,
-        opts.vni,
-        opts.port,
         lab.bpffs_dir().join(format!("h{host}")).display(),
         lab.dir().join(format!("h{host}-state")).display(),
     );
+    if opts.cluster.is_none() || !opts.lease_subnet {
+        s.push_str(&format!("subnet = \"{}\"\n", h.subnet));
+    }
+    if opts.cluster.is_none() {
+        s.push_str(&format!("vni = {}\nvxlan_port = {}\n", opts.vni, opts.port));
+    }
     for (key, value) in [
         ("dataplane", &opts.dataplane),
         ("xdp", &opts.xdp),
@@ -141,7 +153,21 @@ pub fn agent_config(lab: &Lab, host: usize, opts: &AgentOptions) -> String {
             ));
         }
     }
+    if let Some(cluster) = &opts.cluster {
+        s.push_str(cluster);
+        if !cluster.contains("subnet_file") {
+            s.push_str(&format!(
+                "\nsubnet_file = \"{}\"\n",
+                subnet_file(lab, host).display()
+            ));
+        }
+    }
     s
+}
+
+/// Where overlayd on host `host` writes its subnet file (with `[cluster]`).
+pub fn subnet_file(lab: &Lab, host: usize) -> PathBuf {
+    lab.dir().join(format!("h{host}-subnet.env"))
 }
 
 impl Overlayd {

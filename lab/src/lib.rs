@@ -28,7 +28,8 @@
 //! Helpers: [`exec`]/[`exec_ok`] run commands in a namespace, [`Lab::spawn`]
 //! starts daemons (network namespace only, so bpffs pins stay visible),
 //! [`ping`], [`transfer`] and [`arp_scan`] generate traffic in-process, and
-//! [`Lab::capture`] + [`decode_vxlan`] capture and decode packets.
+//! [`Lab::capture`] + [`decode_vxlan`] capture and decode packets;
+//! [`Dockerd`] and [`Etcd`] run real dockerd and etcd on lab hosts.
 //!
 //! ```no_run
 //! use overlay_lab::{Lab, LabSpec, need_root_or_skip, ping};
@@ -43,6 +44,7 @@ mod agent;
 mod arp;
 mod capture;
 mod docker;
+mod etcd;
 mod lab;
 mod netns;
 mod perf;
@@ -51,7 +53,7 @@ mod process;
 mod sweep;
 mod traffic;
 
-pub use agent::{agent_config, underlay_of, AgentOptions, Binaries, Overlayd};
+pub use agent::{agent_config, subnet_file, underlay_of, AgentOptions, Binaries, Overlayd};
 pub use arp::{arp_scan, ArpScan};
 pub use capture::{
     decode_vxlan, tshark_fields, Capture, DecodedPacket, CAPTURE_START_TIMEOUT, VXLAN_PORT,
@@ -59,6 +61,7 @@ pub use capture::{
 pub use docker::{
     docker_cli, docker_missing, need_docker_or_skip, DockerOptions, Dockerd, BUSYBOX_IMAGE,
 };
+pub use etcd::{etcd_missing, need_etcd_or_skip, Etcd, EtcdOptions, TlsFiles, ETCD_START_TIMEOUT};
 pub use lab::{
     host_subnet_octet, host_underlay_ip, Container, Host, Lab, LabSpec, MAX_CONTAINERS_PER_HOST,
     MAX_HOSTS, UNDERLAY_PREFIX, VXLAN_OVERHEAD,

@@ -124,3 +124,141 @@ impl DockerCluster {
         Overlayd::start(&self.lab, h, &self.bins, &opts)
     }
 }
+
+/// Runs `overlayctl ARGS` in host `host`'s namespace without an overlayd
+/// (for `cluster init` and `docker-opts`).
+pub fn ctl_on(
+    lab: &Lab,
+    host: usize,
+    bins: &Binaries,
+    args: &[&str],
+) -> Result<std::process::Output> {
+    let mut cmd =
+        overlay_lab::nsenter_command(&lab.host(host).ns, &bins.overlayctl.display().to_string());
+    Ok(cmd.args(args).output()?)
+}
+
+/// `overlayctl cluster init` against `etcd`, from host `host`: the pool,
+/// the subnet length, VNI 42 and port 4789.
+pub fn cluster_init(
+    lab: &Lab,
+    host: usize,
+    bins: &Binaries,
+    etcd: &overlay_lab::Etcd,
+    pool: &str,
+    len: u8,
+) -> Result<String> {
+    let eps = etcd.endpoints().join(",");
+    let len = len.to_string();
+    let mut args = vec![
+        "cluster",
+        "init",
+        "--etcd",
+        &eps,
+        "--pool",
+        pool,
+        "--subnet-len",
+        &len,
+        "--vni",
+        "42",
+        "--port",
+        "4789",
+    ];
+    let tls;
+    if let Some(t) = etcd.tls() {
+        tls = [
+            t.ca.display().to_string(),
+            t.client_cert.display().to_string(),
+            t.client_key.display().to_string(),
+        ];
+        args.extend([
+            "--ca-file",
+            &tls[0],
+            "--cert-file",
+            &tls[1],
+            "--key-file",
+            &tls[2],
+        ]);
+    }
+    let out = ctl_on(lab, host, bins, &args)?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cluster init failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Options for an overlayd in cluster mode on host `host`, named `h{host}`,
+/// with `extra` lines in its `[cluster]` section.
+pub fn cluster_opts(
+    etcd: &overlay_lab::Etcd,
+    host: usize,
+    mode: &str,
+    lease_subnet: bool,
+    extra: &str,
+) -> AgentOptions {
+    AgentOptions {
+        dataplane: Some(mode.to_string()),
+        cluster: Some(etcd.cluster_section(&format!("h{host}"), extra)),
+        lease_subnet,
+        ..Default::default()
+    }
+}
+
+/// The peers of `agent` as (subnet, source) pairs.
+pub fn peers_of(agent: &Overlayd) -> Result<Vec<(String, String)>> {
+    let out = agent.ctl_ok(&["--json", "peer", "list"])?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["subnet"].as_str().unwrap_or_default().to_string(),
+                p["source"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect())
+}
+
+/// The subnets of `agent`'s peers with source `cluster`, sorted.
+pub fn cluster_peers(agent: &Overlayd) -> Result<Vec<String>> {
+    let mut v: Vec<String> = peers_of(agent)?
+        .into_iter()
+        .filter(|(_, s)| s == "cluster")
+        .map(|(n, _)| n)
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Waits until `agent`'s cluster peers are exactly `want` (any order); returns how long it took.
+pub fn wait_cluster_peers(agent: &Overlayd, want: &[&str], timeout: Duration) -> Result<Duration> {
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    let start = std::time::Instant::now();
+    loop {
+        let now = cluster_peers(agent)?;
+        if now == want {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            anyhow::bail!(
+                "host {}: cluster peers {now:?}, expected {want:?} within {timeout:?}; log:\n{}",
+                agent.host,
+                agent.proc.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// This host's subnet as `agent`'s status reports it.
+pub fn subnet_of(agent: &Overlayd) -> Result<String> {
+    Ok(agent.status()?["subnet"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}

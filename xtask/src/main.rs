@@ -69,6 +69,11 @@ enum Cmd {
         /// Use the debug binaries in target/debug instead of building release ones.
         #[arg(long)]
         debug: bool,
+        /// Measure only the cluster store's scale instead: 1,000 and 5,000
+        /// host records written to a real etcd, until one agent's BPF peer map
+        /// holds them; a change to one record; the agent's memory.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Check overlay-user's module graph (no import circles, no use of a higher
     /// layer, sources independent of each other) and that no source file is
@@ -123,6 +128,7 @@ fn main() -> Result<()> {
             no_docs,
             no_progbench,
             debug,
+            cluster,
         } => {
             setup::ensure()?;
             let bins = if debug {
@@ -134,6 +140,10 @@ fn main() -> Result<()> {
                 "cargo xtask bench {}",
                 std::env::args().skip(2).collect::<Vec<_>>().join(" ")
             );
+            if cluster {
+                let bins = overlay_lab::Binaries::in_dir(&bins)?;
+                return bench::cluster::run(&bins, !debug, !no_docs, command.trim());
+            }
             bench::run(&bench::Opts {
                 quick,
                 rounds,

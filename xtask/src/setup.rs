@@ -26,6 +26,13 @@ pub const APT_PACKAGES: &[&str] = &[
     "docker.io",
     "busybox-static",
     "iptables",
+    // The cluster store's tests run real etcd members (etcd 3.4) and use
+    // etcdctl; openssl makes their TLS certificates. The etcd-client crate
+    // builds its gRPC code with protoc.
+    "etcd-server",
+    "etcd-client",
+    "openssl",
+    "protobuf-compiler",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

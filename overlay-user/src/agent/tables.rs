@@ -21,7 +21,7 @@ use crate::dataplane::Dataplane;
 use crate::model::change::Change;
 use crate::model::config::Config;
 use crate::model::endpoint::EndpointSpec;
-use crate::model::network::{gateway_of, overlaps};
+use crate::model::network::{gateway_of, overlapping, overlaps};
 use crate::model::peer::PeerSpec;
 use crate::model::source::Source;
 use crate::model::status::{Mode, Status};
@@ -221,11 +221,7 @@ impl Agent {
                 own: self.cfg.subnet,
             });
         }
-        if let Some(other) = self
-            .peers
-            .values()
-            .find(|p| p.spec.subnet != subnet && overlaps(p.spec.subnet, subnet))
-        {
+        if let Some((_, other)) = overlapping(&self.peers, subnet) {
             return Err(AgentError::PeerOverlapsPeer {
                 subnet,
                 other: other.spec.subnet,
@@ -430,6 +426,7 @@ impl Agent {
             peers: self.peers.len(),
             endpoints: self.endpoints.len(),
             stats,
+            cluster: None,
         })
     }
 

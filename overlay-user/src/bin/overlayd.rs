@@ -1,9 +1,11 @@
 //! overlayd: the overlay agent of one host.
 //!
-//! The top of the crate: it reads the config file, starts the dataplane
-//! (`dataplane::select`), hands the agent core to the control sources (the
-//! config file's peers, the state file, the API with the attach source,
-//! Docker, discovery) and waits for SIGTERM or SIGINT.
+//! The top of the crate: it reads the config file, with `[cluster]` leases
+//! this host's subnet in etcd (`sources::cluster::lease`), starts the
+//! dataplane (`dataplane::select`), hands the agent core to the control
+//! sources (the config file's peers, the state file, the API with the
+//! attach source, Docker, discovery, the cluster) and waits for SIGTERM or
+//! SIGINT.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +25,10 @@ use overlay_user::model::config::{Config, DataplaneChoice};
 use overlay_user::model::status::mode_name;
 use overlay_user::sources::api::{self, ApiSource};
 use overlay_user::sources::attach::Attacher;
+use overlay_user::sources::cluster::lease::{self, Lease, Me, Origin};
+use overlay_user::sources::cluster::registry::ClusterSource;
+use overlay_user::sources::cluster::view::ClusterHandle;
+use overlay_user::sources::cluster::{saved, ClusterError};
 use overlay_user::sources::config::{self as config_file, ConfigFile};
 use overlay_user::sources::discovery::Discovery;
 use overlay_user::sources::docker::watcher::Watcher;
@@ -147,7 +153,7 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
+async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     // Installed first, so that a signal at any point from here on is a clean shutdown.
     let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -184,6 +190,15 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
     let listener = api::bind(&args.socket)
         .await
         .map_err(|e| Failure::BadInput(e.into()))?;
+    // With [cluster], the subnet (and VNI, port) come from the lease, taken
+    // before the dataplane starts.
+    let lease = match join_cluster(&mut cfg, underlay_ip, &*net).await {
+        Ok(lease) => lease,
+        Err(e) => {
+            let _ = std::fs::remove_file(&args.socket);
+            return Err(e);
+        }
+    };
 
     let started = match select::start(&cfg, underlay_ip, cfg.dataplane).await {
         Ok(started) => started,
@@ -201,8 +216,20 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
     // The config file's peers first, then what the API and attach added earlier.
     Box::new(ConfigFile::new(&cfg)).run(core.clone()).await;
     core.restore(saved).await;
-    // What an earlier run left that neither added again goes now, before it
-    // forwards unlisted.
+    // The cluster's last-known hosts too (other hosts' records become
+    // peers; this host's record is kept current once it runs).
+    let (mut cluster, cluster_view) = match lease {
+        Some(lease) => {
+            let (source, view) = ClusterSource::new(lease);
+            (Some(source), Some(view))
+        }
+        None => (None, None),
+    };
+    if let Some(c) = cluster.as_mut() {
+        c.install_cached(&core).await;
+    }
+    // What an earlier run left that no source added again goes now, before
+    // it forwards unlisted.
     core.forget_unowned().await;
     let ready = format!(
         "overlayd ready: mode={} subnet={} underlay={} ({}) vni={} port={} api={}",
@@ -214,14 +241,16 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
         cfg.vxlan_port,
         args.socket.display()
     );
-    let server = sources::spawn(
-        Box::new(ApiSource::new(
-            listener,
-            Arc::new(Attacher),
-            api::Limits::from_config(&cfg.api),
-        )),
-        core.clone(),
+    let mut api_source = ApiSource::new(
+        listener,
+        Arc::new(Attacher),
+        api::Limits::from_config(&cfg.api),
     );
+    if let Some(view) = &cluster_view {
+        api_source = api_source.with_cluster(Arc::new(view.clone()));
+    }
+    let server = sources::spawn(Box::new(api_source), core.clone());
+    let cluster = cluster.map(|c| sources::spawn(Box::new(c), core.clone()));
     // Containers join by themselves when [docker] is enabled.
     let docker = Watcher::from_config(&cfg.docker, cfg.subnet)
         .context("netlink for the Docker watcher")?
@@ -243,12 +272,15 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
 
     wait_for_signal(term, int).await;
 
-    for task in [Some(discovery), Some(server), docker]
+    for task in [Some(discovery), Some(server), docker, cluster]
         .into_iter()
         .flatten()
     {
         task.abort();
         let _ = task.await;
+    }
+    if let (true, Some(view)) = (args.cleanup, &cluster_view) {
+        leave_cluster(&cfg, view).await;
     }
     let _ = std::fs::remove_file(&args.socket);
     log::info!(
@@ -261,6 +293,101 @@ async fn run(args: Args, cfg: Config) -> Result<(), Failure> {
     );
     core.shutdown(args.cleanup).await.context("shutdown")?;
     Ok(())
+}
+
+/// With `[cluster]`: lease this host's subnet (see `sources::cluster::lease`),
+/// fill in the config's subnet, VNI and port from it, and write the subnet file.
+async fn join_cluster(
+    cfg: &mut Config,
+    underlay_ip: std::net::Ipv4Addr,
+    net: &dyn Netlink,
+) -> Result<Option<Lease>, Failure> {
+    let Some(cluster) = cfg.cluster.clone() else {
+        return Ok(None);
+    };
+    let refused = |e: ClusterError| match e {
+        ClusterError::Contradiction { .. }
+        | ClusterError::OutsidePool { .. }
+        | ClusterError::SubnetHeld { .. }
+        | ClusterError::NameTaken { .. }
+        | ClusterError::Hostname { .. } => Failure::BadInput(anyhow::Error::new(e)),
+        e => Failure::Other(anyhow::Error::new(e).context("joining the cluster")),
+    };
+    let name = match &cluster.name {
+        Some(name) => name.clone(),
+        None => hostname().map_err(refused)?,
+    };
+    let me = Me {
+        name,
+        underlay_ip,
+        subnet: (!cfg.pending.subnet).then_some(cfg.subnet),
+        vni: (!cfg.pending.vni).then_some(cfg.vni),
+        port: (!cfg.pending.vxlan_port).then_some(cfg.vxlan_port),
+    };
+    let lease = lease::acquire(&cluster, &me, &cfg.state_dir)
+        .await
+        .map_err(refused)?;
+    let s = &lease.settings;
+    cfg.apply_cluster(lease.record.subnet, s.vni, s.port)
+        .map_err(|e| Failure::BadInput(anyhow::Error::new(e).context("the leased subnet")))?;
+    let how = match lease.origin {
+        Origin::Configured => "registered as configured".to_string(),
+        Origin::Saved => "the saved lease, renewed".into(),
+        Origin::Reclaimed => "reclaimed from the store".into(),
+        Origin::Leased => "leased".into(),
+        Origin::Offline => format!(
+            "the saved lease; etcd is unreachable ({}), so {} last-known hosts are used until it is back",
+            lease.offline_reason.as_deref().unwrap_or("?"),
+            lease.cached.len()
+        ),
+    };
+    log::info!(
+        "cluster: {} has {} ({how}) in pool {} (/{}), vni {}, port {}",
+        me.name,
+        lease.record.subnet,
+        s.pool,
+        s.subnet_len,
+        s.vni,
+        s.port
+    );
+    let mtu = net
+        .link_by_name(&cfg.underlay_interface)
+        .await
+        .map(|l| l.mtu)
+        .unwrap_or(1500)
+        .saturating_sub(overlay_common::VXLAN_OVERHEAD);
+    saved::write_subnet_file(&cluster.subnet_file, s.pool, lease.record.subnet, mtu)
+        .map_err(|e| Failure::Other(e.into()))?;
+    Ok(Some(lease))
+}
+
+/// This host's name: the kernel's hostname.
+fn hostname() -> Result<String, ClusterError> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .map_err(|e| ClusterError::Hostname {
+            hostname: String::new(),
+            reason: e.to_string(),
+        })?;
+    overlay_user::model::config::cluster::check_host_name(&name).map_err(|e| {
+        ClusterError::Hostname {
+            hostname: name.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(name)
+}
+
+/// A clean leave (`--cleanup`): release the lease (every other host drops
+/// this one at once), forget the saved lease, remove the subnet file.
+async fn leave_cluster(cfg: &Config, view: &ClusterHandle) {
+    if let Err(e) = view.leave().await {
+        log::warn!("cluster: leaving: {e}; the other hosts drop this one when its lease expires");
+    }
+    saved::remove(&saved::path_in(&cfg.state_dir));
+    if let Some(c) = &cfg.cluster {
+        saved::remove(&c.subnet_file);
+    }
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -1,6 +1,9 @@
 //! overlayd's configuration (the TOML file's schema) and its validation.
 //! Plain data: reading the file is the config source's job
-//! (`sources::config::load`).
+//! (`sources::config::load`). The `[cluster]` section is in [`cluster`].
+
+pub mod cluster;
+mod raw;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -9,11 +12,12 @@ use std::path::PathBuf;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::model::limits::{check_learn_limit, default_learn_limit, ApiConfig};
+use crate::model::limits::{check_learn_limit, ApiConfig};
 use crate::model::network::{gateway_of, overlaps, MAX_SUBNET_PREFIX, MAX_VNI};
 use crate::model::validation::{
     check_network, check_peer_subnet, check_underlay_ip, parse_vtep_mac, InputError,
 };
+use cluster::ClusterConfig;
 
 /// Where the from-container program is attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,9 +138,11 @@ fn default_docker_networks() -> Vec<String> {
     vec!["bridge".into()]
 }
 
-/// The whole file.
+/// The whole file. With a `[cluster]` section, `subnet`, `vni` and
+/// `vxlan_port` may be left out: they are then [`Pending`] until the
+/// cluster gives them ([`Config::apply_cluster`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "raw::RawConfig")]
 pub struct Config {
     /// The interface that carries VXLAN (e.g. "eth1").
     pub underlay_interface: String,
@@ -184,6 +190,24 @@ pub struct Config {
     /// Limits of the local API.
     #[serde(default)]
     pub api: ApiConfig,
+    /// The cluster store: lease the subnet and find the other hosts in etcd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+    /// Which of `subnet`, `vni` and `vxlan_port` the file left out, to come from the cluster.
+    #[serde(skip)]
+    pub pending: Pending,
+}
+
+/// Values the file left out because `[cluster]` provides them; until then
+/// the fields hold placeholders that [`Config::validate`] does not check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// `subnet`: leased from the pool.
+    pub subnet: bool,
+    /// `vni`: the cluster's.
+    pub vni: bool,
+    /// `vxlan_port`: the cluster's.
+    pub vxlan_port: bool,
 }
 
 /// Deserialize a CIDR, with [`InputError::NotCidr`]'s message on failure.
@@ -195,6 +219,11 @@ fn de_net<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Ipv4Net, D::Error> 
             value: value.clone(),
         })
     })
+}
+
+/// [`de_net`] for an optional field.
+fn de_opt_net<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Ipv4Net>, D::Error> {
+    de_net(de).map(Some)
 }
 
 fn default_port() -> u16 {
@@ -219,18 +248,20 @@ impl Config {
     pub fn validate(&self) -> Result<(), InputError> {
         check_ifname("underlay_interface", &self.underlay_interface)?;
         check_ifname("bridge", &self.bridge)?;
-        if self.vni == 0 || self.vni > MAX_VNI {
+        if !self.pending.vni && (self.vni == 0 || self.vni > MAX_VNI) {
             return Err(InputError::Vni(self.vni));
         }
         if self.vxlan_port == 0 {
             return Err(InputError::Port);
         }
-        check_network(self.subnet).map_err(|source| InputError::Field {
-            field: "subnet".into(),
-            source: Box::new(source),
-        })?;
-        if self.subnet.prefix_len() > MAX_SUBNET_PREFIX {
-            return Err(InputError::SubnetTooSmall(self.subnet));
+        if !self.pending.subnet {
+            check_network(self.subnet).map_err(|source| InputError::Field {
+                field: "subnet".into(),
+                source: Box::new(source),
+            })?;
+            if self.subnet.prefix_len() > MAX_SUBNET_PREFIX {
+                return Err(InputError::SubnetTooSmall(self.subnet));
+            }
         }
         if let Some(ip) = self.underlay_ip {
             check_underlay_ip(ip).map_err(|source| InputError::Field {
@@ -244,7 +275,7 @@ impl Config {
                 field: field("subnet"),
                 source: Box::new(source),
             })?;
-            if overlaps(peer.subnet, self.subnet) {
+            if !self.pending.subnet && overlaps(peer.subnet, self.subnet) {
                 return Err(InputError::PeerOverlapsOwn {
                     index,
                     peer: peer.subnet,
@@ -283,7 +314,25 @@ impl Config {
         check_learn_limit(self.learn_limit, self.subnet)?;
         self.docker.validate()?;
         self.api.validate()?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         Ok(())
+    }
+
+    /// Fill in what the cluster gives (the leased subnet, its VNI and port)
+    /// and check the result again.
+    pub fn apply_cluster(
+        &mut self,
+        subnet: Ipv4Net,
+        vni: u32,
+        port: u16,
+    ) -> Result<(), InputError> {
+        self.subnet = subnet;
+        self.vni = vni;
+        self.vxlan_port = port;
+        self.pending = Pending::default();
+        self.validate()
     }
 
     /// The gateway address of this host's subnet (the first host address, .1 in a /24).

@@ -3,8 +3,10 @@
 //! Owns: peers ([`peer`]), endpoints ([`endpoint`]), the host's network
 //! arithmetic ([`network`]), who reported an entry ([`source`]), the
 //! changes sources report ([`change`]), the configuration schema
-//! ([`config`]) and its limits ([`limits`]), the data of attached containers ([`attach`]), status and
-//! counters ([`status`]), and the strict parsers for what users type
+//! ([`config`], with its `[cluster]` section) and its limits ([`limits`]),
+//! the cluster store's settings, host records and keys ([`cluster`]), the
+//! data of attached containers ([`attach`]), status and counters
+//! ([`status`]), and the strict parsers for what users type
 //! ([`validation`]).
 //!
 //! Must not touch: I/O of any kind (no files, sockets, netlink or
@@ -13,6 +15,7 @@
 
 pub mod attach;
 pub mod change;
+pub mod cluster;
 pub mod config;
 pub mod endpoint;
 pub mod limits;

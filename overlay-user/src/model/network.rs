@@ -1,6 +1,7 @@
 //! Address arithmetic of the overlay's networks: a host's container subnet,
 //! its gateway, and which addresses can be containers.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -20,6 +21,25 @@ pub fn gateway_of(subnet: Ipv4Net) -> Ipv4Addr {
 /// Whether two subnets share at least one address.
 pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// An entry of `map` (keyed by subnet) other than `subnet` itself that
+/// overlaps `subnet`, found without a walk over the whole map: its
+/// supernets are looked up one prefix length at a time, its subnets in the
+/// key range of its addresses.
+pub fn overlapping<V>(map: &BTreeMap<Ipv4Net, V>, subnet: Ipv4Net) -> Option<(&Ipv4Net, &V)> {
+    for len in 0..subnet.prefix_len() {
+        let sup = Ipv4Net::new(subnet.network(), len)
+            .expect("a shorter prefix")
+            .trunc();
+        if let Some(found) = map.get_key_value(&sup) {
+            return Some(found);
+        }
+    }
+    let lo = Ipv4Net::new(subnet.network(), 0).expect("prefix 0");
+    let hi = Ipv4Net::new(subnet.broadcast(), 32).expect("prefix 32");
+    map.range(lo..=hi)
+        .find(|(net, _)| **net != subnet && overlaps(**net, subnet))
 }
 
 /// Whether `ip` can be a container of `subnet` (not its network, broadcast or gateway address).
@@ -43,6 +63,44 @@ mod tests {
         assert!(overlaps(net("10.0.0.0/8"), net("10.1.0.0/16")));
         assert!(overlaps(net("10.1.0.0/16"), net("10.0.0.0/8")));
         assert!(!overlaps(net("10.1.0.0/24"), net("10.1.1.0/24")));
+    }
+
+    #[test]
+    fn overlapping_entries_are_found_without_a_walk() {
+        let map: BTreeMap<Ipv4Net, u8> = [
+            (net("10.1.0.0/16"), 1),
+            (net("10.2.3.0/24"), 2),
+            (net("10.4.0.0/24"), 3),
+            (net("10.4.1.128/25"), 4),
+        ]
+        .into();
+        assert_eq!(
+            overlapping(&map, net("10.1.5.0/24")),
+            Some((&net("10.1.0.0/16"), &1))
+        );
+        assert_eq!(
+            overlapping(&map, net("10.2.0.0/16")),
+            Some((&net("10.2.3.0/24"), &2))
+        );
+        assert_eq!(
+            overlapping(&map, net("10.2.3.0/24")),
+            None,
+            "itself is no overlap"
+        );
+        assert_eq!(overlapping(&map, net("10.2.4.0/24")), None);
+        assert_eq!(
+            overlapping(&map, net("10.4.1.0/24")),
+            Some((&net("10.4.1.128/25"), &4))
+        );
+        assert_eq!(
+            overlapping(&map, net("10.4.0.0/23")),
+            Some((&net("10.4.0.0/24"), &3))
+        );
+        assert_eq!(
+            overlapping(&map, net("0.0.0.0/0")),
+            Some((&net("10.1.0.0/16"), &1))
+        );
+        assert_eq!(overlapping(&map, net("10.3.0.0/16")), None);
     }
 
     #[test]

@@ -22,11 +22,14 @@ pub enum Source {
     /// packet to a peer; only listed, never reported by a source (a
     /// registration by any source replaces it).
     Learned,
+    /// Another host's record in the cluster store (etcd).
+    Cluster,
 }
 
 impl Source {
     /// Whether entries of this source are kept in the state file.
-    /// Config entries come back from the config; discovered and Docker ones are found again.
+    /// Config entries come back from the config; discovered and Docker ones
+    /// are found again; cluster peers are kept by the cluster source itself.
     pub fn persisted(self) -> bool {
         matches!(self, Source::Api | Source::Attach)
     }
@@ -40,6 +43,7 @@ impl Source {
             Source::Docker => "docker",
             Source::Attach => "attach",
             Source::Learned => "learned",
+            Source::Cluster => "cluster",
         }
     }
 }

@@ -70,4 +70,34 @@ pub struct Status {
     pub endpoints: usize,
     /// Dataplane counters and drops.
     pub stats: Stats,
+    /// The cluster store's state, with `[cluster]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<StoreStatus>,
+}
+
+/// The cluster store's state, as `overlayctl cluster status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// The configured etcd endpoints.
+    pub endpoints: Vec<String>,
+    /// The key prefix.
+    pub prefix: String,
+    /// Whether etcd answers now.
+    pub connected: bool,
+    /// The member that answered: "name (client URL)".
+    pub member: Option<String>,
+    /// The cluster's leader, by name.
+    pub leader: Option<String>,
+    /// The last store revision seen.
+    pub revision: i64,
+    /// The last error talking to etcd, while it lasts.
+    pub last_error: Option<String>,
+    /// Number of other hosts known (peers with source `cluster`).
+    pub hosts: usize,
+    /// This host's leased subnet.
+    pub subnet: Ipv4Net,
+    /// Its etcd lease (hex, as etcdctl prints it).
+    pub lease_id: String,
+    /// Seconds left on it, when known.
+    pub lease_ttl: Option<i64>,
 }

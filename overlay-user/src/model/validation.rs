@@ -139,6 +139,48 @@ pub enum InputError {
         /// This host's subnet.
         subnet: Ipv4Net,
     },
+    /// A field the file must have (without `[cluster]`, `subnet` and `vni`).
+    #[error("missing field `{field}`; expected {expected}")]
+    MissingField {
+        /// The field.
+        field: &'static str,
+        /// What it should hold.
+        expected: &'static str,
+    },
+    /// A `[cluster]` value is not acceptable.
+    #[error("cluster.{field} = {value} {problem}; expected {expected}")]
+    Cluster {
+        /// The field, e.g. `etcd` or `prefix`.
+        field: &'static str,
+        /// The value given, as written (strings quoted).
+        value: String,
+        /// What is wrong with it, e.g. "is not an etcd client URL".
+        problem: &'static str,
+        /// What is expected instead.
+        expected: String,
+    },
+    /// The cluster's subnet length does not fit its pool.
+    #[error("subnet length /{len} does not fit pool {pool}; expected /{} to /30", pool.prefix_len())]
+    SubnetLen {
+        /// The subnet length given.
+        len: u8,
+        /// The pool.
+        pool: Ipv4Net,
+    },
+    /// A host record in the store names another subnet than its key.
+    #[error("record for {key} names subnet {record}; expected the key's subnet")]
+    RecordSubnet {
+        /// The record's subnet.
+        record: Ipv4Net,
+        /// The subnet of the key it is stored at.
+        key: Ipv4Net,
+    },
+    /// The subnet file lacks a line.
+    #[error("the subnet file has no {missing} line; expected a file written by overlayd with a [cluster] section")]
+    SubnetFile {
+        /// The variable missing, e.g. `OVERLAY_SUBNET`.
+        missing: &'static str,
+    },
     /// `[docker]` is enabled with no network to watch.
     #[error("docker.networks is empty; expected the Docker networks to watch, like [\"bridge\"]")]
     DockerNoNetworks,

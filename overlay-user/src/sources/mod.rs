@@ -7,11 +7,14 @@
 //! - [`attach`]: containers plumbed by hand (`overlayctl attach`);
 //! - [`discovery`]: containers found on the bridge, every second and on
 //!   netlink changes;
-//! - room for the next ones (the cluster store, Docker's network and IPAM
-//!   plugins): a new module here implementing [`ControlSource`].
+//! - [`cluster`]: the cluster store (etcd): this host's subnet lease and
+//!   the other hosts as peers;
+//! - room for the next ones (Docker's network and IPAM plugins): a new
+//!   module here implementing [`ControlSource`].
 //!
 //! Owns: the interfaces the sources share: [`ControlSource`] (how a source
-//! runs) and [`Plumber`] (how the API asks the attach source to plumb).
+//! runs), [`Plumber`] (how the API asks the attach source to plumb) and
+//! [`ClusterView`] (how the API asks the cluster source about hosts).
 //! Every source reports changes through the one
 //! [`Core`] handle.
 //!
@@ -21,6 +24,7 @@
 
 pub mod api;
 pub mod attach;
+pub mod cluster;
 pub mod config;
 pub mod discovery;
 pub mod docker;
@@ -30,6 +34,8 @@ mod tests;
 
 use crate::agent::handle::Core;
 use crate::model::attach::{Attachment, Detachment, Target};
+use crate::model::cluster::HostInfo;
+use crate::model::status::StoreStatus;
 
 /// A control source: learns what the overlay should carry and reports it
 /// to the core.
@@ -67,10 +73,29 @@ pub trait Plumber: Send + Sync {
     async fn detach(&self, core: &Core, target: Target) -> Result<Detachment, SourceError>;
 }
 
+/// The cluster store as the API sees it, answered by the cluster source.
+#[async_trait::async_trait]
+pub trait ClusterView: Send + Sync {
+    /// Every host in the store, this one marked, with its lease time left.
+    async fn hosts(&self) -> Result<Vec<HostInfo>, SourceError>;
+
+    /// Remove a (dead) host's record and lease.
+    async fn remove_host(&self, name: &str) -> Result<HostInfo, SourceError>;
+
+    /// The store's state as last seen, without asking etcd (for `status`).
+    fn summary(&self) -> StoreStatus;
+
+    /// The store's state, asked of etcd now.
+    async fn status(&self) -> StoreStatus;
+}
+
 /// An error one source passes to another through these interfaces.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The attach source refused or failed; its message says why.
     #[error(transparent)]
     Plumbing(Box<dyn std::error::Error + Send + Sync>),
+    /// The cluster source refused or failed; its message says why.
+    #[error(transparent)]
+    Cluster(Box<dyn std::error::Error + Send + Sync>),
 }

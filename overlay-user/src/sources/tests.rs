@@ -98,6 +98,7 @@ async fn attach_needs_one_target_and_a_prefix() {
     let agent = Api {
         core,
         plumber: Arc::new(Attacher),
+        cluster: None,
     };
     let both = Request::Attach {
         container: Some("web".into()),

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use overlay_lab::{exec_ok, tcp_rr, AgentOptions, Binaries, Lab, LabSpec, Overlayd};
 
 /// Ports the server container listens on.
+pub mod cluster;
 mod measure;
 mod report;
 

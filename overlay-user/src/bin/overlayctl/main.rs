@@ -1,14 +1,19 @@
 //! overlayctl: the command-line client of overlayd's local API.
 //!
 //! One module per subcommand ([`peer`], [`endpoint`], [`status`],
-//! [`attach`], [`detach`]) and [`output`] for tables and JSON. It talks to
-//! overlayd only through the API's client and wire format
-//! (`overlay_user::sources::api`) and checks values with the model's
-//! parsers; nothing else of the library.
+//! [`attach`], [`detach`], [`hosts`], [`cluster`], [`docker_opts`]) and
+//! [`output`] for tables and JSON. It talks to overlayd only through the
+//! API's client and wire format (`overlay_user::sources::api`) and checks
+//! values with the model's parsers; `cluster init` alone talks to etcd,
+//! through the cluster source's client (`overlay_user::sources::cluster`),
+//! and `docker-opts` reads overlayd's subnet file.
 
 mod attach;
+mod cluster;
 mod detach;
+mod docker_opts;
 mod endpoint;
+mod hosts;
 mod output;
 mod peer;
 mod status;
@@ -18,7 +23,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use overlay_user::model::validation::InputError;
 use overlay_user::sources::api::{self, ApiError, Request, Response};
+use overlay_user::sources::cluster::ClusterError;
 
 /// Manage the overlay agent (overlayd) of this host.
 #[derive(Parser, Debug)]
@@ -45,7 +52,10 @@ overlayctl attach web 10.103.100.50/24\n  \
 overlayctl detach web\n  \
 overlayctl status\n  \
 overlayctl --json status | jq .stats.drops\n  \
-overlayctl --socket /tmp/host1.sock peer list"
+overlayctl --socket /tmp/host1.sock peer list\n  \
+overlayctl cluster init --etcd http://10.0.0.1:2379 --pool 10.103.0.0/16 --subnet-len 24 --vni 42\n  \
+overlayctl hosts\n  \
+overlayctl docker-opts"
 )]
 struct Cli {
     /// overlayd's API socket.
@@ -70,6 +80,12 @@ enum Command {
     Attach(attach::AttachArgs),
     /// Remove what `attach` made.
     Detach(detach::DetachArgs),
+    /// The hosts of the cluster store (with [cluster]); `hosts rm NAME` removes a dead one.
+    Hosts(hosts::Args),
+    /// The cluster store: write its settings (`init`), show its state (`status`).
+    Cluster(cluster::Args),
+    /// Print dockerd's --bip and --mtu for this host's leased subnet.
+    DockerOpts(docker_opts::Args),
 }
 
 /// What every subcommand needs.
@@ -92,6 +108,24 @@ pub enum CtlError {
     /// overlayd answered with a response of the wrong kind.
     #[error("overlayd sent an unexpected response: {0}")]
     Unexpected(String),
+    /// A value given on the command line is not acceptable (exit status 2).
+    #[error(transparent)]
+    BadInput(InputError),
+    /// The subnet file's content is not what overlayd writes.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// etcd could not be used (`cluster init`).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The subnet file cannot be read (`docker-opts`).
+    #[error("cannot read the subnet file {}: {source}; is overlayd running with a [cluster] section? (use --subnet-file PATH for another file)", path.display())]
+    SubnetFile {
+        /// The file.
+        path: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Ctx {
@@ -132,9 +166,16 @@ async fn main() -> ExitCode {
         Command::Status(args) => status::run(&ctx, args).await,
         Command::Attach(args) => attach::attach(&ctx, args).await,
         Command::Detach(args) => detach::detach(&ctx, args).await,
+        Command::Hosts(args) => hosts::run(&ctx, args).await,
+        Command::Cluster(args) => cluster::run(&ctx, args).await,
+        Command::DockerOpts(args) => docker_opts::run(&ctx, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ CtlError::BadInput(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -14,9 +14,10 @@ use crate::{unexpected, CtlError, Ctx};
 #[command(
     long_about = "Show the dataplane mode and why it runs (the setting, or for `auto` whether \
 the eBPF programs loaded and if not, why), this host's settings, the number of peers and \
-endpoints, and the dataplane's packet counters and drops (by reason), summed over CPUs. In \
-kernel mode the counters are the VXLAN device's (vxlan_rx_packets, ...), read once a second. \
-With --json, print the status object as overlayd sends it.",
+endpoints, with [cluster] the cluster store's state (connected or the last error), and the \
+dataplane's packet counters and drops (by reason), summed over CPUs. In kernel mode the \
+counters are the VXLAN device's (vxlan_rx_packets, ...), read once a second. With --json, \
+print the status object as overlayd sends it.",
     after_help = "Examples:\n  \
 overlayctl status\n  \
 overlayctl --json status | jq .stats.drops"
@@ -76,6 +77,23 @@ fn render(s: &Status) -> String {
         vec!["peers".into(), s.peers.to_string()],
         vec!["endpoints".into(), s.endpoints.to_string()],
     ];
+    let mut settings = settings;
+    if let Some(c) = &s.cluster {
+        let state = match (&c.last_error, c.connected) {
+            (Some(e), _) => format!("{} other hosts; {e}", c.hosts),
+            (None, true) => format!(
+                "connected{}, revision {}, {} other hosts",
+                c.member
+                    .as_ref()
+                    .map(|m| format!(" to {m}"))
+                    .unwrap_or_default(),
+                c.revision,
+                c.hosts
+            ),
+            (None, false) => format!("connecting, {} other hosts", c.hosts),
+        };
+        settings.push(vec!["cluster store".into(), state]);
+    }
     let mut out = table(
         &[("SETTING", Align::Left), ("VALUE", Align::Left)],
         &settings,
@@ -124,6 +142,7 @@ mod tests {
             peers: 1,
             endpoints: 3,
             stats,
+            cluster: None,
         };
         let out = render(&s);
         assert!(out.contains("mode         kernel\n"), "{out}");

@@ -51,6 +51,8 @@ pub struct BpfDataplane {
     ports: BTreeMap<u32, String>,
     /// Peers as added, to derive peer hosts and refresh next-hop MACs.
     peers: BTreeMap<Ipv4Net, PeerValue>,
+    /// How many of `peers` each underlay address has (`OVL_PEER_HOSTS`).
+    host_counts: BTreeMap<[u8; 4], u32>,
     /// Endpoints the agent added; others in the map were learned by the
     /// from-container program and are forgotten when their port goes.
     endpoints: BTreeSet<Ipv4Addr>,
@@ -60,6 +62,9 @@ pub struct BpfDataplane {
     /// With `encap = "device"`, whose VXLAN device listens on the port:
     /// VXLAN accepted only from the peers.
     firewall: Option<Firewall>,
+    /// The underlay's neighbour table as last read, and when: peers added
+    /// in a burst (a cluster's thousands of hosts) share one read a second.
+    neighbours: Option<(std::time::Instant, BTreeMap<Ipv4Addr, [u8; 6]>)>,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -158,9 +163,11 @@ impl BpfDataplane {
             attach: cfg.attach,
             ports: BTreeMap::new(),
             peers: BTreeMap::new(),
+            host_counts: BTreeMap::new(),
             endpoints: BTreeSet::new(),
             inherited_peers: BTreeSet::new(),
             firewall: None,
+            neighbours: None,
             _logger: logger,
         };
         if let Err(e) = dp.attach_all(cfg).await {
@@ -172,6 +179,7 @@ impl BpfDataplane {
         for (net, v) in dp.maps.peers()? {
             dp.peers.insert(net, v);
             dp.inherited_peers.insert(net);
+            *dp.host_counts.entry(v.underlay_ip).or_default() += 1;
         }
         if cfg.encap == EncapMode::Device {
             dp.firewall = Some(Firewall::new(None, cfg.vxlan_port));
@@ -315,16 +323,37 @@ impl BpfDataplane {
         }
     }
 
+    /// One peer fewer behind `ip`.
+    fn uncount(&mut self, ip: [u8; 4]) {
+        if let Some(n) = self.host_counts.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.host_counts.remove(&ip);
+            }
+        }
+    }
+
+    /// Writes the number of peers behind each of `touched` to `OVL_PEER_HOSTS`.
     fn sync_peer_hosts(&mut self, touched: &[Ipv4Addr]) -> Result<(), DataplaneError> {
         for ip in touched {
-            let n = self
-                .peers
-                .values()
-                .filter(|p| p.underlay_ip == ip.octets())
-                .count() as u32;
+            let n = self.host_counts.get(&ip.octets()).copied().unwrap_or(0);
             self.maps.set_peer_host(*ip, n)?;
         }
         Ok(())
+    }
+
+    /// [`BpfDataplane::neighbour_macs`], read at most once a second; a MAC
+    /// learned since is filled in by the next refresh.
+    async fn recent_neighbour_macs(&mut self) -> BTreeMap<Ipv4Addr, [u8; 6]> {
+        let fresh = std::time::Duration::from_secs(1);
+        if let Some((at, macs)) = &self.neighbours {
+            if at.elapsed() < fresh {
+                return macs.clone();
+            }
+        }
+        let macs = self.neighbour_macs().await;
+        self.neighbours = Some((std::time::Instant::now(), macs.clone()));
+        macs
     }
 
     /// Next-hop MACs of peer hosts from the underlay's neighbour table.
@@ -384,20 +413,22 @@ impl Dataplane for BpfDataplane {
 
     async fn add_peer(&mut self, peer: &PeerSpec) -> Result<(), DataplaneError> {
         let ip = peer.underlay_ip;
-        let macs = self.neighbour_macs().await;
+        let mac = self.recent_neighbour_macs().await.get(&ip).copied();
         let cfg = self.maps.config()?;
         let value = PeerValue::new(
             &cfg,
             ip.octets(),
-            macs.get(&ip).copied().unwrap_or([0; 6]),
+            mac.unwrap_or([0; 6]),
             peer.vtep_mac
                 .unwrap_or_else(|| overlay_common::vtep_mac(ip.octets(), cfg.vni)),
         );
         self.inherited_peers.remove(&peer.subnet);
         let old = self.peers.insert(peer.subnet, value);
+        *self.host_counts.entry(ip.octets()).or_default() += 1;
         // Peer host first, so the answer to the first packet is not dropped.
         let mut touched = vec![ip];
         if let Some(old) = old {
+            self.uncount(old.underlay_ip);
             touched.push(Ipv4Addr::from(old.underlay_ip));
         }
         self.sync_peer_hosts(&touched)?;
@@ -410,6 +441,7 @@ impl Dataplane for BpfDataplane {
         self.inherited_peers.remove(&subnet);
         self.maps.del_peer(subnet)?;
         if let Some(old) = self.peers.remove(&subnet) {
+            self.uncount(old.underlay_ip);
             self.sync_peer_hosts(&[Ipv4Addr::from(old.underlay_ip)])?;
         }
         self.sync_filter().await;
@@ -520,6 +552,7 @@ impl Dataplane for BpfDataplane {
         }
         self.maps.set_port_learned(&learned)?;
         let macs = self.neighbour_macs().await;
+        self.neighbours = Some((std::time::Instant::now(), macs.clone()));
         self.rebuild_peers(&macs)?;
         followed
     }

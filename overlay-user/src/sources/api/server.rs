@@ -23,7 +23,7 @@ use crate::model::validation::{
 };
 use crate::sources::api::socket::check_peer;
 use crate::sources::api::wire::{ApiError, EndpointInfo, PeerInfo, Request, Response, MAX_LINE};
-use crate::sources::{ControlSource, Plumber};
+use crate::sources::{ClusterView, ControlSource, Plumber};
 
 /// What requests are served against: the core, and the attach source's plumbing.
 #[derive(Clone)]
@@ -32,7 +32,12 @@ pub struct Api {
     pub core: Core,
     /// Does `attach` and `detach`.
     pub plumber: Arc<dyn Plumber>,
+    /// Answers about the cluster store, with `[cluster]`.
+    pub cluster: Option<Arc<dyn ClusterView>>,
 }
+
+/// The answer when a cluster request reaches an overlayd without `[cluster]`.
+pub const NO_CLUSTER: &str = "this overlayd runs without a [cluster] section; hosts and the cluster store exist only in cluster mode";
 
 /// Serve `req`: a change goes to the core, attach and detach to the plumber.
 pub async fn handle(api: &Api, req: Request) -> Response {
@@ -98,8 +103,29 @@ pub async fn handle(api: &Api, req: Request) -> Response {
             Err(e) => Response::error(e),
         },
         Request::Status => match core.lock().await.status() {
-            Ok(status) => Response::Status(Box::new(status)),
+            Ok(mut status) => {
+                status.cluster = api.cluster.as_ref().map(|c| c.summary());
+                Response::Status(Box::new(status))
+            }
             Err(e) => Response::error(e),
+        },
+        Request::Hosts => match &api.cluster {
+            Some(c) => match c.hosts().await {
+                Ok(hosts) => Response::Hosts(hosts),
+                Err(e) => Response::error(e),
+            },
+            None => Response::error(NO_CLUSTER),
+        },
+        Request::HostRm { name } => match &api.cluster {
+            Some(c) => match c.remove_host(&name).await {
+                Ok(host) => Response::HostRemoved(Box::new(host)),
+                Err(e) => Response::error(e),
+            },
+            None => Response::error(NO_CLUSTER),
+        },
+        Request::ClusterStatus => match &api.cluster {
+            Some(c) => Response::Cluster(Box::new(c.status().await)),
+            None => Response::error(NO_CLUSTER),
         },
         Request::Attach {
             container,
@@ -317,6 +343,7 @@ pub struct ApiSource {
     listener: UnixListener,
     plumber: Arc<dyn Plumber>,
     limits: Limits,
+    cluster: Option<Arc<dyn ClusterView>>,
 }
 
 impl ApiSource {
@@ -327,7 +354,14 @@ impl ApiSource {
             listener,
             plumber,
             limits,
+            cluster: None,
         }
+    }
+
+    /// Answer the cluster requests through `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<dyn ClusterView>) -> ApiSource {
+        self.cluster = Some(cluster);
+        self
     }
 }
 
@@ -341,6 +375,7 @@ impl ControlSource for ApiSource {
         let api = Api {
             core,
             plumber: self.plumber,
+            cluster: self.cluster,
         };
         serve(self.listener, api, self.limits).await
     }

@@ -9,8 +9,10 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::model::attach::{Attachment, Detachment};
+use crate::model::cluster::HostInfo;
 use crate::model::source::Source;
 use crate::model::status::Status;
+use crate::model::status::StoreStatus;
 
 /// Where overlayd listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/overlay/overlayd.sock";
@@ -82,6 +84,15 @@ pub enum Request {
         #[serde(default)]
         netns: Option<String>,
     },
+    /// The hosts in the cluster store (with `[cluster]`).
+    Hosts,
+    /// Remove a dead host from the cluster store.
+    HostRm {
+        /// Its name, as `hosts` lists it.
+        name: String,
+    },
+    /// The cluster store's state.
+    ClusterStatus,
 }
 
 /// A peer as listed.
@@ -135,6 +146,12 @@ pub enum Response {
     Attached(Box<Attachment>),
     /// Answer to [`Request::Detach`].
     Detached(Box<Detachment>),
+    /// Answer to [`Request::Hosts`].
+    Hosts(Vec<HostInfo>),
+    /// Answer to [`Request::HostRm`]: the host removed.
+    HostRemoved(Box<HostInfo>),
+    /// Answer to [`Request::ClusterStatus`].
+    Cluster(Box<StoreStatus>),
 }
 
 impl Response {
@@ -293,6 +310,12 @@ mod tests {
             r#"{"detach":{"container":null,"netns":"ns1"}}"#,
         );
         round_trip(Request::Status, r#""status""#);
+        round_trip(Request::Hosts, r#""hosts""#);
+        round_trip(
+            Request::HostRm { name: "h2".into() },
+            r#"{"host_rm":{"name":"h2"}}"#,
+        );
+        round_trip(Request::ClusterStatus, r#""cluster_status""#);
         // vtep_mac may be left out.
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"peer_add":{"subnet":"a","underlay_ip":"b"}}"#)
@@ -352,6 +375,7 @@ mod tests {
             peers: 1,
             endpoints: 2,
             stats,
+            cluster: None,
         }));
         let json = serde_json::to_string(&status).unwrap();
         assert!(

@@ -45,6 +45,7 @@ async fn server_with(
     let api = Api {
         core,
         plumber: Arc::new(NoPlumbing),
+        cluster: None,
     };
     let task = tokio::spawn(serve(listener, api, limits));
     (sock, dp, task)
@@ -174,6 +175,14 @@ async fn server_and_client() {
     };
     assert_eq!(status.peers, 1);
     assert_eq!(status.endpoints, 0);
+    assert_eq!(status.cluster, None);
+    for req in [
+        Request::Hosts,
+        Request::ClusterStatus,
+        Request::HostRm { name: "h2".into() },
+    ] {
+        assert_eq!(call(&sock, &req).await.unwrap(), err(NO_CLUSTER));
+    }
 
     task.abort();
 }
