@@ -48,7 +48,7 @@ fn underlay(i: u32, base: u8) -> Ipv4Addr {
     Ipv4Addr::new(172, base, (i / 250) as u8, 1 + (i % 250) as u8)
 }
 
-fn open_peers(pin_dir: &PathBuf) -> LpmTrie<MapData, [u8; 4], PeerValue> {
+fn open_peers(pin_dir: &std::path::Path) -> LpmTrie<MapData, [u8; 4], PeerValue> {
     let data = MapData::from_pin(pin_dir.join("maps").join(overlay_common::maps::PEERS))
         .expect("the pinned peer map");
     LpmTrie::try_from(Map::LpmTrie(data)).expect("an LPM trie")
