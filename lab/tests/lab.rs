@@ -437,3 +437,62 @@ fn kernel_vxlan_between_hosts_decodes() {
     }
     assert!(pkts.iter().any(|p| p.inner_proto == Some(6)));
 }
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| {
+            String::from_utf8_lossy(c)
+                .replace('\0', " ")
+                .contains(needle)
+        })
+        .count()
+}
+
+#[test]
+fn etcd_members_in_lab_namespaces_go_with_their_guard() {
+    if !need_etcd_or_skip() {
+        return;
+    }
+    let lab = Lab::new(LabSpec {
+        hosts: 3,
+        containers_per_host: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut etcd = Etcd::start(&lab, &[1, 2, 3], &EtcdOptions::default()).unwrap();
+    assert_eq!(
+        etcd.endpoints(),
+        vec![
+            "http://192.168.56.4:2379",
+            "http://192.168.56.5:2379",
+            "http://192.168.56.6:2379"
+        ]
+    );
+    let token = format!("--initial-cluster-token {}", lab.id());
+    assert_eq!(processes_with(&token), 3);
+    etcd.etcdctl_ok(&["put", "k", "v1"]).unwrap();
+    let leader = etcd.leader().unwrap();
+    etcd.kill(leader).unwrap();
+    assert!(!etcd.is_running(leader));
+    etcd.wait_healthy(Duration::from_secs(20)).unwrap();
+    assert_ne!(etcd.leader().unwrap(), leader);
+    assert!(etcd.etcdctl_ok(&["get", "k"]).unwrap().contains("v1"));
+    etcd.restart(&lab, leader).unwrap();
+    etcd.wait_healthy(Duration::from_secs(20)).unwrap();
+    assert!(etcd.is_running(leader));
+    let dir = lab.dir().join("etcd-1-2-3");
+    assert!(dir.join(format!("m{}", leader + 1)).is_dir());
+    drop(etcd);
+    assert_eq!(processes_with(&token), 0, "etcd members left running");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}

@@ -50,8 +50,8 @@ fn underlay(i: u32, base: u8) -> Ipv4Addr {
 
 fn open_peers(pin_dir: &Path) -> LpmTrie<MapData, [u8; 4], PeerValue> {
     let maps = overlay_user::dataplane::bpf::loader::versioned_dir(pin_dir).join("maps");
-    let data = MapData::from_pin(maps.join(overlay_common::maps::PEERS))
-        .expect("the pinned peer map");
+    let data =
+        MapData::from_pin(maps.join(overlay_common::maps::PEERS)).expect("the pinned peer map");
     LpmTrie::try_from(Map::LpmTrie(data)).expect("an LPM trie")
 }
 

@@ -48,7 +48,9 @@ loaded, a kernel VXLAN device ovl.<VNI> with a neighbour entry, an FDB entry and
 peer, as flannel does), removes what the other mode left behind, routes the config's peers, re-applies the peers and endpoints added \
 earlier through the API (kept in STATE_DIR/state.json), discovers the containers plugged into \
 the bridge (at once on link and neighbour changes, and every second), follows Docker with a \
-[docker] section, and serves overlayctl on a Unix socket. It runs until SIGTERM or \
+[docker] section, with a [cluster] section leases its subnet in etcd and makes every other \
+host registered there a peer (source cluster; see overlayctl cluster and overlayctl hosts), \
+and serves overlayctl on a Unix socket. It runs until SIGTERM or \
 SIGINT. Without --cleanup the dataplane keeps forwarding after it exits, and the next start \
 takes over.\n\n\
 A bad config file is reported with its problem and exit status 2; nothing is changed then. \
@@ -77,7 +79,8 @@ struct Args {
     #[arg(short, long, value_name = "PATH", default_value = api::DEFAULT_SOCKET)]
     socket: PathBuf,
     /// On shutdown, remove every program, pin, map, device and route of ours
-    /// (the state file of API-added peers is kept).
+    /// (the state file of API-added peers is kept); with [cluster], leave:
+    /// release the lease, so every other host drops this one at once.
     #[arg(long)]
     cleanup: bool,
     /// Log level: off, error, warn, info, debug or trace (default: info, or RUST_LOG).

@@ -50,6 +50,8 @@ fn mask(len: u8) -> u32 {
     }
 }
 
+// The methods are named after the programs they model (`ovl_from_underlay`, ...).
+#[allow(clippy::wrong_self_convention)]
 impl Model {
     /// The peer (longest prefix) whose subnet holds `ip`: its underlay IP.
     pub fn peer_of(&self, ip: [u8; 4]) -> Option<[u8; 4]> {
