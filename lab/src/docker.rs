@@ -92,9 +92,7 @@ pub fn need_docker_or_skip() -> bool {
     if missing.is_empty() {
         return true;
     }
-    let ci = std::env::var("CI")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1"))
-        .unwrap_or(false);
+    let ci = crate::is_ci();
     let msg = format!(
         "this test runs a real dockerd but {} missing (apt-get install -y {}, or `cargo xtask setup`)",
         if missing.len() == 1 { "this is" } else { "these are" },

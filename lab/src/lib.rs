@@ -77,6 +77,14 @@ pub use traffic::{
     pattern_sha256, transfer, transfer_with_timeout, PatternReader, Transfer, TRANSFER_TIMEOUT,
 };
 
+/// Whether this runs in CI (`CI` set to `true` or `1`), where a test that
+/// lacks what it needs must fail loudly instead of skipping.
+pub fn is_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1"))
+        .unwrap_or(false)
+}
+
 /// Whether the current process runs as root (effective uid 0).
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
@@ -101,9 +109,7 @@ pub fn need_root_or_skip() -> bool {
     if is_root() {
         return true;
     }
-    let ci = std::env::var("CI")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1"))
-        .unwrap_or(false);
+    let ci = is_ci();
     if ci {
         panic!("!!! overlay-lab: this test needs root but CI=true and we are not root — refusing to skip !!!");
     }
