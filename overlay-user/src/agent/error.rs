@@ -98,6 +98,9 @@ pub enum AgentError {
         #[source]
         source: Box<DataplaneError>,
     },
+    /// A change this agent does not carry (yet): what, and why.
+    #[error("{0}")]
+    Unsupported(String),
     /// The state file exists but could not be read.
     #[error("cannot read state file {}: {source}", path.display())]
     StateRead {

@@ -451,6 +451,12 @@ impl Agent {
                 None => Ok(()),
             },
             Change::DelEndpoint(ip) => self.del_endpoint(ip).await,
+            Change::AddNetwork(_)
+            | Change::DelNetwork(_)
+            | Change::PutNetEndpoint(_)
+            | Change::DelNetEndpoint { .. } => Err(AgentError::Unsupported(
+                "overlay networks are not carried by this agent yet".into(),
+            )),
         }
     }
 

@@ -20,6 +20,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::model::endpoint::EndpointSpec;
+use crate::model::overlay_network::{NetEndpointSpec, NetworkSpec};
 use crate::model::peer::PeerSpec;
 use crate::model::status::{Mode, Stats};
 
@@ -173,6 +174,40 @@ pub trait Dataplane: Send + Sync {
     /// (never given to [`Dataplane::add_endpoint`]); none unless it learns.
     fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {
         Ok(Vec::new())
+    }
+
+    /// Carry overlay network `net` (its VNI, subnet and gateway) on this
+    /// host: the gateway answered to its containers, traffic leaving the
+    /// network routed out through the host with NAT, its VNI accepted from
+    /// peer hosts. The same VNI again replaces it.
+    async fn add_network(&mut self, net: &NetworkSpec) -> Result<(), DataplaneError> {
+        Err(DataplaneError::Other(format!(
+            "the {} dataplane does not carry overlay networks (network {})",
+            crate::model::status::mode_name(self.mode()),
+            net.name
+        )))
+    }
+    /// Stop carrying the network with VNI `vni`; removes exactly what
+    /// [`Dataplane::add_network`] and its endpoints made.
+    async fn del_network(&mut self, vni: u32) -> Result<(), DataplaneError> {
+        let _ = vni;
+        Ok(())
+    }
+    /// Deliver traffic for `ep.ip` on network `ep.vni` to `ep`: a local
+    /// container behind its host-side veth, or a remote one through VXLAN
+    /// to its host. The network was added before.
+    async fn add_net_endpoint(&mut self, ep: &NetEndpointSpec) -> Result<(), DataplaneError> {
+        Err(DataplaneError::Other(format!(
+            "the {} dataplane does not carry overlay networks (endpoint {} on VNI {})",
+            crate::model::status::mode_name(self.mode()),
+            ep.ip,
+            ep.vni
+        )))
+    }
+    /// Forget the endpoint at `ip` on network `vni`.
+    async fn del_net_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        let _ = (vni, ip);
+        Ok(())
     }
 
     /// Once at start, after the sources that report at start (the config

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::model::endpoint::EndpointSpec;
+use crate::model::overlay_network::{NetEndpointSpec, NetworkSpec};
 use crate::model::peer::PeerSpec;
 
 /// One change of the desired state.
@@ -33,4 +34,17 @@ pub enum Change {
     RefreshEndpoint(EndpointSpec),
     /// Forget the endpoint at this address.
     DelEndpoint(Ipv4Addr),
+    /// Add or replace an overlay network (the same VNI again replaces it).
+    AddNetwork(NetworkSpec),
+    /// Remove the overlay network with this VNI, and every endpoint on it.
+    DelNetwork(u32),
+    /// Add or replace an endpoint of an overlay network, local or remote.
+    PutNetEndpoint(NetEndpointSpec),
+    /// Forget the endpoint at `ip` on the network with VNI `vni`.
+    DelNetEndpoint {
+        /// The network's VNI.
+        vni: u32,
+        /// The endpoint's address.
+        ip: Ipv4Addr,
+    },
 }

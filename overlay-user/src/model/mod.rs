@@ -1,7 +1,8 @@
 //! The model: plain data the other layers share, and its validation.
 //!
 //! Owns: peers ([`peer`]), endpoints ([`endpoint`]), the host's network
-//! arithmetic ([`network`]), who reported an entry ([`source`]), the
+//! arithmetic ([`network`]), the cluster's overlay networks and their
+//! endpoints ([`overlay_network`]), who reported an entry ([`source`]), the
 //! changes sources report ([`change`]), the configuration schema
 //! ([`config`], with its `[cluster]` section) and its limits ([`limits`]),
 //! the cluster store's settings, host records and keys ([`cluster`]), the
@@ -20,6 +21,7 @@ pub mod config;
 pub mod endpoint;
 pub mod limits;
 pub mod network;
+pub mod overlay_network;
 pub mod peer;
 pub mod source;
 pub mod status;

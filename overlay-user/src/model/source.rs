@@ -24,6 +24,8 @@ pub enum Source {
     Learned,
     /// Another host's record in the cluster store (etcd).
     Cluster,
+    /// Docker's network and IPAM plugin protocols (`-d ovl`).
+    Plugin,
 }
 
 impl Source {
@@ -44,6 +46,7 @@ impl Source {
             Source::Attach => "attach",
             Source::Learned => "learned",
             Source::Cluster => "cluster",
+            Source::Plugin => "plugin",
         }
     }
 }

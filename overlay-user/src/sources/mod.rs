@@ -32,9 +32,12 @@ pub mod docker;
 #[cfg(test)]
 mod tests;
 
+use std::net::Ipv4Addr;
+
 use crate::agent::handle::Core;
 use crate::model::attach::{Attachment, Detachment, Target};
 use crate::model::cluster::HostInfo;
+use crate::model::overlay_network::{EndpointRecord, NetworkRequest, NetworkSpec};
 use crate::model::status::StoreStatus;
 
 /// A control source: learns what the overlay should carry and reports it
@@ -87,6 +90,46 @@ pub trait ClusterView: Send + Sync {
 
     /// The store's state, asked of etcd now.
     async fn status(&self) -> StoreStatus;
+}
+
+/// The cluster's overlay networks, their address management and endpoint
+/// records, answered by the cluster source from the store and used by the
+/// API (`overlayctl network`), the Docker plugins and attach.
+#[async_trait::async_trait]
+pub trait NetworkDirectory: Send + Sync {
+    /// Create a network atomically; what `req` leaves out is chosen (a
+    /// free VNI, a subnet from the default pool, the first address as
+    /// gateway). Refused when the name, subnet or VNI is taken.
+    async fn create_network(&self, req: NetworkRequest) -> Result<NetworkSpec, SourceError>;
+
+    /// Remove a network; refused while endpoints exist on it, naming them.
+    async fn remove_network(&self, name: &str) -> Result<NetworkSpec, SourceError>;
+
+    /// Every network, by name.
+    async fn networks(&self) -> Result<Vec<NetworkSpec>, SourceError>;
+
+    /// One network and its endpoints on every host.
+    async fn network(&self, name: &str) -> Result<(NetworkSpec, Vec<EndpointRecord>), SourceError>;
+
+    /// An address on `network` for `holder` (a container or endpoint ID),
+    /// unique across all hosts: `wanted` when given and free (refused when
+    /// held, naming the holder), else a free one. The gateway is never
+    /// handed out.
+    async fn request_address(
+        &self,
+        network: &str,
+        wanted: Option<Ipv4Addr>,
+        holder: &str,
+    ) -> Result<Ipv4Addr, SourceError>;
+
+    /// Give an address back; releasing a free one succeeds.
+    async fn release_address(&self, network: &str, ip: Ipv4Addr) -> Result<(), SourceError>;
+
+    /// Publish this host's endpoint so that every host installs it.
+    async fn publish_endpoint(&self, record: &EndpointRecord) -> Result<(), SourceError>;
+
+    /// Withdraw this host's endpoint at `ip` on `network`.
+    async fn withdraw_endpoint(&self, network: &str, ip: Ipv4Addr) -> Result<(), SourceError>;
 }
 
 /// An error one source passes to another through these interfaces.
