@@ -7,6 +7,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, MutexGuard};
+use tracing::Instrument;
 
 use crate::agent::error::AgentError;
 use crate::agent::state::State;
@@ -37,7 +38,10 @@ impl Core {
 
     /// Report one change from `source`; on an error nothing was changed.
     pub async fn apply(&self, source: Source, change: Change) -> Result<(), AgentError> {
-        self.lock().await.apply(source, change).await
+        let span = reconcile_span(source, &change);
+        async { self.lock().await.agent.apply(source, change).await }
+            .instrument(span)
+            .await
     }
 
     /// Re-apply the peers and endpoints of the state file (after the
@@ -77,17 +81,31 @@ impl Deref for CoreGuard<'_> {
 impl CoreGuard<'_> {
     /// Report one change from `source`; on an error nothing was changed.
     pub async fn apply(&mut self, source: Source, change: Change) -> Result<(), AgentError> {
-        self.agent.apply(source, change).await
+        let span = reconcile_span(source, &change);
+        self.agent.apply(source, change).instrument(span).await
     }
 
     /// The dataplane's periodic housekeeping (next-hop MACs, new ports, a
-    /// vanished device); problems are logged once each.
+    /// vanished device); problems are logged once each. In a `refresh` span.
     pub async fn refresh(&mut self) {
-        self.agent.refresh().await
+        let span = tracing::debug_span!("refresh");
+        self.agent.refresh().instrument(span).await
+    }
+
+    /// A source's report on its connection to Docker, for `overlayctl status`.
+    pub fn set_docker_connection(&mut self, connection: crate::model::status::Connection) {
+        self.agent.set_docker_connection(connection)
     }
 
     /// Log a problem of a periodic task as a warning, once while it repeats.
     pub fn warn_once(&mut self, message: String) {
         self.agent.note_tick_error(message)
     }
+}
+
+/// The span a change is applied in: `reconcile`, with who reported it and
+/// what it is (`add_peer`, `del_endpoint`, ...); its events (the peer or
+/// endpoint change, a refusal) carry both.
+fn reconcile_span(source: Source, change: &Change) -> tracing::Span {
+    tracing::info_span!("reconcile", source = source.name(), change = change.kind())
 }

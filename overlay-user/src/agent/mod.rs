@@ -6,14 +6,19 @@
 //! host's underlay and routing table in [`host_checks`]), the one handle
 //! the sources report through ([`handle::Core`]), the state file
 //! ([`state`]), the lock that keeps a second overlayd off the same state
-//! and pin directories ([`lock`]) and the agent's errors ([`error`]).
+//! and pin directories ([`lock`]), the checks of this host behind
+//! `overlayctl doctor` ([`doctor`]: read-only probes through `sys::probe`)
+//! the drop samples and connection states behind `overlayctl status`'s
+//! health summary ([`health`]) and the agent's errors ([`error`]).
 //!
 //! Must not touch: the control sources (they call the core, never the
 //! other way round) and the dataplane's implementations (the core knows the
 //! [`Dataplane`](crate::dataplane::Dataplane) trait only).
 
+pub mod doctor;
 pub mod error;
 pub mod handle;
+pub mod health;
 pub mod host_checks;
 pub mod lock;
 pub mod state;

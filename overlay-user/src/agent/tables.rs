@@ -11,10 +11,12 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ipnet::Ipv4Net;
 
 use crate::agent::error::AgentError;
+use crate::agent::health::HealthState;
 use crate::agent::host_checks::check_peer_subnet_on_host;
 use crate::agent::state::{self, State, StoredEndpoint, StoredPeer};
 use crate::dataplane::Dataplane;
@@ -24,7 +26,7 @@ use crate::model::endpoint::EndpointSpec;
 use crate::model::network::{gateway_of, overlapping, overlaps};
 use crate::model::peer::PeerSpec;
 use crate::model::source::Source;
-use crate::model::status::{Mode, Status};
+use crate::model::status::{Connection, Health, Mode, Status};
 use crate::model::validation::{check_peer_subnet, check_underlay_ip, format_mac, parse_vtep_mac};
 use crate::sys::bridge::Snapshot;
 use crate::sys::netlink::Netlink;
@@ -75,6 +77,8 @@ pub struct Agent {
     last_tick_error: Option<String>,
     /// Why the dataplane's mode was chosen ([`Agent::set_mode_reason`]).
     mode_reason: Option<String>,
+    /// Drop samples and the Docker connection, for the health summary.
+    health: HealthState,
     /// While [`Agent::restore`] runs: changes are not written to the state
     /// file one by one (a kill then would leave a partial table), it is
     /// written once at the end.
@@ -100,6 +104,7 @@ impl Agent {
             state_path,
             last_tick_error: None,
             mode_reason: None,
+            health: HealthState::default(),
             restoring: false,
         }
     }
@@ -163,6 +168,16 @@ impl Agent {
     /// The dataplane's mode.
     pub fn mode(&self) -> Mode {
         self.dataplane.mode()
+    }
+
+    /// The Docker source's report on its connection (for `status`).
+    pub fn set_docker_connection(&mut self, connection: Connection) {
+        self.health.set_docker(connection);
+    }
+
+    /// The programs the dataplane needs attached, each with whether it is.
+    pub fn attachments(&self) -> Vec<crate::model::doctor::AttachmentState> {
+        self.dataplane.attachments()
     }
 
     /// Records why the dataplane's mode was chosen, for [`Agent::status`].
@@ -248,7 +263,12 @@ impl Agent {
                 action: format!("adding peer {subnet}"),
                 source: Box::new(source),
             })?;
-        log::info!("peer {subnet} via {underlay_ip} ({source})");
+        tracing::info!(
+            source = source.name(),
+            peer = %subnet,
+            underlay_ip = %underlay_ip,
+            "peer {subnet} via {underlay_ip} ({source})"
+        );
         let old = self.peers.insert(subnet, PeerEntry { spec, source });
         if source.persisted() || old.is_some_and(|o| o.source.persisted()) {
             self.save();
@@ -261,7 +281,7 @@ impl Agent {
         let Some(entry) = self.peers.get(&subnet) else {
             return Err(AgentError::NoPeer(subnet));
         };
-        let persisted = entry.source.persisted();
+        let (persisted, owner) = (entry.source.persisted(), entry.source);
         self.dataplane
             .del_peer(subnet)
             .await
@@ -270,7 +290,11 @@ impl Agent {
                 source: Box::new(source),
             })?;
         self.peers.remove(&subnet);
-        log::info!("peer {subnet} deleted");
+        tracing::info!(
+            source = owner.name(),
+            peer = %subnet,
+            "peer {subnet} deleted (was {owner})"
+        );
         if persisted {
             self.save();
         }
@@ -355,7 +379,10 @@ impl Agent {
                 action: format!("adding endpoint {ip}"),
                 source: Box::new(source),
             })?;
-        log::info!(
+        tracing::info!(
+            source = source.name(),
+            endpoint = %ip,
+            dev = %spec.ifname,
             "endpoint {ip} on {} (ifindex {}, mac {}) ({source})",
             spec.ifname,
             spec.ifindex,
@@ -385,7 +412,7 @@ impl Agent {
             log::info!("learned endpoint {ip} deleted");
             return Ok(());
         };
-        let persisted = entry.source.persisted();
+        let (persisted, owner) = (entry.source.persisted(), entry.source);
         self.dataplane
             .del_endpoint(ip)
             .await
@@ -394,7 +421,11 @@ impl Agent {
                 source: Box::new(source),
             })?;
         self.endpoints.remove(&ip);
-        log::info!("endpoint {ip} deleted");
+        tracing::info!(
+            source = owner.name(),
+            endpoint = %ip,
+            "endpoint {ip} deleted (was {owner})"
+        );
         if persisted {
             self.save();
         }
@@ -425,6 +456,12 @@ impl Agent {
             xdp: self.cfg.xdp,
             peers: self.peers.len(),
             endpoints: self.endpoints.len(),
+            health: Health {
+                programs: self.dataplane.attachments(),
+                ..self
+                    .health
+                    .summary(Instant::now(), &stats.drops, self.cfg.docker.enabled)
+            },
             stats,
             cluster: None,
         })
@@ -465,6 +502,9 @@ impl Agent {
     pub(super) async fn refresh(&mut self) {
         if let Err(e) = self.dataplane.refresh().await {
             self.note_tick_error(format!("dataplane refresh: {e}"));
+        }
+        if let Ok(stats) = self.dataplane.stats() {
+            self.health.sample(Instant::now(), &stats.drops);
         }
         // The dataplane follows a new underlay address by itself; so do the checks and status.
         if self.cfg.underlay_ip.is_none() {

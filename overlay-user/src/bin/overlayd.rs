@@ -60,6 +60,7 @@ moved aside (state.json.corrupt-<unix time>) and the start goes on from the conf
     after_help = "Examples:\n  \
 overlayd --config /etc/overlay/overlay.toml\n  \
 overlayd --config ./host1.toml --socket /tmp/host1.sock --log-level debug\n  \
+overlayd --config /etc/overlay/overlay.toml --log-format json   # one JSON object per line\n  \
 overlayd --config /etc/overlay/overlay.toml --cleanup   # remove everything on exit\n\n\
 Minimal config file:\n  \
 underlay_interface = \"eth1\"\n  \
@@ -86,15 +87,28 @@ struct Args {
     /// Log level: off, error, warn, info, debug or trace (default: info, or RUST_LOG).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<LevelFilter>,
+    /// Log format on stderr: text (one human line per event) or json (one
+    /// object per line, with the event's fields and its spans, for log shippers).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
     /// Which dataplane forwards packets, overriding `dataplane` in the config:
     /// auto (eBPF, else the kernel's VXLAN device), ebpf or kernel.
     #[arg(long, value_enum, value_name = "MODE")]
     dataplane: Option<DataplaneChoice>,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// `2026-12-01T12:00:00.000000Z  INFO reconcile{source=api}: overlay_user::agent: peer added ...`
+    Text,
+    /// `{"timestamp":...,"level":"INFO","fields":{"message":...},"span":{...},"spans":[...]}`
+    Json,
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(args.log_level);
+    init_logging(args.log_level, args.log_format);
 
     // A bad config changes nothing: check it before anything else.
     let mut cfg = match config_file::load(&args.config) {
@@ -132,16 +146,43 @@ fn main() -> ExitCode {
 }
 
 /// info by default; RUST_LOG refines it; --log-level overrides both.
-fn init_logging(level: Option<LevelFilter>) {
-    let mut logger = env_logger::Builder::new();
-    logger.filter_level(LevelFilter::Info);
+/// Through `tracing` (spans of the agent's reconciles and refreshes), with
+/// the `log` crate's records bridged in, so every `log::` call shows too.
+fn init_logging(level: Option<LevelFilter>, format: LogFormat) {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter as TraceLevel};
+    let default = match level {
+        Some(LevelFilter::Off) => TraceLevel::OFF,
+        Some(LevelFilter::Error) => TraceLevel::ERROR,
+        Some(LevelFilter::Warn) => TraceLevel::WARN,
+        Some(LevelFilter::Info) | None => TraceLevel::INFO,
+        Some(LevelFilter::Debug) => TraceLevel::DEBUG,
+        Some(LevelFilter::Trace) => TraceLevel::TRACE,
+    };
     // It warns about every link dump on kernels newer than it knows (IFLA_INET6_CONF size).
-    logger.filter_module("netlink_packet_route", LevelFilter::Error);
-    logger.parse_env("RUST_LOG");
-    if let Some(level) = level {
-        logger.filter_level(level);
+    let quiet = "netlink_packet_route=error";
+    let filter = match (level, std::env::var("RUST_LOG")) {
+        (None, Ok(env)) if !env.is_empty() => format!("{quiet},{env}"),
+        _ => format!("{default},{quiet}"),
+    };
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("warning: RUST_LOG: {e}; logging at info");
+        EnvFilter::new(format!("info,{quiet}"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
+    // try_init also installs tracing-log's LogTracer, capped at the filter's level.
+    if let Err(e) = installed {
+        eprintln!("warning: cannot set up logging: {e}");
     }
-    logger.init();
 }
 
 /// How `run` failed: input problems (exit 2, nothing changed) or anything else (exit 1).

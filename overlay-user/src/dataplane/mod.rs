@@ -19,6 +19,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use crate::model::doctor::AttachmentState;
 use crate::model::endpoint::EndpointSpec;
 use crate::model::overlay_network::{NetEndpointSpec, NetworkSpec};
 use crate::model::peer::PeerSpec;
@@ -170,6 +171,12 @@ pub trait Dataplane: Send + Sync {
     async fn del_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError>;
     /// Current counters.
     fn stats(&self) -> Result<Stats, DataplaneError>;
+    /// The programs this dataplane needs attached, each with whether it
+    /// is (pins compared with the interfaces); none for a dataplane
+    /// without programs.
+    fn attachments(&self) -> Vec<AttachmentState> {
+        Vec::new()
+    }
     /// Endpoints the dataplane learned by itself from containers' packets
     /// (never given to [`Dataplane::add_endpoint`]); none unless it learns.
     fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {

@@ -48,3 +48,21 @@ pub enum Change {
         ip: Ipv4Addr,
     },
 }
+
+impl Change {
+    /// Its kind, in snake case (`add_peer`, `del_endpoint`, ...), as in logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::AddPeer(_) => "add_peer",
+            Change::DelPeer(_) => "del_peer",
+            Change::AddEndpoint { .. } => "add_endpoint",
+            Change::PutEndpoint(_) => "put_endpoint",
+            Change::RefreshEndpoint(_) => "refresh_endpoint",
+            Change::DelEndpoint(_) => "del_endpoint",
+            Change::AddNetwork(_) => "add_network",
+            Change::DelNetwork(_) => "del_network",
+            Change::PutNetEndpoint(_) => "put_net_endpoint",
+            Change::DelNetEndpoint { .. } => "del_net_endpoint",
+        }
+    }
+}

@@ -7,7 +7,7 @@
 //! ([`config`], with its `[cluster]` section) and its limits ([`limits`]),
 //! the cluster store's settings, host records and keys ([`cluster`]), the
 //! data of attached containers ([`attach`]), status and counters
-//! ([`status`]), and the strict parsers for what users type
+//! ([`status`]), what `overlayctl doctor` finds ([`doctor`]), and the strict parsers for what users type
 //! ([`validation`]).
 //!
 //! Must not touch: I/O of any kind (no files, sockets, netlink or
@@ -18,6 +18,7 @@ pub mod attach;
 pub mod change;
 pub mod cluster;
 pub mod config;
+pub mod doctor;
 pub mod endpoint;
 pub mod limits;
 pub mod network;

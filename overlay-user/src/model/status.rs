@@ -8,6 +8,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::model::config::{AttachPoint, XdpMode};
+use crate::model::doctor::AttachmentState;
 
 /// Which implementation forwards packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +74,36 @@ pub struct Status {
     /// The cluster store's state, with `[cluster]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<StoreStatus>,
+    /// The health summary: programs attached, Docker, recent drops.
+    #[serde(default)]
+    pub health: Health,
+}
+
+/// The health summary `overlayctl status` leads with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// The programs the dataplane needs attached, each with whether it is
+    /// (empty for the kernel dataplane, which has none).
+    pub programs: Vec<AttachmentState>,
+    /// The Docker connection, with `[docker]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<Connection>,
+    /// Drops over the last `drops_window_secs` seconds (a minute once
+    /// overlayd has run that long), from the counters the agent samples.
+    pub drops_recent: u64,
+    /// The same, by reason (reasons with no drops left out).
+    pub drops_recent_by_reason: BTreeMap<String, u64>,
+    /// The window of `drops_recent`, in seconds (at most 60).
+    pub drops_window_secs: u64,
+}
+
+/// The state of a connection overlayd keeps (to Docker).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// Whether it is up now.
+    pub connected: bool,
+    /// What it is connected to, or the last error.
+    pub detail: String,
 }
 
 /// The cluster store's state, as `overlayctl cluster status` shows it.

@@ -84,6 +84,15 @@ pub enum SysError {
         reason: String,
     },
 
+    /// A read-only probe of the host (`overlayctl doctor`) could not be made.
+    #[error("{what}: {reason}")]
+    Probe {
+        /// What was being read, e.g. "reading /proc/net/udp".
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A netlink change (veth plumbing) was refused.
     #[error("{what}: {reason}")]
     Plumbing {

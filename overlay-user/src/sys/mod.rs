@@ -1,8 +1,11 @@
 //! System helpers, the bottom layer: rtnetlink queries ([`netlink`]; the
 //! main routing table in [`routes`]),
 //! netlink inside another network namespace ([`netns`]), a bridge's tables
-//! ([`bridge`]), veth plumbing into a namespace ([`veth`]) and the Docker
-//! Engine API client ([`docker`]), and their one error type ([`error`]).
+//! ([`bridge`]), veth plumbing into a namespace ([`veth`]), the Docker
+//! Engine API client ([`docker`]), read-only probes of the host for
+//! `overlayctl doctor` ([`probe`]: sysctls, firewall rules, UDP sockets,
+//! VXLAN devices, ICMP echo, pinned BPF links), and their one error type
+//! ([`error`]).
 //!
 //! Owns: talking to the kernel and to dockerd about interfaces, namespaces
 //! and containers. Must not touch: anything of overlay's own (the model,
@@ -14,5 +17,6 @@ pub mod docker;
 pub mod error;
 pub mod netlink;
 pub mod netns;
+pub mod probe;
 pub mod routes;
 pub mod veth;

@@ -1,7 +1,8 @@
 //! overlayctl: the command-line client of overlayd's local API.
 //!
 //! One module per subcommand ([`peer`], [`endpoint`], [`status`],
-//! [`attach`], [`detach`], [`hosts`], [`cluster`], [`docker_opts`]) and
+//! [`attach`], [`detach`], [`hosts`], [`cluster`], [`docker_opts`],
+//! [`doctor`]) and
 //! [`output`] for tables and JSON. It talks to overlayd only through the
 //! API's client and wire format (`overlay_user::sources::api`) and checks
 //! values with the model's parsers; `cluster init` alone talks to etcd,
@@ -12,6 +13,7 @@ mod attach;
 mod cluster;
 mod detach;
 mod docker_opts;
+mod doctor;
 mod endpoint;
 mod hosts;
 mod output;
@@ -52,6 +54,7 @@ overlayctl attach web 10.103.100.50/24\n  \
 overlayctl detach web\n  \
 overlayctl status\n  \
 overlayctl --json status | jq .stats.drops\n  \
+overlayctl doctor\n  \
 overlayctl --socket /tmp/host1.sock peer list\n  \
 overlayctl cluster init --etcd http://10.0.0.1:2379 --pool 10.103.0.0/16 --subnet-len 24 --vni 42\n  \
 overlayctl hosts\n  \
@@ -86,6 +89,8 @@ enum Command {
     Cluster(cluster::Args),
     /// Print dockerd's --bip and --mtu for this host's leased subnet.
     DockerOpts(docker_opts::Args),
+    /// Check this host (MTU, sysctls, VXLAN port, firewall, addresses, peers, programs) and print the fixes.
+    Doctor(doctor::Args),
 }
 
 /// What every subcommand needs.
@@ -111,6 +116,9 @@ pub enum CtlError {
     /// A value given on the command line is not acceptable (exit status 2).
     #[error(transparent)]
     BadInput(InputError),
+    /// `overlayctl doctor` found problems (listed on stdout).
+    #[error("{0} problem(s) found")]
+    Problems(usize),
     /// The subnet file's content is not what overlayd writes.
     #[error(transparent)]
     Input(#[from] InputError),
@@ -169,9 +177,14 @@ async fn main() -> ExitCode {
         Command::Hosts(args) => hosts::run(&ctx, args).await,
         Command::Cluster(args) => cluster::run(&ctx, args).await,
         Command::DockerOpts(args) => docker_opts::run(&ctx, args).await,
+        Command::Doctor(args) => doctor::run(&ctx, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ CtlError::Problems(_)) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
         Err(e @ CtlError::BadInput(_)) => {
             eprintln!("error: {e}");
             ExitCode::from(2)

@@ -1,4 +1,6 @@
-//! `overlayctl status`: settings, table sizes, counters and drops.
+//! `overlayctl status`: a health summary (dataplane and its programs, the
+//! store, Docker, drops of the last minute), then settings, table sizes,
+//! counters and drops.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,10 @@ use crate::{unexpected, CtlError, Ctx};
 /// Mode, settings, table sizes, counters and drops.
 #[derive(clap::Args, Debug)]
 #[command(
-    long_about = "Show the dataplane mode and why it runs (the setting, or for `auto` whether \
+    long_about = "Start with a health summary: the dataplane and whether its programs are \
+attached where expected, the cluster store's connection, the Docker connection (with [docker]), \
+and the drops of the last minute (from counters overlayd samples every 5 s; the window is \
+shorter while overlayd has run less than a minute). Then show the dataplane mode and why it runs (the setting, or for `auto` whether \
 the eBPF programs loaded and if not, why), this host's settings, the number of peers and \
 endpoints, with [cluster] the cluster store's state (connected or the last error), and the \
 dataplane's packet counters and drops (by reason), summed over CPUs. In kernel mode the \
@@ -53,7 +58,71 @@ fn ordered<'a>(values: &'a BTreeMap<String, u64>, known: &[&'a str]) -> Vec<Vec<
     rows
 }
 
+/// The health summary's rows: the dataplane and its programs, the store,
+/// Docker, the drops of the last minute.
+fn health_rows(s: &Status) -> Vec<Vec<String>> {
+    let h = &s.health;
+    let mode = mode_name(s.mode);
+    let missing: Vec<String> = h
+        .programs
+        .iter()
+        .filter(|p| !p.attached)
+        .map(|p| format!("{} on {}", p.program, p.ifname))
+        .collect();
+    let dataplane = if h.programs.is_empty() {
+        format!("{mode} (no programs to attach)")
+    } else if missing.is_empty() {
+        format!(
+            "{mode}, {} programs attached where expected",
+            h.programs.len()
+        )
+    } else {
+        format!(
+            "{mode}, NOT attached: {} (overlayctl doctor says more)",
+            missing.join(", ")
+        )
+    };
+    let store = match &s.cluster {
+        None => "not used (no [cluster])".to_string(),
+        Some(c) => match (&c.last_error, c.connected) {
+            (Some(e), _) => format!("DOWN: {e}"),
+            (None, true) => "connected".into(),
+            (None, false) => "connecting".into(),
+        },
+    };
+    let docker = match &h.docker {
+        None => "not followed (no [docker])".to_string(),
+        Some(d) if d.connected => d.detail.clone(),
+        Some(d) => format!("DOWN: {}", d.detail),
+    };
+    let mut drops = format!("{} in the last {} s", h.drops_recent, h.drops_window_secs);
+    if !h.drops_recent_by_reason.is_empty() {
+        let by: Vec<String> = h
+            .drops_recent_by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        drops.push_str(&format!(" ({})", by.join(", ")));
+    }
+    vec![
+        vec!["dataplane".into(), dataplane],
+        vec!["store".into(), store],
+        vec!["docker".into(), docker],
+        vec!["drops".into(), drops],
+    ]
+}
+
 fn render(s: &Status) -> String {
+    let mut out = table(
+        &[("HEALTH", Align::Left), ("STATE", Align::Left)],
+        &health_rows(s),
+    );
+    out.push('\n');
+    out.push_str(&render_settings(s));
+    out
+}
+
+fn render_settings(s: &Status) -> String {
     let settings = vec![
         vec!["mode".into(), mode_name(s.mode).into()],
         vec![
@@ -143,8 +212,19 @@ mod tests {
             endpoints: 3,
             stats,
             cluster: None,
+            health: Default::default(),
         };
         let out = render(&s);
+        assert!(
+            out.starts_with(
+                "HEALTH     STATE\n\
+                 dataplane  kernel (no programs to attach)\n\
+                 store      not used (no [cluster])\n\
+                 docker     not followed (no [docker])\n\
+                 drops      0 in the last 0 s\n\n"
+            ),
+            "{out}"
+        );
         assert!(out.contains("mode         kernel\n"), "{out}");
         assert!(
             out.contains("mode reason  auto: eBPF unavailable: no bpffs\n"),

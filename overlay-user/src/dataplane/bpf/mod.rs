@@ -8,6 +8,7 @@
 
 mod encap_device;
 mod follow;
+mod health;
 pub mod loader;
 pub mod maps;
 
@@ -471,6 +472,10 @@ impl Dataplane for BpfDataplane {
 
     fn stats(&self) -> Result<Stats, DataplaneError> {
         self.maps.stats()
+    }
+
+    fn attachments(&self) -> Vec<crate::model::doctor::AttachmentState> {
+        self.attachment_states()
     }
 
     fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {

@@ -109,6 +109,7 @@ pub async fn handle(api: &Api, req: Request) -> Response {
             }
             Err(e) => Response::error(e),
         },
+        Request::Doctor => Response::Doctor(crate::agent::doctor::run(core).await),
         Request::Hosts => match &api.cluster {
             Some(c) => match c.hosts().await {
                 Ok(hosts) => Response::Hosts(hosts),

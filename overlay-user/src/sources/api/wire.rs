@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::attach::{Attachment, Detachment};
 use crate::model::cluster::HostInfo;
+use crate::model::doctor::Finding;
 use crate::model::source::Source;
 use crate::model::status::Status;
 use crate::model::status::StoreStatus;
@@ -93,6 +94,8 @@ pub enum Request {
     },
     /// The cluster store's state.
     ClusterStatus,
+    /// Check this host (`overlayctl doctor`).
+    Doctor,
 }
 
 /// A peer as listed.
@@ -152,6 +155,8 @@ pub enum Response {
     HostRemoved(Box<HostInfo>),
     /// Answer to [`Request::ClusterStatus`].
     Cluster(Box<StoreStatus>),
+    /// Answer to [`Request::Doctor`]: one finding per check.
+    Doctor(Vec<Finding>),
 }
 
 impl Response {
@@ -376,6 +381,7 @@ mod tests {
             endpoints: 2,
             stats,
             cluster: None,
+            health: Default::default(),
         }));
         let json = serde_json::to_string(&status).unwrap();
         assert!(

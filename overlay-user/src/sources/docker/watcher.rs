@@ -17,6 +17,7 @@ use crate::model::attach::{container_ifname, CONTAINER_PREFIX};
 use crate::model::change::Change;
 use crate::model::config::DockerConfig;
 use crate::model::source::Source;
+use crate::model::status::Connection;
 use crate::model::validation::format_mac;
 use crate::sources::docker::containers::{container_info, ContainerInfo};
 use crate::sources::ControlSource;
@@ -107,6 +108,10 @@ impl Watcher {
                 log::debug!("docker: {e}");
             }
             self.connected = Some(false);
+            core.lock().await.set_docker_connection(Connection {
+                connected: false,
+                detail: e.to_string(),
+            });
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -131,6 +136,14 @@ impl Watcher {
             );
         }
         self.connected = Some(true);
+        core.lock().await.set_docker_connection(Connection {
+            connected: true,
+            detail: format!(
+                "connected to {} (API {})",
+                socket.display(),
+                docker.client_version()
+            ),
+        });
         let filters: HashMap<&str, Vec<&str>> = HashMap::from([
             ("type", vec!["container", "network"]),
             ("event", vec!["start", "die", "connect", "disconnect"]),

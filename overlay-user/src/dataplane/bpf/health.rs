@@ -1,0 +1,81 @@
+//! Whether the programs are attached where they should be: each pinned
+//! link is compared with the interface it belongs on (`overlayctl doctor`,
+//! `overlayctl status`).
+
+use overlay_common::programs;
+
+use super::loader::{versioned_dir, LINK_BRIDGE, LINK_UNDERLAY, LINK_XDP, PORT_PREFIX};
+use super::BpfDataplane;
+use crate::model::config::{AttachPoint, XdpMode};
+use crate::model::doctor::AttachmentState;
+use crate::sys::probe;
+
+impl BpfDataplane {
+    /// Every attachment this configuration needs, each checked against
+    /// its pin: the from-underlay program on the underlay, XDP there when
+    /// on, the from-container program on the bridge or on every port.
+    pub(super) fn attachment_states(&self) -> Vec<AttachmentState> {
+        let mut wanted: Vec<(&'static str, String, String, u32)> = vec![(
+            programs::FROM_UNDERLAY,
+            LINK_UNDERLAY.to_string(),
+            self.cfg.underlay_interface.clone(),
+            self.underlay_index,
+        )];
+        if self.cfg.xdp != XdpMode::Off {
+            wanted.push((
+                programs::XDP_UNDERLAY,
+                LINK_XDP.to_string(),
+                self.cfg.underlay_interface.clone(),
+                self.underlay_index,
+            ));
+        }
+        match self.attach {
+            AttachPoint::Bridge => wanted.push((
+                programs::FROM_CONTAINER,
+                LINK_BRIDGE.to_string(),
+                self.cfg.bridge.clone(),
+                self.bridge_index,
+            )),
+            AttachPoint::Veth => {
+                for (index, name) in &self.ports {
+                    wanted.push((
+                        programs::FROM_CONTAINER,
+                        format!("{PORT_PREFIX}{index}"),
+                        name.clone(),
+                        *index,
+                    ));
+                }
+            }
+        }
+        let dir = versioned_dir(&self.pin_dir).join("links");
+        wanted
+            .into_iter()
+            .map(|(program, link, ifname, index)| {
+                let path = dir.join(&link);
+                let problem = match probe::pinned_link(&path) {
+                    Err(_) if !path.exists() => Some(format!("no pinned link {}", path.display())),
+                    Err(e) => Some(e.to_string()),
+                    Ok(state) if state.ifindex == 0 => Some(format!(
+                        "pinned link {} (link id {}) is detached from every interface",
+                        path.display(),
+                        state.id
+                    )),
+                    Ok(state) if state.ifindex != index => Some(format!(
+                        "pinned link {} (link id {}) is on ifindex {}, not {ifname} (ifindex {index})",
+                        path.display(),
+                        state.id,
+                        state.ifindex
+                    )),
+                    Ok(_) => None,
+                };
+                AttachmentState {
+                    program: program.to_string(),
+                    link,
+                    ifname,
+                    attached: problem.is_none(),
+                    problem,
+                }
+            })
+            .collect()
+    }
+}
