@@ -120,7 +120,20 @@ async fn mtu(handle: &rtnetlink::Handle, snap: &Snapshot) -> Vec<Finding> {
         Err(e) => return vec![not_checked("mtu", e)],
     };
     let mut ifaces = Vec::new();
-    if let Ok(b) = netlink::link_by_name(handle, &cfg.bridge).await {
+    // An empty bridge has the kernel's default MTU (1500) and takes its
+    // ports' smallest as they join: only a bridge with ports counts.
+    let bridge = netlink::link_by_name(handle, &cfg.bridge).await.ok();
+    let mut with_ports = None;
+    if let Some(b) = bridge {
+        if !netlink::bridge_ports(handle, b.index)
+            .await
+            .unwrap_or_default()
+            .is_empty()
+        {
+            with_ports = Some(b);
+        }
+    }
+    if let Some(b) = with_ports {
         ifaces.push(MtuOf {
             ifname: b.name,
             mtu: b.mtu,
