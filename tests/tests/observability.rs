@@ -146,3 +146,85 @@ fn status_health_summary() {
         "{text}"
     );
 }
+
+/// docs/grafana-dashboard.json is a Grafana dashboard (unique panel ids,
+/// every query on the Prometheus data source variable) whose queries use
+/// only the metrics overlayd publishes (docs/operations.md, "Metrics").
+#[test]
+fn grafana_dashboard_uses_the_published_metrics() {
+    const PUBLISHED: &[&str] = &[
+        "overlay_encap_packets_total",
+        "overlay_encap_bytes_total",
+        "overlay_decap_packets_total",
+        "overlay_decap_bytes_total",
+        "overlay_dataplane_packets_total",
+        "overlay_drops_total",
+        "overlay_peer_tx_packets_total",
+        "overlay_peer_tx_bytes_total",
+        "overlay_peer_rx_packets_total",
+        "overlay_peer_rx_bytes_total",
+        "overlay_peer_last_rx_timestamp_seconds",
+        "overlay_peers",
+        "overlay_endpoints",
+        "overlay_table_entries",
+        "overlay_table_capacity",
+        "overlay_dataplane_mode",
+        "overlay_store_connected",
+        "overlay_lease_remaining_seconds",
+        "overlay_docker_connected",
+        "overlay_reconcile_duration_seconds_bucket",
+    ];
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana-dashboard.json"
+    );
+    let d: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(d["uid"], "overlay-agent");
+    assert!(d["schemaVersion"].as_u64().unwrap() >= 36);
+    let vars: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(vars, ["datasource", "instance"]);
+    let panels = d["panels"].as_array().unwrap();
+    let mut ids: Vec<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    let mut used = std::collections::BTreeSet::new();
+    for p in panels.iter().filter(|p| p["type"] != "row") {
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{p}");
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{p}");
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap();
+            assert!(expr.contains("instance=~\"$instance\""), "{expr}");
+            for (i, _) in expr.match_indices("overlay_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                assert!(PUBLISHED.contains(&name.as_str()), "{name} in {expr}");
+                used.insert(name);
+            }
+        }
+    }
+    // Encap/decap rates, drops by reason, per-peer traffic, map fill,
+    // store/Docker state, lease time left and reconcile durations all have a panel.
+    for needed in [
+        "overlay_encap_packets_total",
+        "overlay_decap_bytes_total",
+        "overlay_drops_total",
+        "overlay_peer_tx_bytes_total",
+        "overlay_peer_rx_bytes_total",
+        "overlay_table_entries",
+        "overlay_store_connected",
+        "overlay_docker_connected",
+        "overlay_lease_remaining_seconds",
+        "overlay_reconcile_duration_seconds_bucket",
+    ] {
+        assert!(used.contains(needed), "no panel uses {needed}");
+    }
+}

@@ -10,7 +10,7 @@ use crate::model::doctor::{AttachmentState, Finding};
 use crate::model::source::Source;
 
 /// The VXLAN overhead: outer Ethernet, IPv4, UDP and VXLAN headers.
-const OVERHEAD: u32 = overlay_common::VXLAN_OVERHEAD as u32;
+const OVERHEAD: u32 = overlay_common::VXLAN_OVERHEAD;
 
 /// An interface whose MTU matters: its name, MTU and what it is.
 pub struct MtuOf {
@@ -209,7 +209,7 @@ pub fn vxlan_filter(rules: &[String], chain: &str, peers: &BTreeSet<Ipv4Addr>) -
         .iter()
         .filter(|p| {
             let want = format!("-A {chain} -s {p}/32 -j RETURN");
-            !rules.iter().any(|r| *r == want)
+            !rules.contains(&want)
         })
         .map(|p| {
             Finding::problem(
