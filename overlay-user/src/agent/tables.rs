@@ -175,9 +175,21 @@ impl Agent {
         self.health.set_docker(connection);
     }
 
-    /// The programs the dataplane needs attached, each with whether it is.
-    pub fn attachments(&self) -> Vec<crate::model::doctor::AttachmentState> {
-        self.dataplane.attachments()
+    /// The dataplane's view for `overlayctl doctor`: the programs it
+    /// needs attached (each with whether it is), the VXLAN devices it made,
+    /// and its VXLAN filter chain, if any.
+    pub fn dataplane_facts(
+        &self,
+    ) -> (
+        Vec<crate::model::doctor::AttachmentState>,
+        Vec<String>,
+        Option<&'static str>,
+    ) {
+        (
+            self.dataplane.attachments(),
+            self.dataplane.own_devices(),
+            self.dataplane.vxlan_filter_chain(),
+        )
     }
 
     /// Records why the dataplane's mode was chosen, for [`Agent::status`].

@@ -177,6 +177,16 @@ pub trait Dataplane: Send + Sync {
     fn attachments(&self) -> Vec<AttachmentState> {
         Vec::new()
     }
+    /// The VXLAN devices this dataplane made (the kernel's `ovl.<VNI>`, the
+    /// BPF dataplane's collect-metadata device): not a conflict on the port.
+    fn own_devices(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The iptables chain that accepts VXLAN only from the peers, when this
+    /// dataplane keeps one.
+    fn vxlan_filter_chain(&self) -> Option<&'static str> {
+        None
+    }
     /// Endpoints the dataplane learned by itself from containers' packets
     /// (never given to [`Dataplane::add_endpoint`]); none unless it learns.
     fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {

@@ -24,10 +24,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 
 use crate::agent::handle::Core;
-use crate::dataplane::bpf::ENCAP_DEVICE;
-use crate::dataplane::kernel::device::DEVICE_ALIAS;
-use crate::dataplane::kernel::firewall::VXLAN_CHAIN;
-use crate::model::config::{Config, EncapMode};
+use crate::model::config::Config;
 use crate::model::doctor::{AttachmentState, Finding};
 use crate::model::source::Source;
 use crate::model::status::{mode_name, Mode};
@@ -47,12 +44,17 @@ struct Snapshot {
     /// Endpoints: address -> (host-side interface, source).
     endpoints: BTreeMap<Ipv4Addr, (String, Source)>,
     attachments: Vec<AttachmentState>,
+    /// The VXLAN devices the dataplane made.
+    own_devices: Vec<String>,
+    /// The dataplane's VXLAN filter chain, if it keeps one.
+    filter_chain: Option<&'static str>,
 }
 
 /// Every check, in a fixed order; problems carry their fix.
 pub async fn run(core: &Core) -> Vec<Finding> {
     let snap = {
         let a = core.lock().await;
+        let (attachments, own_devices, filter_chain) = a.dataplane_facts();
         Snapshot {
             cfg: a.config().clone(),
             mode: a.mode(),
@@ -66,7 +68,9 @@ pub async fn run(core: &Core) -> Vec<Finding> {
                 .iter()
                 .map(|(ip, e)| (*ip, (e.spec.ifname.clone(), e.source)))
                 .collect(),
-            attachments: a.attachments(),
+            attachments,
+            own_devices,
+            filter_chain,
         }
     };
     let handle = match netlink::connect() {
@@ -158,11 +162,7 @@ async fn mtu(handle: &rtnetlink::Handle, snap: &Snapshot) -> Vec<Finding> {
 async fn rp_filter(handle: &rtnetlink::Handle, snap: &Snapshot) -> Vec<Finding> {
     let cfg = &snap.cfg;
     let mut names = vec![cfg.underlay_interface.clone(), cfg.bridge.clone()];
-    if snap.mode == Mode::Kernel {
-        names.push(format!("ovl.{}", cfg.vni));
-    } else if cfg.encap == EncapMode::Device {
-        names.push(ENCAP_DEVICE.to_string());
-    }
+    names.extend(snap.own_devices.iter().cloned());
     let all = match probe::sysctl(&["net", "ipv4", "conf", "all", "rp_filter"]) {
         Ok(v) => v.parse::<u8>().unwrap_or(0),
         Err(e) => return vec![not_checked("rp_filter", e)],
@@ -188,7 +188,7 @@ async fn vxlan_port(handle: &rtnetlink::Handle, snap: &Snapshot) -> Vec<Finding>
     let on_port: Vec<_> = devices.iter().filter(|d| d.port == port).collect();
     let mut out: Vec<Finding> = on_port
         .iter()
-        .filter(|d| d.alias.as_deref() != Some(DEVICE_ALIAS) && d.name != ENCAP_DEVICE)
+        .filter(|d| !snap.own_devices.contains(&d.name))
         .map(|d| checks::vxlan_device(&d.name, d.vni, port))
         .collect();
     if on_port.is_empty() {
@@ -215,10 +215,10 @@ async fn firewall(snap: &Snapshot) -> Vec<Finding> {
     let port = snap.cfg.vxlan_port;
     let underlay = snap.cfg.underlay_interface.clone();
     let hosts = peer_hosts(snap);
-    let filtered = snap.mode == Mode::Kernel || snap.cfg.encap == EncapMode::Device;
+    let filter_chain = snap.filter_chain;
     let probed = tokio::task::spawn_blocking(move || {
         let input = probe::iptables_rules("INPUT");
-        let chain = probe::iptables_rules(VXLAN_CHAIN);
+        let chain = filter_chain.map(probe::iptables_rules);
         let nft = probe::nft_ruleset();
         (input, chain, nft)
     })
@@ -236,9 +236,18 @@ async fn firewall(snap: &Snapshot) -> Vec<Finding> {
         Ok(None) => {}
         Err(e) => out.push(not_checked("firewall", e)),
     }
-    if let (true, Ok(Some(rules))) = (filtered, &chain) {
-        out.extend(checks::vxlan_filter(rules, VXLAN_CHAIN, &hosts));
-        checked.push("the VXLAN filter");
+    match (filter_chain, chain) {
+        (Some(name), Some(Ok(Some(rules)))) => {
+            out.extend(checks::vxlan_filter(&rules, name, &hosts));
+            checked.push("the VXLAN filter");
+        }
+        (Some(name), Some(Ok(None))) => out.push(Finding::problem(
+            "firewall",
+            format!("the VXLAN filter (iptables chain {name}) is missing: VXLAN is accepted from any host"),
+            "restart overlayd, which installs it again".to_string(),
+        )),
+        (_, Some(Err(e))) => out.push(not_checked("firewall", e)),
+        _ => {}
     }
     match nft {
         Ok(Some(ruleset)) => {

@@ -478,6 +478,19 @@ impl Dataplane for BpfDataplane {
         self.attachment_states()
     }
 
+    fn own_devices(&self) -> Vec<String> {
+        match self.cfg.encap {
+            EncapMode::Device => vec![ENCAP_DEVICE.to_string()],
+            EncapMode::Bpf => Vec::new(),
+        }
+    }
+
+    fn vxlan_filter_chain(&self) -> Option<&'static str> {
+        self.firewall
+            .is_some()
+            .then_some(crate::dataplane::kernel::firewall::VXLAN_CHAIN)
+    }
+
     fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {
         Ok(self
             .maps

@@ -418,6 +418,14 @@ impl Dataplane for KernelDataplane {
         Ok(self.stats.clone())
     }
 
+    fn own_devices(&self) -> Vec<String> {
+        vec![self.dev.name.clone()]
+    }
+
+    fn vxlan_filter_chain(&self) -> Option<&'static str> {
+        Some(firewall::VXLAN_CHAIN)
+    }
+
     async fn refresh(&mut self) -> Result<(), DataplaneError> {
         // The agent has re-added its peers by the first refresh: from now on
         // the filter accepts no other host.
