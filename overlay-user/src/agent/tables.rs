@@ -175,21 +175,9 @@ impl Agent {
         self.health.set_docker(connection);
     }
 
-    /// The dataplane's view for `overlayctl doctor`: the programs it
-    /// needs attached (each with whether it is), the VXLAN devices it made,
-    /// and its VXLAN filter chain, if any.
-    pub fn dataplane_facts(
-        &self,
-    ) -> (
-        Vec<crate::model::doctor::AttachmentState>,
-        Vec<String>,
-        Option<&'static str>,
-    ) {
-        (
-            self.dataplane.attachments(),
-            self.dataplane.own_devices(),
-            self.dataplane.vxlan_filter_chain(),
-        )
+    /// The dataplane, read-only, for the agent's own modules (`doctor`).
+    pub(in crate::agent) fn dataplane(&self) -> &dyn Dataplane {
+        &*self.dataplane
     }
 
     /// Records why the dataplane's mode was chosen, for [`Agent::status`].

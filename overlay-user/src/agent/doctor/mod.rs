@@ -54,7 +54,7 @@ struct Snapshot {
 pub async fn run(core: &Core) -> Vec<Finding> {
     let snap = {
         let a = core.lock().await;
-        let (attachments, own_devices, filter_chain) = a.dataplane_facts();
+        let dp = a.dataplane();
         Snapshot {
             cfg: a.config().clone(),
             mode: a.mode(),
@@ -68,9 +68,9 @@ pub async fn run(core: &Core) -> Vec<Finding> {
                 .iter()
                 .map(|(ip, e)| (*ip, (e.spec.ifname.clone(), e.source)))
                 .collect(),
-            attachments,
-            own_devices,
-            filter_chain,
+            attachments: dp.attachments(),
+            own_devices: dp.own_devices(),
+            filter_chain: dp.vxlan_filter_chain(),
         }
     };
     let handle = match netlink::connect() {

@@ -1,16 +1,30 @@
 //! Whether the programs are attached where they should be: each pinned
 //! link is compared with the interface it belongs on (`overlayctl doctor`,
-//! `overlayctl status`).
+//! `overlayctl status`); and which VXLAN device and filter chain are ours.
 
 use overlay_common::programs;
 
 use super::loader::{versioned_dir, LINK_BRIDGE, LINK_UNDERLAY, LINK_XDP, PORT_PREFIX};
-use super::BpfDataplane;
-use crate::model::config::{AttachPoint, XdpMode};
+use super::{BpfDataplane, ENCAP_DEVICE};
+use crate::dataplane::kernel::firewall::VXLAN_CHAIN;
+use crate::model::config::{AttachPoint, EncapMode, XdpMode};
 use crate::model::doctor::AttachmentState;
 use crate::sys::probe;
 
 impl BpfDataplane {
+    /// The collect-metadata VXLAN device of `encap = "device"`, if in use.
+    pub(super) fn own_device_names(&self) -> Vec<String> {
+        match self.cfg.encap {
+            EncapMode::Device => vec![ENCAP_DEVICE.to_string()],
+            EncapMode::Bpf => Vec::new(),
+        }
+    }
+
+    /// The VXLAN filter chain, kept with `encap = "device"`.
+    pub(super) fn filter_chain(&self) -> Option<&'static str> {
+        self.firewall.is_some().then_some(VXLAN_CHAIN)
+    }
+
     /// Every attachment this configuration needs, each checked against
     /// its pin: the from-underlay program on the underlay, XDP there when
     /// on, the from-container program on the bridge or on every port.

@@ -479,16 +479,11 @@ impl Dataplane for BpfDataplane {
     }
 
     fn own_devices(&self) -> Vec<String> {
-        match self.cfg.encap {
-            EncapMode::Device => vec![ENCAP_DEVICE.to_string()],
-            EncapMode::Bpf => Vec::new(),
-        }
+        self.own_device_names()
     }
 
     fn vxlan_filter_chain(&self) -> Option<&'static str> {
-        self.firewall
-            .is_some()
-            .then_some(crate::dataplane::kernel::firewall::VXLAN_CHAIN)
+        self.filter_chain()
     }
 
     fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {
