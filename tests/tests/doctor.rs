@@ -256,6 +256,35 @@ fn each_breakage_is_diagnosed_with_its_fix() {
     );
     ip(&ns, &["link", "del", "vxforeign"]);
 
+    // 5b. A process's UDP socket on the port.
+    let listener = c
+        .lab
+        .spawn(
+            &ns,
+            &[
+                "python3",
+                "-c",
+                "import socket,time; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 4789)); time.sleep(60)",
+            ],
+            "udp-4789.log",
+        )
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !exec_ok(&ns, &["cat", "/proc/net/udp"])
+        .unwrap()
+        .contains(":12B5 ")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", listener.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_problem(
+        c.agent(1),
+        "vxlan_port",
+        "1 UDP socket(s) of a process are bound to port 4789, overlay's VXLAN port: it receives no VXLAN, or takes overlay's",
+        "stop the process bound to it (ss -lunp 'sport = :4789' names it), or choose another vxlan_port on every host",
+    );
+    drop(listener);
+
     // 6. The bridge does not carry this host's gateway (a --bip mismatch without dockerd).
     ip(&ns, &["addr", "del", "10.103.100.1/24", "dev", "docker0"]);
     ip(&ns, &["addr", "add", "10.103.99.1/24", "dev", "docker0"]);
