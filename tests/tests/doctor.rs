@@ -473,4 +473,32 @@ fn docker_with_the_wrong_bip() {
             .starts_with(&format!("connected to {} (API ", docker.socket().display())),
         "{s}"
     );
+    // Docker gone: status says so (and doctor, with the error).
+    let mut docker = docker;
+    docker.kill().unwrap();
+    agent
+        .wait_status(Duration::from_secs(10), |s| {
+            s["health"]["docker"]["connected"] == false
+        })
+        .unwrap();
+    let text = agent.ctl_ok(&["status"]).unwrap();
+    let line = text.lines().find(|l| l.starts_with("docker ")).unwrap();
+    assert!(
+        line.starts_with(&format!(
+            "docker     DOWN: Docker API at {}",
+            docker.socket().display()
+        )),
+        "{text}"
+    );
+    let (ok, findings) = doctor(&agent);
+    assert!(!ok);
+    let p = problems(&findings);
+    let bip: Vec<_> = p.iter().filter(|p| p.0 == "docker_bip").collect();
+    assert_eq!(bip.len(), 1, "{p:#?}");
+    assert!(
+        bip[0]
+            .1
+            .starts_with(&format!("Docker API at {}", docker.socket().display())),
+        "{p:#?}"
+    );
 }
