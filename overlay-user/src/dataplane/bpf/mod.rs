@@ -10,6 +10,7 @@ mod encap_device;
 mod follow;
 pub mod loader;
 pub mod maps;
+pub mod net_maps;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
