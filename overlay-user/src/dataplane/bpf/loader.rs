@@ -418,6 +418,29 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), DataplaneError> {
     Ok(())
 }
 
+/// Forwards the programs' log records (aya-log) to the `log` crate.
+pub fn spawn_logger(
+    logger: aya_log::EbpfLogger<&'static dyn log::Log>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // SAFETY: the logger owns its ring buffer's fd for as long as the
+        // AsyncFd (which owns the logger) is registered.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        };
+        let Ok(mut fd) = registered else {
+            return;
+        };
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
