@@ -106,7 +106,7 @@ fn net_fixture() -> Option<Net> {
 
 impl Net {
     /// Runs the from-net-container program as from port `ifindex`.
-    fn from_port(&mut self, ifindex: u32, input: &[u8]) -> (u32, Vec<u8>) {
+    fn run_port(&mut self, ifindex: u32, input: &[u8]) -> (u32, Vec<u8>) {
         let prog: &mut SchedClassifier =
             loader::program(&mut self.f.ebpf, programs::FROM_NET_CONTAINER).unwrap();
         let mut ctx = [0u8; 192];
@@ -160,7 +160,7 @@ fn arp_for_endpoints_and_the_gateway_is_answered_in_place() {
     let Some(mut n) = net_fixture() else { return };
     for (target, mac) in [(B, MB), (R, MR), (WEB_GW, VETH_A)] {
         let req = arp_request(MA, A, target);
-        let (ret, out) = n.from_port(PORT_A, &req);
+        let (ret, out) = n.run_port(PORT_A, &req);
         assert_eq!(ret, TC_ACT_REDIRECT, "ARP for {target:?}: sent back out");
         assert_eq!(out.len(), req.len());
         assert_eq!(&out[0..6], &MA, "to the requester");
@@ -181,27 +181,27 @@ fn unknown_foreign_forged_and_truncated_arp_is_dropped_and_counted() {
     let Some(mut n) = net_fixture() else { return };
     // No endpoint there; another network's container; its own address.
     for target in [NOBODY, D, A] {
-        let (ret, _) = n.from_port(PORT_A, &arp_request(MA, A, target));
+        let (ret, _) = n.run_port(PORT_A, &arp_request(MA, A, target));
         assert_eq!(ret, TC_ACT_SHOT, "ARP for {target:?}");
     }
     assert_eq!(n.drops("arp_unknown"), 3);
     // Asking in another container's name.
-    let (ret, _) = n.from_port(PORT_A, &arp_request(MA, B, R));
+    let (ret, _) = n.run_port(PORT_A, &arp_request(MA, B, R));
     assert_eq!(ret, TC_ACT_SHOT);
     assert_eq!(n.drops("net_source_spoofed"), 1);
     // Cut inside the ARP header; not Ethernet/IPv4 ARP.
     let good = arp_request(MA, A, B);
-    let (ret, _) = n.from_port(PORT_A, &good[..good.len() - 1]);
+    let (ret, _) = n.run_port(PORT_A, &good[..good.len() - 1]);
     assert_eq!(ret, TC_ACT_SHOT);
     let mut odd = good.clone();
     odd[16] = 0x86; // ptype 0x86dd
-    let (ret, _) = n.from_port(PORT_A, &odd);
+    let (ret, _) = n.run_port(PORT_A, &odd);
     assert_eq!(ret, TC_ACT_SHOT);
     assert_eq!(n.drops("arp_unknown"), 5);
     // A reply goes on to the kernel untouched.
     let mut reply = good.clone();
     reply[21] = 2;
-    assert_eq!(n.from_port(PORT_A, &reply).0, TC_ACT_NEXT);
+    assert_eq!(n.run_port(PORT_A, &reply).0, TC_ACT_NEXT);
     assert_eq!(n.counter("arp_replies"), 0);
 }
 
@@ -211,7 +211,7 @@ fn unknown_foreign_forged_and_truncated_arp_is_dropped_and_counted() {
 fn to_a_local_endpoint_of_the_network_is_redirected_to_its_peer() {
     let Some(mut n) = net_fixture() else { return };
     let input = from_a(A, B, 6, &tcp_segment());
-    let (ret, out) = n.from_port(PORT_A, &input);
+    let (ret, out) = n.run_port(PORT_A, &input);
     assert_eq!(ret, TC_ACT_REDIRECT);
     assert_eq!(&out[0..6], &MB, "to B's MAC");
     assert_eq!(&out[6..12], &MA, "from A's own MAC");
@@ -228,7 +228,7 @@ fn to_a_remote_endpoint_is_encapsulated_with_the_network_vni_and_real_macs() {
         from_a(A, R, 17, &udp_datagram(5000, 53, b"q")),
         from_a(A, R, 1, &icmp_echo()),
     ] {
-        let (ret, out) = n.from_port(PORT_A, &input);
+        let (ret, out) = n.run_port(PORT_A, &input);
         assert_eq!(ret, TC_ACT_REDIRECT);
         assert_eq!(out.len(), input.len() + 50);
         assert_eq!(&out[0..6], &PEER_MAC, "outer destination: the next hop");
@@ -259,7 +259,7 @@ fn forged_sources_are_dropped_and_counted() {
     // Another web container's address, a db address, the gateway, outside.
     for src in [B, D, WEB_GW, OUTSIDE] {
         for dst in [R, B, D, OUTSIDE] {
-            let (ret, _) = n.from_port(PORT_A, &from_a(src, dst, 6, &tcp_segment()));
+            let (ret, _) = n.run_port(PORT_A, &from_a(src, dst, 6, &tcp_segment()));
             assert_eq!(ret, TC_ACT_SHOT, "{src:?} -> {dst:?}");
         }
     }
@@ -275,18 +275,18 @@ fn another_networks_subnet_is_isolated_and_no_endpoint_is_dropped() {
     let Some(mut n) = net_fixture() else { return };
     // db's local and remote containers, and db's gateway.
     for dst in [D, DR, [10, 103, 241, 1]] {
-        let (ret, _) = n.from_port(PORT_A, &from_a(A, dst, 1, &icmp_echo()));
+        let (ret, _) = n.run_port(PORT_A, &from_a(A, dst, 1, &icmp_echo()));
         assert_eq!(ret, TC_ACT_SHOT, "to {dst:?}");
     }
     assert_eq!(n.drops("net_isolation"), 3);
     // The other way round: db's container to web's.
     let input = eth(MD, MD, 0x0800, &ipv4(D, A, 1, &icmp_echo()));
-    assert_eq!(n.from_port(PORT_D, &input).0, TC_ACT_SHOT);
+    assert_eq!(n.run_port(PORT_D, &input).0, TC_ACT_SHOT);
     assert_eq!(n.drops("net_isolation"), 4);
     // Its own subnet, nobody there (also the broadcast and the gateway).
     for dst in [NOBODY, [10, 103, 240, 255], WEB_GW] {
         assert_eq!(
-            n.from_port(PORT_A, &from_a(A, dst, 1, &icmp_echo())).0,
+            n.run_port(PORT_A, &from_a(A, dst, 1, &icmp_echo())).0,
             TC_ACT_SHOT
         );
     }
@@ -301,25 +301,25 @@ fn another_networks_subnet_is_isolated_and_no_endpoint_is_dropped() {
 fn outside_every_network_goes_to_the_host_and_vxlan_port_is_refused() {
     let Some(mut n) = net_fixture() else { return };
     let input = from_a(A, OUTSIDE, 6, &tcp_segment());
-    let (ret, out) = n.from_port(PORT_A, &input);
+    let (ret, out) = n.run_port(PORT_A, &input);
     assert_eq!(ret, TC_ACT_OK, "to the host stack (routed out, NATed)");
     assert_eq!(out, input, "untouched");
     // The per-host peers' subnet is outside every network too.
     assert_eq!(
-        n.from_port(PORT_A, &from_a(A, REMOTE, 6, &tcp_segment())).0,
+        n.run_port(PORT_A, &from_a(A, REMOTE, 6, &tcp_segment())).0,
         TC_ACT_OK
     );
     assert_eq!(n.counter("net_to_host"), 2);
-    let (ret, _) = n.from_port(
+    let (ret, _) = n.run_port(
         PORT_A,
         &from_a(A, OUTSIDE, 17, &udp_datagram(1000, PORT, b"vx")),
     );
     assert_eq!(ret, TC_ACT_SHOT);
     assert_eq!(n.drops("container_vxlan"), 1);
     // Not a network port, IPv6: not this program's business.
-    assert_eq!(n.from_port(99, &input).0, TC_ACT_NEXT);
+    assert_eq!(n.run_port(99, &input).0, TC_ACT_NEXT);
     let v6 = eth(VETH_A, MA, 0x86dd, &[0x60; 40]);
-    assert_eq!(n.from_port(PORT_A, &v6).0, TC_ACT_NEXT);
+    assert_eq!(n.run_port(PORT_A, &v6).0, TC_ACT_NEXT);
 }
 
 // ---- receive path -----------------------------------------------------------

@@ -69,7 +69,7 @@ pub struct BpfDataplane {
     /// in a burst (a cluster's thousands of hosts) share one read a second.
     neighbours: Option<(std::time::Instant, BTreeMap<Ipv4Addr, [u8; 6]>)>,
     /// Overlay networks (net.rs).
-    net: net::NetState,
+    net: net_maps::NetState,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -126,7 +126,7 @@ impl BpfDataplane {
             }
         };
         let mut maps = Maps::take(&mut ebpf)?;
-        let net = net::NetState::new(net_maps::NetMaps::take(&mut ebpf)?)?;
+        let net = net_maps::NetState::new(net_maps::NetMaps::take(&mut ebpf)?)?;
         let mut flags = 0;
         if cfg.xdp != XdpMode::Off {
             flags |= CONFIG_F_XDP_VALIDATES;

@@ -1,5 +1,5 @@
 //! Overlay networks on the BPF dataplane: the four network methods of
-//! [`Dataplane`](crate::dataplane::Dataplane), behind [`NetState`].
+//! [`Dataplane`](crate::dataplane::Dataplane), behind `NetState` (net_maps.rs).
 //!
 //! A network is an entry of `OVL_NET_NETWORKS` and `OVL_NET_SUBNETS`
 //! (isolation) plus the host's part of its NAT (`ip_forward`, the shared
@@ -25,41 +25,11 @@ use overlay_common::net::{NetEndpointValue, NetPortValue};
 use overlay_common::programs;
 
 use super::loader::NET_PORT_PREFIX;
-use super::net_maps::NetMaps;
 use super::BpfDataplane;
 use crate::dataplane::DataplaneError;
 use crate::model::overlay_network::{NetEndpointSpec, NetLocation, NetworkSpec};
 use crate::sys::netlink;
 use crate::sys::routes::RTPROT_OVERLAY;
-
-/// What the BPF dataplane knows of overlay networks.
-pub struct NetState {
-    /// The maps.
-    pub maps: NetMaps,
-    /// Networks as added.
-    networks: BTreeMap<u32, NetworkSpec>,
-    /// Endpoints as added, by (VNI, IP).
-    endpoints: BTreeMap<(u32, Ipv4Addr), NetEndpointSpec>,
-    /// Networks found in the pinned maps at start, not added again since.
-    inherited_networks: BTreeSet<u32>,
-    /// Endpoints found in the pinned maps at start, not added again since.
-    inherited_endpoints: BTreeSet<(u32, Ipv4Addr)>,
-}
-
-impl NetState {
-    /// The state over `maps`, remembering what an earlier run left in them.
-    pub fn new(maps: NetMaps) -> Result<Self, DataplaneError> {
-        let inherited_networks = maps.networks()?.into_iter().map(|(v, _)| v).collect();
-        let inherited_endpoints = maps.endpoints()?.into_iter().map(|(k, _)| k).collect();
-        Ok(NetState {
-            maps,
-            networks: BTreeMap::new(),
-            endpoints: BTreeMap::new(),
-            inherited_networks,
-            inherited_endpoints,
-        })
-    }
-}
 
 /// The link pin name of the from-net-container program on port `ifindex`.
 pub fn net_link_name(ifindex: u32) -> String {

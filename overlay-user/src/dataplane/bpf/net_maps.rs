@@ -2,6 +2,7 @@
 //! their subnets, endpoints keyed by (VNI, IP) and the ports (host-side
 //! veths) of local endpoints.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, MapData};
@@ -9,6 +10,10 @@ use ipnet::Ipv4Net;
 use overlay_common::net::{maps as names, NetEndpointValue, NetKey, NetPortValue, NetValue};
 
 use crate::dataplane::DataplaneError;
+use crate::model::overlay_network::{NetEndpointSpec, NetworkSpec};
+
+/// An endpoint's key as user space spells it: (VNI, container IP).
+pub type NetEndpointKey = (u32, Ipv4Addr);
 
 /// The network maps of one loaded dataplane, owned (taken out of the `Ebpf`).
 pub struct NetMaps {
@@ -132,7 +137,7 @@ impl NetMaps {
     }
 
     /// The endpoints now in the map: ((VNI, IP), value).
-    pub fn endpoints(&self) -> Result<Vec<((u32, Ipv4Addr), NetEndpointValue)>, DataplaneError> {
+    pub fn endpoints(&self) -> Result<Vec<(NetEndpointKey, NetEndpointValue)>, DataplaneError> {
         self.endpoints
             .iter()
             .map(|r| {
@@ -158,6 +163,35 @@ impl NetMaps {
             .iter()
             .map(|r| r.map_err(err(names::PORTS)))
             .collect()
+    }
+}
+
+/// What the BPF dataplane knows of overlay networks.
+pub struct NetState {
+    /// The maps.
+    pub maps: NetMaps,
+    /// Networks as added.
+    pub(super) networks: BTreeMap<u32, NetworkSpec>,
+    /// Endpoints as added, by (VNI, IP).
+    pub(super) endpoints: BTreeMap<(u32, Ipv4Addr), NetEndpointSpec>,
+    /// Networks found in the pinned maps at start, not added again since.
+    pub(super) inherited_networks: BTreeSet<u32>,
+    /// Endpoints found in the pinned maps at start, not added again since.
+    pub(super) inherited_endpoints: BTreeSet<(u32, Ipv4Addr)>,
+}
+
+impl NetState {
+    /// The state over `maps`, remembering what an earlier run left in them.
+    pub fn new(maps: NetMaps) -> Result<Self, DataplaneError> {
+        let inherited_networks = maps.networks()?.into_iter().map(|(v, _)| v).collect();
+        let inherited_endpoints = maps.endpoints()?.into_iter().map(|(k, _)| k).collect();
+        Ok(NetState {
+            maps,
+            networks: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            inherited_networks,
+            inherited_endpoints,
+        })
     }
 }
 
