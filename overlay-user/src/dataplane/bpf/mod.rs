@@ -28,7 +28,7 @@ pub use encap_device::{remove_encap_device, ENCAP_DEVICE};
 use loader::{Links, LINK_BRIDGE, LINK_UNDERLAY, LINK_XDP, PORT_PREFIX};
 use maps::Maps;
 
-use crate::dataplane::kernel::firewall::Firewall;
+use crate::dataplane::firewall::Firewall;
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::model::config::{AttachPoint, Config, EncapMode, XdpMode};
 use crate::model::endpoint::EndpointSpec;
@@ -189,7 +189,7 @@ impl BpfDataplane {
             *dp.host_counts.entry(v.underlay_ip).or_default() += 1;
         }
         if cfg.encap == EncapMode::Device {
-            dp.firewall = Some(Firewall::new(None, cfg.vxlan_port));
+            dp.firewall = Some(Firewall::new(None, Some(cfg.vxlan_port)));
             dp.sync_filter().await;
         }
         Ok(dp)
