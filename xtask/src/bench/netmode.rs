@@ -85,7 +85,7 @@ fn member(lab: &mut Lab, host: usize, last: u8, mtu: u32) -> Result<Member> {
 }
 
 /// Sets the pair up; returns (client namespace, server namespace, server address).
-pub(super) fn setup(lab: &mut Lab) -> Result<(String, String, Ipv4Addr)> {
+pub(super) fn setup(lab: &mut Lab, dataplane: &str) -> Result<(String, String, Ipv4Addr)> {
     let netsetup = build()?;
     let mtu = lab.host(1).bridge_mtu;
     let members = [member(lab, 1, 2, mtu)?, member(lab, 2, 3, mtu)?];
