@@ -1,18 +1,21 @@
-//! Sets up overlay networks on the BPF dataplane of the host (network
-//! namespace) it runs in, for `cargo xtask bench` (mode `ebpf-net`): starts
-//! `BpfDataplane` over `--config`, adds the networks and endpoints given,
-//! and stops without cleanup, so the pinned programs forward on their own.
+//! Sets up overlay networks on the dataplane of the host (network
+//! namespace) it runs in, for `cargo xtask bench` (modes `ebpf-net` and
+//! `kernel-net`): starts the dataplane `--config` chooses (as overlayd
+//! does), adds the networks and endpoints given, and stops without
+//! cleanup, so the pinned programs (or the kernel devices) forward on
+//! their own.
 //! With `--cleanup`, removes everything instead.
 //!
 //! Usage: netsetup --config FILE [--network VNI,SUBNET,GATEWAY]...
 //!   [--local VNI,IP,MAC,IFNAME,IFINDEX]... [--remote VNI,IP,MAC,HOST]... [--cleanup]
 
 use anyhow::{bail, Context, Result};
-use overlay_user::dataplane::bpf::BpfDataplane;
-use overlay_user::dataplane::Dataplane;
+use overlay_user::agent::tables::resolve_underlay_ip;
+use overlay_user::dataplane::select;
 use overlay_user::model::config::Config;
 use overlay_user::model::overlay_network::{NetEndpointSpec, NetLocation, NetworkSpec};
 use overlay_user::model::validation::parse_mac;
+use overlay_user::sys::netlink::RtNetlink;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -77,7 +80,10 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mut dp = BpfDataplane::start(&cfg).await?;
+        let underlay_ip = resolve_underlay_ip(&cfg, &RtNetlink::connect()?).await?;
+        let mut dp = select::start(&cfg, underlay_ip, cfg.dataplane)
+            .await?
+            .dataplane;
         for n in &networks {
             dp.add_network(n).await?;
         }

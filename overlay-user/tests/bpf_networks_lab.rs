@@ -107,6 +107,8 @@ enum Op {
     Network(NetworkSpec),
     Endpoint(NetEndpointSpec),
     DelEndpoint(u32, Ipv4Addr),
+    /// What overlayd does once its sources re-reported after a start.
+    ForgetUnowned,
 }
 
 /// One overlayd session on `host`: start over the pins, apply `ops`, read
@@ -132,6 +134,7 @@ fn session(lab: &Lab, host: usize, ops: Vec<Op>, cleanup: bool) -> Stats {
                         .del_net_endpoint(vni, ip)
                         .await
                         .expect("del_net_endpoint"),
+                    Op::ForgetUnowned => dp.forget_unowned().await.expect("forget_unowned"),
                 }
             }
             let stats = dp.stats().unwrap();
@@ -283,6 +286,32 @@ fn networks_across_three_hosts_isolated_and_natted() {
     }
     assert_eq!(pings(&w1, w2.ip), 0, "w2 removed");
     assert_eq!(pings(&w1, w3.ip), 3, "w3 still there");
+
+    // A restart that re-adds everything but db (removed while overlayd was
+    // away): web goes on forwarding through the re-attached programs, db's
+    // entries, port and link on host 1 are forgotten.
+    let web_only: Vec<NetContainer> = all
+        .iter()
+        .filter(|c| c.vni == WEB && c.ip != w2.ip)
+        .cloned()
+        .collect();
+    let mut ops = ops_for(&lab, 1, std::slice::from_ref(&web), &web_only);
+    ops.push(Op::ForgetUnowned);
+    session(&lab, 1, ops, false);
+    assert_eq!(pings(&w1, w3.ip), 3, "web after the restart");
+    assert_eq!(pings(&w1, w1b.ip), 3, "web on one host after the restart");
+    assert_eq!(pings(&d2, d1.ip), 0, "db is gone from host 1");
+    let links = std::fs::read_dir(
+        lab.bpffs_dir()
+            .join("h1")
+            .join(format!("v{}", overlay_common::MAPS_VERSION))
+            .join("links"),
+    )
+    .unwrap()
+    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    .filter(|n| n.starts_with("net-"))
+    .count();
+    assert_eq!(links, 2, "the links of w1 and w1b only");
 
     // Cleanup on host 1: programs, pins, routes and neighbours gone.
     session(

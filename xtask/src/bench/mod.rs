@@ -44,10 +44,12 @@ pub enum Mode {
     EbpfEncapDevice,
     /// BPF, a container pair on one overlay network (VNI 4096) across the hosts.
     EbpfNet,
+    /// The same pair on the kernel dataplane's network (bridge + VXLAN device per VNI).
+    KernelNet,
 }
 
 impl Mode {
-    const ALL: [Mode; 9] = [
+    const ALL: [Mode; 10] = [
         Mode::Plain,
         Mode::Iptables,
         Mode::Kernel,
@@ -57,6 +59,7 @@ impl Mode {
         Mode::EbpfBridge,
         Mode::EbpfEncapDevice,
         Mode::EbpfNet,
+        Mode::KernelNet,
     ];
 
     fn name(self) -> &'static str {
@@ -70,6 +73,7 @@ impl Mode {
             Mode::EbpfBridge => "ebpf-bridge",
             Mode::EbpfEncapDevice => "ebpf-encap-device",
             Mode::EbpfNet => "ebpf-net",
+            Mode::KernelNet => "kernel-net",
         }
     }
 
@@ -87,6 +91,9 @@ impl Mode {
             }
             Mode::EbpfNet => {
                 "overlay network (VNI 4096, one subnet across hosts), BPF: ARP in BPF, bpf_redirect_peer, no bridge"
+            }
+            Mode::KernelNet => {
+                "overlay network (VNI 4096), kernel: bridge ovb4096 + VXLAN device ovx4096 (Docker's layout)"
             }
         }
     }
@@ -111,7 +118,7 @@ impl Mode {
             ..Default::default()
         };
         match self {
-            Mode::Plain | Mode::Iptables | Mode::EbpfNet => None,
+            Mode::Plain | Mode::Iptables | Mode::EbpfNet | Mode::KernelNet => None,
             Mode::Kernel => Some(o("kernel", None, None)),
             Mode::Ebpf => Some(o("ebpf", None, None)),
             Mode::EbpfXdpGeneric => Some(o("ebpf", Some("generic"), None)),
@@ -278,8 +285,13 @@ fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration) -> Result<BTreeMap<M
     let (mut client_ns, mut server_ns) = (client.ns.clone(), server.ns.clone());
     let mut _agents = Vec::new();
     let target: Ipv4Addr = match mode {
-        Mode::EbpfNet => {
-            let (c, s, ip) = netmode::setup(&mut lab)?;
+        Mode::EbpfNet | Mode::KernelNet => {
+            let dp = if mode == Mode::EbpfNet {
+                "ebpf"
+            } else {
+                "kernel"
+            };
+            let (c, s, ip) = netmode::setup(&mut lab, dp)?;
             (client_ns, server_ns) = (c, s);
             ip
         }

@@ -1,7 +1,8 @@
-//! Mode `ebpf-net`: a container pair on one overlay network (VNI 4096,
-//! 10.103.240.0/24) across the two hosts, on the BPF dataplane. Each
+//! Modes `ebpf-net` and `kernel-net`: a container pair on one overlay
+//! network (VNI 4096, 10.103.240.0/24) across the two hosts, on the BPF
+//! dataplane or the kernel one (a bridge and a VXLAN device per network). Each
 //! container is a namespace with `eth0` whose host-side veth is `ovn…`;
-//! each host's BPF dataplane is told the network and both endpoints by the
+//! each host's dataplane is told the network and both endpoints by the
 //! `netsetup` example (run in the host's namespace), which leaves the
 //! pinned programs forwarding.
 
@@ -84,13 +85,17 @@ fn member(lab: &mut Lab, host: usize, last: u8, mtu: u32) -> Result<Member> {
 }
 
 /// Sets the pair up; returns (client namespace, server namespace, server address).
-pub(super) fn setup(lab: &mut Lab) -> Result<(String, String, Ipv4Addr)> {
+pub(super) fn setup(lab: &mut Lab, dataplane: &str) -> Result<(String, String, Ipv4Addr)> {
     let netsetup = build()?;
     let mtu = lab.host(1).bridge_mtu;
     let members = [member(lab, 1, 2, mtu)?, member(lab, 2, 3, mtu)?];
     for host in 1..=2 {
         let cfg = lab.dir().join(format!("netsetup-h{host}.toml"));
-        std::fs::write(&cfg, agent_config(lab, host, &AgentOptions::default()))?;
+        let opts = AgentOptions {
+            dataplane: Some(dataplane.into()),
+            ..Default::default()
+        };
+        std::fs::write(&cfg, agent_config(lab, host, &opts))?;
         let mut args: Vec<String> = vec![
             netsetup.display().to_string(),
             "--config".into(),

@@ -26,6 +26,7 @@ use overlay_common::programs;
 
 use super::loader::NET_PORT_PREFIX;
 use super::BpfDataplane;
+use crate::dataplane::firewall::{Firewall, NetworkRules};
 use crate::dataplane::DataplaneError;
 use crate::model::overlay_network::{NetEndpointSpec, NetLocation, NetworkSpec};
 use crate::sys::netlink;
@@ -67,7 +68,6 @@ impl BpfDataplane {
             if old.subnet != net.subnet {
                 let old = old.clone();
                 self.net.maps.del_network(old.vni)?;
-                self.nat_network(&old, false).await?;
             }
         }
         // Forwarding for the way out (NAT); the programs need nothing else.
@@ -75,9 +75,9 @@ impl BpfDataplane {
         self.net
             .maps
             .add_network(net.vni, net.subnet, net.gateway)?;
-        self.nat_network(net, true).await?;
         self.net.inherited_networks.remove(&net.vni);
         self.net.networks.insert(net.vni, net.clone());
+        self.sync_nat().await?;
         log::info!(
             "network {} (VNI {}, {}, gateway {}) carried",
             net.name,
@@ -102,8 +102,8 @@ impl BpfDataplane {
         }
         self.net.maps.del_network(vni)?;
         self.net.inherited_networks.remove(&vni);
-        if let Some(net) = self.net.networks.remove(&vni) {
-            self.nat_network(&net, false).await?;
+        if self.net.networks.remove(&vni).is_some() {
+            self.sync_nat().await?;
         }
         Ok(())
     }
@@ -338,9 +338,22 @@ impl BpfDataplane {
         Ok(())
     }
 
-    /// Installs (or removes) the NAT of network `net` on this host.
-    async fn nat_network(&mut self, net: &NetworkSpec, add: bool) -> Result<(), DataplaneError> {
-        let _ = (net, add);
-        Ok(())
+    /// Makes the shared firewall's network rules (MASQUERADE `-s subnet !
+    /// -d subnet`, FORWARD accepts, for containers behind `ovn…` veths)
+    /// match the networks carried now.
+    async fn sync_nat(&mut self) -> Result<(), DataplaneError> {
+        let rules: BTreeSet<NetworkRules> = self
+            .net
+            .networks
+            .values()
+            .map(|n| NetworkRules::veths(n.vni, n.subnet))
+            .collect();
+        if rules.is_empty() && self.firewall.is_none() {
+            return Ok(());
+        }
+        let fw = self
+            .firewall
+            .get_or_insert_with(|| Firewall::new(None, None));
+        fw.set_networks(rules).await.map(|_| ())
     }
 }
