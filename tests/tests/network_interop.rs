@@ -12,47 +12,10 @@ use std::net::Ipv4Addr;
 use overlay_lab::{
     decode_vxlan, exec_ok, need_root_or_skip, ping, transfer, AgentOptions, Lab, LabSpec,
 };
-use overlay_tests::netdp::NetDp;
+use overlay_tests::netdp::{net_container, NetDp};
 
 const WEB: u32 = 4096;
 const DB: u32 = 4097;
-
-struct Ctr {
-    ns: String,
-    host: usize,
-    ip: Ipv4Addr,
-    mac: String,
-    veth: String,
-}
-
-/// A container namespace on host `host` with `ip`/24 behind host veth `ovn…`.
-fn container(lab: &mut Lab, host: usize, tag: &str, ip: Ipv4Addr) -> Ctr {
-    let ns = lab.add_namespace(tag).unwrap();
-    let host_ns = lab.host(host).ns.clone();
-    let o = ip.octets();
-    let mac = format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
-    let veth = format!("ovn{:011x}", u32::from(ip));
-    let gw = Ipv4Addr::new(o[0], o[1], o[2], 1).to_string();
-    for args in [
-        vec![
-            "ip", "link", "add", "eth0", "mtu", "1450", "address", &mac, "type", "veth", "peer",
-            "name", &veth, "mtu", "1450", "netns", &host_ns,
-        ],
-        vec!["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
-        vec!["ip", "link", "set", "eth0", "up"],
-        vec!["ip", "route", "add", "default", "via", &gw],
-    ] {
-        exec_ok(&ns, &args).unwrap_or_else(|e| panic!("{tag}: {}: {e}", args.join(" ")));
-    }
-    exec_ok(&host_ns, &["ip", "link", "set", &veth, "up"]).unwrap();
-    Ctr {
-        ns,
-        host,
-        ip,
-        mac,
-        veth,
-    }
-}
 
 fn interop(port: u16) {
     if !need_root_or_skip() {
@@ -64,9 +27,9 @@ fn interop(port: u16) {
         ..LabSpec::default()
     })
     .unwrap();
-    let a = container(&mut lab, 1, "a", Ipv4Addr::new(10, 104, 1, 2));
-    let b = container(&mut lab, 2, "b", Ipv4Addr::new(10, 104, 1, 3));
-    let other = container(&mut lab, 2, "o", Ipv4Addr::new(10, 104, 2, 2));
+    let a = net_container(&mut lab, 1, "a", Ipv4Addr::new(10, 104, 1, 2)).unwrap();
+    let b = net_container(&mut lab, 2, "b", Ipv4Addr::new(10, 104, 1, 3)).unwrap();
+    let other = net_container(&mut lab, 2, "o", Ipv4Addr::new(10, 104, 2, 2)).unwrap();
     let bin = env!("CARGO_BIN_EXE_netdp");
     let opts = |mode: &str| AgentOptions {
         dataplane: Some(mode.into()),
