@@ -2,7 +2,8 @@
 //! reconciled into the dataplane, and persisted.
 //!
 //! Owns: the tables of peers and endpoints with the source of each entry
-//! and their validation ([`tables`]; the checks of a peer subnet against this
+//! and their validation ([`tables`]; overlay networks and their endpoints
+//! in [`networks`], their tables in [`net_tables`]; the checks of a peer subnet against this
 //! host's underlay and routing table in [`host_checks`]), the one handle
 //! the sources report through ([`handle::Core`]), the state file
 //! ([`state`]), the lock that keeps a second overlayd off the same state
@@ -21,6 +22,8 @@ pub mod handle;
 pub mod health;
 pub mod host_checks;
 pub mod lock;
+pub mod net_tables;
+pub mod networks;
 pub mod state;
 pub mod tables;
 
