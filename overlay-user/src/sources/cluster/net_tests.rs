@@ -258,6 +258,21 @@ async fn scenario(url: String) {
     )
     .await;
     eprintln!("a record published on host 2 reached host 1's dataplane in {took:?}");
+    // What is known is kept in the saved lease, for a restart while etcd is down.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let saved = crate::sources::cluster::saved::load(&dir.join("h1/cluster.json"))
+        .unwrap()
+        .unwrap();
+    assert!(saved.networks.contains(&spec1), "{saved:?}");
+    assert_eq!(
+        saved
+            .net_endpoints
+            .iter()
+            .map(|r| (r.ip, r.host.as_str()))
+            .collect::<Vec<_>>(),
+        [(ip2, "h2")]
+    );
+    dp.take();
     // Host 1's own record is not installed as remote on host 1.
     d1.publish(&record("n1", all[1], "c1")).await.unwrap();
     let mut wrong = record("n1", all[2], "c9");
