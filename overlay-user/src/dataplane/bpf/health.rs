@@ -6,7 +6,7 @@ use overlay_common::programs;
 
 use super::loader::{versioned_dir, LINK_BRIDGE, LINK_UNDERLAY, LINK_XDP, PORT_PREFIX};
 use super::{BpfDataplane, ENCAP_DEVICE};
-use crate::dataplane::kernel::firewall::VXLAN_CHAIN;
+use crate::dataplane::firewall::VXLAN_CHAIN;
 use crate::model::config::{AttachPoint, EncapMode, XdpMode};
 use crate::model::doctor::AttachmentState;
 use crate::sys::probe;

@@ -463,7 +463,7 @@ impl Dataplane for KernelDataplane {
     }
 
     fn vxlan_filter_chain(&self) -> Option<&'static str> {
-        Some(firewall::VXLAN_CHAIN)
+        Some(crate::dataplane::firewall::VXLAN_CHAIN)
     }
 
     async fn refresh(&mut self) -> Result<(), DataplaneError> {
