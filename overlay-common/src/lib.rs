@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod csum;
+pub mod observe;
 pub mod rules;
 pub mod vxlan;
 
@@ -57,7 +58,7 @@ pub mod maps {
 /// Version of the map layouts above. Pins live under `<pin_dir>/v<N>`, so a
 /// release that changes a key, value or map type never reuses maps pinned by
 /// an older one (user space migrates or refuses them by name).
-pub const MAPS_VERSION: u32 = 2;
+pub const MAPS_VERSION: u32 = 3;
 
 /// Program names, as they appear in the object file.
 pub mod programs {

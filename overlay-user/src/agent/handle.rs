@@ -5,7 +5,10 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Instant;
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::agent::error::AgentError;
@@ -18,6 +21,17 @@ use crate::model::source::Source;
 #[derive(Clone)]
 pub struct Core {
     agent: Arc<Mutex<Agent>>,
+    reconcile: Reconciles,
+}
+
+/// How long reconciling took, in seconds, by `kind`: `change` (one change
+/// validated and given to the dataplane) or `refresh` (the periodic
+/// housekeeping). Shared: cloning it clones the handle.
+pub type Reconciles = Family<Vec<(String, String)>, Histogram, fn() -> Histogram>;
+
+fn reconcile_histogram() -> Histogram {
+    // 50 µs to about 13 s.
+    Histogram::new(exponential_buckets(0.00005, 4.0, 10))
 }
 
 impl Core {
@@ -25,6 +39,7 @@ impl Core {
     pub fn new(agent: Agent) -> Core {
         Core {
             agent: Arc::new(Mutex::new(agent)),
+            reconcile: Family::new_with_constructor(reconcile_histogram),
         }
     }
 
@@ -32,7 +47,13 @@ impl Core {
     pub async fn lock(&self) -> CoreGuard<'_> {
         CoreGuard {
             agent: self.agent.lock().await,
+            reconcile: &self.reconcile,
         }
+    }
+
+    /// The reconcile durations measured so far.
+    pub fn reconciles(&self) -> &Reconciles {
+        &self.reconcile
     }
 
     /// Report one change from `source`; on an error nothing was changed.
@@ -64,6 +85,7 @@ impl Core {
 /// changes through [`CoreGuard::apply`].
 pub struct CoreGuard<'a> {
     agent: MutexGuard<'a, Agent>,
+    reconcile: &'a Reconciles,
 }
 
 impl Deref for CoreGuard<'_> {
@@ -77,13 +99,24 @@ impl Deref for CoreGuard<'_> {
 impl CoreGuard<'_> {
     /// Report one change from `source`; on an error nothing was changed.
     pub async fn apply(&mut self, source: Source, change: Change) -> Result<(), AgentError> {
-        self.agent.apply(source, change).await
+        let start = Instant::now();
+        let r = self.agent.apply(source, change).await;
+        self.observe("change", start);
+        r
+    }
+
+    fn observe(&self, kind: &str, start: Instant) {
+        self.reconcile
+            .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+            .observe(start.elapsed().as_secs_f64());
     }
 
     /// The dataplane's periodic housekeeping (next-hop MACs, new ports, a
     /// vanished device); problems are logged once each.
     pub async fn refresh(&mut self) {
-        self.agent.refresh().await
+        let start = Instant::now();
+        self.agent.refresh().await;
+        self.observe("refresh", start);
     }
 
     /// Log a problem of a periodic task as a warning, once while it repeats.

@@ -536,5 +536,7 @@ impl Agent {
     }
 }
 
+mod observe;
+
 #[cfg(test)]
 mod tests;

@@ -13,13 +13,16 @@
 
 pub mod bpf;
 pub mod kernel;
+pub mod monitor;
 pub mod select;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
 use crate::model::endpoint::EndpointSpec;
+use crate::model::observe::PeerTraffic;
 use crate::model::overlay_network::{NetEndpointSpec, NetworkSpec};
 use crate::model::peer::PeerSpec;
 use crate::model::status::{Mode, Stats};
@@ -170,6 +173,19 @@ pub trait Dataplane: Send + Sync {
     async fn del_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError>;
     /// Current counters.
     fn stats(&self) -> Result<Stats, DataplaneError>;
+    /// The event stream of `overlayctl monitor`; none unless the dataplane has one.
+    fn monitor(&self) -> Option<monitor::Monitor> {
+        None
+    }
+    /// Traffic to and from each peer host; empty unless the dataplane counts it.
+    fn peer_traffic(&self) -> Result<BTreeMap<Ipv4Addr, PeerTraffic>, DataplaneError> {
+        Ok(BTreeMap::new())
+    }
+    /// How full the dataplane's tables are: (table, entries, capacity); empty
+    /// unless its tables have a capacity.
+    fn table_fill(&self) -> Result<Vec<(&'static str, u64, u64)>, DataplaneError> {
+        Ok(Vec::new())
+    }
     /// Endpoints the dataplane learned by itself from containers' packets
     /// (never given to [`Dataplane::add_endpoint`]); none unless it learns.
     fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {

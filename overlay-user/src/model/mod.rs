@@ -7,7 +7,8 @@
 //! ([`config`], with its `[cluster]` section) and its limits ([`limits`]),
 //! the cluster store's settings, host records and keys ([`cluster`]), the
 //! data of attached containers ([`attach`]), status and counters
-//! ([`status`]), and the strict parsers for what users type
+//! ([`status`]), monitor events, their filter and per-peer traffic
+//! ([`observe`]), and the strict parsers for what users type
 //! ([`validation`]).
 //!
 //! Must not touch: I/O of any kind (no files, sockets, netlink or
@@ -21,6 +22,7 @@ pub mod config;
 pub mod endpoint;
 pub mod limits;
 pub mod network;
+pub mod observe;
 pub mod overlay_network;
 pub mod peer;
 pub mod source;

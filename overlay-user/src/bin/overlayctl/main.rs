@@ -1,7 +1,8 @@
 //! overlayctl: the command-line client of overlayd's local API.
 //!
 //! One module per subcommand ([`peer`], [`endpoint`], [`status`],
-//! [`attach`], [`detach`], [`hosts`], [`cluster`], [`docker_opts`]) and
+//! [`attach`], [`detach`], [`hosts`], [`cluster`], [`docker_opts`],
+//! [`monitor`]) and
 //! [`output`] for tables and JSON. It talks to overlayd only through the
 //! API's client and wire format (`overlay_user::sources::api`) and checks
 //! values with the model's parsers; `cluster init` alone talks to etcd,
@@ -14,6 +15,7 @@ mod detach;
 mod docker_opts;
 mod endpoint;
 mod hosts;
+mod monitor;
 mod output;
 mod peer;
 mod status;
@@ -55,6 +57,7 @@ overlayctl --json status | jq .stats.drops\n  \
 overlayctl --socket /tmp/host1.sock peer list\n  \
 overlayctl cluster init --etcd http://10.0.0.1:2379 --pool 10.103.0.0/16 --subnet-len 24 --vni 42\n  \
 overlayctl hosts\n  \
+overlayctl monitor --type drop\n  \
 overlayctl docker-opts"
 )]
 struct Cli {
@@ -86,6 +89,8 @@ enum Command {
     Cluster(cluster::Args),
     /// Print dockerd's --bip and --mtu for this host's leased subnet.
     DockerOpts(docker_opts::Args),
+    /// Watch the dataplane's events: drops with their reason, sampled encap/decap.
+    Monitor(monitor::Args),
 }
 
 /// What every subcommand needs.
@@ -169,6 +174,7 @@ async fn main() -> ExitCode {
         Command::Hosts(args) => hosts::run(&ctx, args).await,
         Command::Cluster(args) => cluster::run(&ctx, args).await,
         Command::DockerOpts(args) => docker_opts::run(&ctx, args).await,
+        Command::Monitor(args) => monitor::run(&ctx, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

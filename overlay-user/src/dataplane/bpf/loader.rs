@@ -39,7 +39,7 @@ pub const LINK_BRIDGE: &str = "bridge-tc";
 pub const PORT_PREFIX: &str = "port-";
 
 /// Every map the object pins: all of `maps/` that is ours.
-pub const MAP_NAMES: [&str; 7] = [
+pub const MAP_NAMES: [&str; 11] = [
     map_names::CONFIG,
     map_names::PEERS,
     map_names::PEER_HOSTS,
@@ -47,6 +47,10 @@ pub const MAP_NAMES: [&str; 7] = [
     map_names::COUNTERS,
     map_names::DROPS,
     map_names::PORT_LEARNED,
+    overlay_common::observe::maps::EVENTS,
+    overlay_common::observe::maps::MONITOR,
+    overlay_common::observe::maps::MONITOR_STATE,
+    overlay_common::observe::maps::PEER_STATS,
 ];
 
 /// Whether `name` is the name of a link pin of ours.

@@ -10,6 +10,7 @@ mod encap_device;
 mod follow;
 pub mod loader;
 pub mod maps;
+pub mod observe;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -27,9 +28,10 @@ use loader::{Links, LINK_BRIDGE, LINK_UNDERLAY, LINK_XDP, PORT_PREFIX};
 use maps::Maps;
 
 use crate::dataplane::kernel::firewall::Firewall;
-use crate::dataplane::{Dataplane, DataplaneError};
+use crate::dataplane::{monitor::Monitor, Dataplane, DataplaneError};
 use crate::model::config::{AttachPoint, Config, EncapMode, XdpMode};
 use crate::model::endpoint::EndpointSpec;
+use crate::model::observe::PeerTraffic;
 use crate::model::peer::PeerSpec;
 use crate::model::status::{Mode, Stats};
 use crate::sys::error::SysError;
@@ -66,6 +68,8 @@ pub struct BpfDataplane {
     /// in a burst (a cluster's thousands of hosts) share one read a second.
     neighbours: Option<(std::time::Instant, BTreeMap<Ipv4Addr, [u8; 6]>)>,
     _logger: Option<tokio::task::JoinHandle<()>>,
+    /// The monitor's events and the per-peer counters.
+    observe: observe::Observe,
 }
 
 impl BpfDataplane {
@@ -121,6 +125,7 @@ impl BpfDataplane {
             }
         };
         let mut maps = Maps::take(&mut ebpf)?;
+        let observe = observe::Observe::start(&mut ebpf)?;
         let mut flags = 0;
         if cfg.xdp != XdpMode::Off {
             flags |= CONFIG_F_XDP_VALIDATES;
@@ -169,6 +174,7 @@ impl BpfDataplane {
             firewall: None,
             neighbours: None,
             _logger: logger,
+            observe,
         };
         if let Err(e) = dp.attach_all(cfg).await {
             dp.undo_failed_start(previous, &pinned_before).await;
@@ -338,6 +344,7 @@ impl BpfDataplane {
         for ip in touched {
             let n = self.host_counts.get(&ip.octets()).copied().unwrap_or(0);
             self.maps.set_peer_host(*ip, n)?;
+            self.observe.peer_stats.track(*ip, n > 0)?;
         }
         Ok(())
     }
@@ -471,6 +478,18 @@ impl Dataplane for BpfDataplane {
 
     fn stats(&self) -> Result<Stats, DataplaneError> {
         self.maps.stats()
+    }
+
+    fn monitor(&self) -> Option<Monitor> {
+        Some(self.observe.monitor.clone())
+    }
+
+    fn peer_traffic(&self) -> Result<BTreeMap<Ipv4Addr, PeerTraffic>, DataplaneError> {
+        self.observe.peer_stats.read()
+    }
+
+    fn table_fill(&self) -> Result<Vec<(&'static str, u64, u64)>, DataplaneError> {
+        self.maps.fill(self.peers.len(), self.host_counts.len())
     }
 
     fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {

@@ -19,7 +19,7 @@ use crate::model::config::DockerConfig;
 use crate::model::source::Source;
 use crate::model::validation::format_mac;
 use crate::sources::docker::containers::{container_info, ContainerInfo};
-use crate::sources::ControlSource;
+use crate::sources::{ConnectionState, ControlSource};
 use crate::sys::docker::{api_error, connect, inspect, short_id, veth_peers};
 use crate::sys::error::SysError;
 use crate::sys::netlink::{Netlink, RtNetlink};
@@ -56,6 +56,8 @@ pub struct Watcher {
     owned: BTreeMap<Ipv4Addr, Owned>,
     /// `Some(true)` while connected, `Some(false)` while not, `None` before the first try.
     connected: Option<bool>,
+    /// `connected`, for the metrics.
+    state: ConnectionState,
 }
 
 impl Watcher {
@@ -82,7 +84,13 @@ impl Watcher {
             net,
             owned: BTreeMap::new(),
             connected: None,
+            state: ConnectionState::default(),
         }
+    }
+
+    /// Whether the watcher is connected to Docker, as it changes.
+    pub fn state(&self) -> ConnectionState {
+        self.state.clone()
     }
 
     /// Run forever: connect, reconcile, follow events; on loss, retry with backoff.
@@ -107,6 +115,7 @@ impl Watcher {
                 log::debug!("docker: {e}");
             }
             self.connected = Some(false);
+            self.state.set(false);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -131,6 +140,7 @@ impl Watcher {
             );
         }
         self.connected = Some(true);
+        self.state.set(true);
         let filters: HashMap<&str, Vec<&str>> = HashMap::from([
             ("type", vec!["container", "network"]),
             ("event", vec!["start", "die", "connect", "disconnect"]),
