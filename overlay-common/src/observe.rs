@@ -31,9 +31,9 @@ pub const MONITOR_F_DROP: u32 = 1;
 pub const MONITOR_F_TRACE: u32 = 2;
 
 /// Default events per second each CPU may emit.
-pub const DEFAULT_EVENT_RATE: u32 = 20_000;
+pub const DEFAULT_EVENT_RATE: u32 = 1_000;
 /// Default burst: events a CPU may emit at once after being quiet.
-pub const DEFAULT_EVENT_BURST: u32 = 2_000;
+pub const DEFAULT_EVENT_BURST: u32 = 1_000;
 
 /// The single entry of `OVL_MONITOR`, written by overlayd.
 #[repr(C)]

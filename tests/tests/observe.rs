@@ -205,7 +205,7 @@ fn monitor_filters_by_reason_ip_and_peer_with_exact_fields() {
             "reason": "unknown_peer",
             "hook": "from-underlay",
             "ifname": h1.underlay_if,
-            "len": 92,
+            "len": 98,
             "vni": 42,
             "outer_src": h3.underlay_ip.to_string(),
             "outer_dst": h1.underlay_ip.to_string(),

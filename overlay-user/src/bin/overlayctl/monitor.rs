@@ -24,7 +24,7 @@ pub enum Kind {
     long_about = "Watch the dataplane's events as they happen: every dropped packet with its \
 reason, addresses, ports, protocol, VNI and interface, and with --type trace a sample of the \
 packets encapsulated to and decapsulated from peers. The programs emit events only while a \
-monitor runs, at most 20,000 a second per CPU: what the rate limit suppressed (and what a slow \
+monitor runs, at most 1,000 a second per CPU: what the rate limit suppressed (and what a slow \
 reader lost) is reported each second in a \">> lost\" line ({\"type\":\"lost\",...} with --json). \
 Stop with Ctrl-C, --count or --duration.",
     after_help = "Examples:\n  \
