@@ -16,11 +16,20 @@ fn forge() -> String {
 
 /// `overlayctl --json monitor ARGS` on host `h`, once it listens.
 fn monitor(c: &Cluster, h: usize, args: &[&str], name: &str) -> Proc {
+    monitor_as(c, h, "--json", args, name)
+}
+
+/// `overlayctl FORMAT monitor ARGS` (FORMAT: `--json`, or `-q` for lines).
+fn monitor_as(c: &Cluster, h: usize, format: &str, args: &[&str], name: &str) -> Proc {
     let a = c.agent(h);
     let bins = overlay_lab::Binaries::locate().unwrap();
     let socket = a.socket.display().to_string();
     let ctl = bins.overlayctl.display().to_string();
-    let mut argv = vec![ctl.as_str(), "--socket", &socket, "--json", "monitor"];
+    let mut argv = vec![ctl.as_str(), "--socket", &socket];
+    if format == "--json" {
+        argv.push(format);
+    }
+    argv.push("monitor");
     argv.extend_from_slice(args);
     let p = c.lab.spawn(&a.ns, &argv, name).unwrap();
     p.wait_for_log("Listening for events", Duration::from_secs(10))
@@ -165,6 +174,7 @@ fn monitor_filters_by_reason_ip_and_peer_with_exact_fields() {
         "mon-reason.log",
     );
     let by_ip = monitor(&c, 1, &["--ip", "10.103.100.77"], "mon-ip.log");
+    let human = monitor_as(&c, 1, "", &[], "mon-human.log");
     let to = h1.underlay_ip.to_string();
     let send = |ns: &str, vni: &str, src: &str, dst: &str| {
         exec_ok(
@@ -220,7 +230,10 @@ fn monitor_filters_by_reason_ip_and_peer_with_exact_fields() {
     assert_eq!(got.len(), 1, "only the drop to 10.103.100.77: {got:?}");
     assert_eq!(got[0]["reason"], "unknown_vni");
     assert_eq!(got[0]["dst"], "10.103.100.77");
-    drop((by_reason, by_ip));
+    let text = human.log();
+    assert_eq!(text.lines().filter(|l| l.contains(" drop (")).count(), 2, "{text}");
+    eprintln!("overlayctl monitor:\n{text}\noverlayctl --json monitor --type drop --reason unknown_peer:\n{}", by_reason.log());
+    drop((by_reason, by_ip, human));
 
     // Sampled traces, by peer: host 1's pings to host 2's container, not host 3's.
     let trace = monitor(
@@ -246,6 +259,7 @@ fn monitor_filters_by_reason_ip_and_peer_with_exact_fields() {
         3
     );
     let got = wait(&trace, 6);
+    eprintln!("overlayctl --json monitor --type trace --peer ...:\n{}", trace.log());
     let kinds: Vec<&str> = got.iter().map(|v| v["type"].as_str().unwrap()).collect();
     assert_eq!(
         kinds.iter().filter(|k| **k == "encap").count(),
@@ -333,6 +347,7 @@ fn metrics_and_peer_list_move_with_traffic() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let after = scrape(&c, 1);
+    eprintln!("{after}");
     let peer = format!("{{peer=\"{h2}\"}}");
     for series in [
         "overlay_encap_packets_total".to_string(),
