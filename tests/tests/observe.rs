@@ -231,7 +231,11 @@ fn monitor_filters_by_reason_ip_and_peer_with_exact_fields() {
     assert_eq!(got[0]["reason"], "unknown_vni");
     assert_eq!(got[0]["dst"], "10.103.100.77");
     let text = human.log();
-    assert_eq!(text.lines().filter(|l| l.contains(" drop (")).count(), 2, "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" drop (")).count(),
+        2,
+        "{text}"
+    );
     eprintln!("overlayctl monitor:\n{text}\noverlayctl --json monitor --type drop --reason unknown_peer:\n{}", by_reason.log());
     drop((by_reason, by_ip, human));
 
@@ -259,7 +263,10 @@ fn monitor_filters_by_reason_ip_and_peer_with_exact_fields() {
         3
     );
     let got = wait(&trace, 6);
-    eprintln!("overlayctl --json monitor --type trace --peer ...:\n{}", trace.log());
+    eprintln!(
+        "overlayctl --json monitor --type trace --peer ...:\n{}",
+        trace.log()
+    );
     let kinds: Vec<&str> = got.iter().map(|v| v["type"].as_str().unwrap()).collect();
     assert_eq!(
         kinds.iter().filter(|k| **k == "encap").count(),
