@@ -8,6 +8,7 @@
 
 pub mod csum;
 pub mod net;
+pub mod observe;
 pub mod rules;
 pub mod vxlan;
 

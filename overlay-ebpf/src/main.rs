@@ -7,6 +7,7 @@
 
 mod maps;
 mod net;
+mod observe;
 mod packet;
 mod tc;
 mod underlay;

@@ -23,6 +23,7 @@ use overlay_common::{
         MAX_NET_PORTS,
     },
     vxlan::{ETH_P_ARP, ETH_P_IP, IPPROTO_UDP},
+    observe::Hook,
     Counter, DropReason, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD,
 };
 
@@ -64,7 +65,7 @@ unsafe fn ip_at(base: *const u8, off: usize) -> [u8; 4] {
 /// tc ingress of a network container's host-side veth.
 #[classifier]
 pub fn ovl_from_net_container(ctx: TcContext) -> i32 {
-    verdict(try_from_net_container(&ctx))
+    verdict(&ctx, Hook::FromContainer, try_from_net_container(&ctx))
 }
 
 #[inline(always)]

@@ -15,6 +15,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use overlay_common::{
+    observe::{EventKind, Hook},
     rules,
     vxlan::{self, off, ETH_P_IP, IPPROTO_UDP},
     Config, Counter, DropReason, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS,
@@ -23,6 +24,7 @@ use overlay_common::{
 
 use crate::{
     maps::{self, count, count_drop, ENDPOINTS, PEERS, PORT_LEARNED},
+    observe::{self, Layout},
     packet::Packet,
     underlay::{classify, Underlay},
 };
@@ -39,13 +41,14 @@ pub(crate) enum Verdict {
 }
 
 #[inline(always)]
-pub(crate) fn verdict(r: Result<Verdict, DropReason>) -> i32 {
+pub(crate) fn verdict(ctx: &TcContext, hook: Hook, r: Result<Verdict, DropReason>) -> i32 {
     match r {
         Ok(Verdict::Next) => TC_ACT_UNSPEC,
         Ok(Verdict::Kernel) => TC_ACT_OK,
         Ok(Verdict::Redirect(ret)) => ret as i32,
         Err(reason) => {
             count_drop(reason);
+            observe::drop_event(ctx, hook, reason);
             TC_ACT_SHOT
         }
     }
@@ -54,13 +57,13 @@ pub(crate) fn verdict(r: Result<Verdict, DropReason>) -> i32 {
 /// tc ingress of a container's host-side veth (or of the bridge).
 #[classifier]
 pub fn ovl_from_container(ctx: TcContext) -> i32 {
-    verdict(try_from_container(&ctx))
+    verdict(&ctx, Hook::FromContainer, try_from_container(&ctx))
 }
 
 /// tc ingress of the underlay interface.
 #[classifier]
 pub fn ovl_from_underlay(ctx: TcContext) -> i32 {
-    verdict(try_from_underlay(&ctx))
+    verdict(&ctx, Hook::FromUnderlay, try_from_underlay(&ctx))
 }
 
 pub(crate) const ENCAP_FLAGS: u64 = (BPF_F_ADJ_ROOM_FIXED_GSO
@@ -295,11 +298,12 @@ pub(crate) fn push_headers(
         core::ptr::write_unaligned(out.add(off::UDP_SPORT) as *mut u16, sport);
         core::ptr::write_unaligned(out.add(off::UDP_LEN) as *mut u16, udp_len);
     }
+    let bytes = u64::from(inner_ip_len) + ETH_HLEN as u64;
     count(Counter::EncapPackets, 1);
-    count(
-        Counter::EncapBytes,
-        u64::from(inner_ip_len) + ETH_HLEN as u64,
-    );
+    count(Counter::EncapBytes, bytes);
+    let to = u32::from_ne_bytes(peer.underlay_ip);
+    observe::count_tx(to, bytes);
+    observe::trace_event(ctx, Hook::FromContainer, EventKind::Encap, to, Layout::Wire);
     Ok(out)
 }
 
@@ -357,6 +361,15 @@ fn encapsulate_via_device(
     eth[6..12].copy_from_slice(&cfg.vtep_mac);
     count(Counter::EncapPackets, 1);
     count(Counter::EncapBytes, u64::from(ctx.len()));
+    let to = u32::from_ne_bytes(peer.underlay_ip);
+    observe::count_tx(to, u64::from(ctx.len()));
+    observe::trace_event(
+        ctx,
+        Hook::FromContainer,
+        EventKind::Encap,
+        to,
+        Layout::Tunnelled,
+    );
     // SAFETY: plain helper call with an ifindex and no flags (egress).
     Ok(Verdict::Redirect(unsafe {
         bpf_redirect(cfg.encap_ifindex, 0)
@@ -368,12 +381,12 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
     let Some(cfg) = maps::config() else {
         return Ok(Verdict::Next);
     };
-    let inner_dst = match classify(ctx, cfg)? {
+    let (inner_dst, peer) = match classify(ctx, cfg)? {
         Underlay::Other => {
             count(Counter::FromUnderlayPass, 1);
             return Ok(Verdict::Next);
         }
-        Underlay::Vxlan { inner_dst } => inner_dst,
+        Underlay::Vxlan { inner_dst, peer } => (inner_dst.to_ne_bytes(), peer),
         Underlay::Net { ifindex, mac } => return crate::net::deliver(ctx, ifindex, mac),
     };
     // SAFETY: the value is copied out before the packet changes.
@@ -399,6 +412,14 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
     };
     // SAFETY: in bounds (checked above), byte array.
     let eth = unsafe { &mut *eth };
+    observe::count_rx(peer, inner_len);
+    observe::trace_event(
+        ctx,
+        Hook::FromUnderlay,
+        EventKind::Decap,
+        peer,
+        Layout::Tunnelled,
+    );
     match endpoint {
         Some(ep) => {
             if ep.mac != [0; 6] {

@@ -24,8 +24,11 @@ const _: () = assert!(network_types::udp::UdpHdr::LEN == UDP_HLEN);
 pub enum Underlay {
     /// Not VXLAN for this host: the kernel handles it.
     Other,
-    /// Our VXLAN, checked; the inner IPv4 destination.
-    Vxlan { inner_dst: [u8; 4] },
+    /// Our VXLAN, checked; the inner IPv4 destination and the peer host
+    /// (outer source) it came from, each address's bytes as a native u32
+    /// (byte arrays would sit unaligned after the enum's tag on the stack,
+    /// which the verifier refuses).
+    Vxlan { inner_dst: u32, peer: u32 },
     /// VXLAN of an overlay network, checked: deliver to the local container
     /// behind host-side veth `ifindex`, whose MAC is `mac`.
     Net { ifindex: u32, mac: [u8; 6] },
@@ -109,5 +112,8 @@ pub fn classify<P: Packet>(p: &P, cfg: &Config) -> Result<Underlay, DropReason> 
     if rules::is_host_address(cfg, &inner_dst) {
         return Err(DropReason::ToHostAddress);
     }
-    Ok(Underlay::Vxlan { inner_dst })
+    Ok(Underlay::Vxlan {
+        inner_dst: u32::from_ne_bytes(inner_dst),
+        peer: u32::from_ne_bytes(outer_src),
+    })
 }

@@ -1,10 +1,11 @@
 //! XDP on the underlay interface: early verdicts on VXLAN frames.
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use overlay_common::{Counter, DropReason};
+use overlay_common::{observe::Hook, Counter, DropReason};
 
 use crate::{
     maps::{self, count, count_drop},
+    observe,
     underlay::{classify, Underlay},
 };
 
@@ -14,6 +15,7 @@ pub fn ovl_xdp_underlay(ctx: XdpContext) -> u32 {
         Ok(action) => action,
         Err(reason) => {
             count_drop(reason);
+            observe::drop_event(&ctx, Hook::XdpUnderlay, reason);
             xdp_action::XDP_DROP
         }
     }

@@ -12,13 +12,19 @@
 //! does not count. The XDP program does not change
 //! the packet: it is measured both ways, which cross-checks the method.
 //!
-//! Usage: progbench [--runs N] [--peers N] [--endpoints N]
+//! With `--monitor 1` the monitor is on (drops and every encap/decap
+//! traced, within the default rate limit), as while `overlayctl monitor
+//! --type drop --type trace` runs; by default it is off, as overlayd runs.
+//!
+//! Usage: progbench [--runs N] [--peers N] [--endpoints N] [--monitor 0|1]
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
+use aya::maps::{Array, MapData, PerCpuHashMap, PerCpuValues};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use overlay_common::net::{NetEndpointValue, NetPortValue};
+use overlay_common::observe::{self, MonitorConfig, PeerStats};
 use overlay_common::{programs, vtep_mac, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS};
 use overlay_user::dataplane::bpf::{loader, maps::Maps, net_maps::NetMaps};
 
@@ -203,6 +209,37 @@ fn measure(ebpf: &mut aya::Ebpf, runs: u32) -> serde_json::Value {
     })
 }
 
+/// The fixture's peer host counted in `OVL_PEER_STATS` (as overlayd does
+/// for every peer host), and the monitor switched on if `on`.
+fn observe_maps(
+    ebpf: &mut aya::Ebpf,
+    on: bool,
+) -> (
+    PerCpuHashMap<MapData, [u8; 4], PeerStats>,
+    Array<MapData, MonitorConfig>,
+) {
+    let mut stats: PerCpuHashMap<MapData, [u8; 4], PeerStats> =
+        PerCpuHashMap::try_from(ebpf.take_map(observe::maps::PEER_STATS).unwrap()).unwrap();
+    let cpus = aya::util::nr_cpus().unwrap();
+    let zero = PerCpuValues::try_from(vec![PeerStats::default(); cpus]).unwrap();
+    stats.insert(PEER, zero, 0).unwrap();
+    let mut monitor: Array<MapData, MonitorConfig> =
+        Array::try_from(ebpf.take_map(observe::maps::MONITOR).unwrap()).unwrap();
+    let flags = if on {
+        observe::MONITOR_F_DROP | observe::MONITOR_F_TRACE
+    } else {
+        0
+    };
+    let mc = MonitorConfig::new(
+        flags,
+        1,
+        observe::DEFAULT_EVENT_RATE,
+        observe::DEFAULT_EVENT_BURST,
+    );
+    monitor.set(0, mc, 0).unwrap();
+    (stats, monitor)
+}
+
 fn main() {
     let runs = arg("--runs", 1_000_000);
     let n_peers = arg("--peers", 10_000);
@@ -227,6 +264,7 @@ fn main() {
     let mut maps = Maps::take(&mut ebpf).unwrap();
     // overlayd's default flags: attach = "veth" (endpoint learning on), xdp = "off".
     install(&mut maps, CONFIG_F_LEARN_ENDPOINTS);
+    let _observe = observe_maps(&mut ebpf, arg("--monitor", 0) == 1);
 
     let empty = measure(&mut ebpf, runs);
 
@@ -274,6 +312,7 @@ fn main() {
         "{}",
         serde_json::json!({
             "runs": runs,
+            "monitor": arg("--monitor", 0) == 1,
             "peers": added,
             "endpoints": n_endpoints,
             "empty": empty,

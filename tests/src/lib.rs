@@ -264,3 +264,14 @@ pub fn subnet_of(agent: &Overlayd) -> Result<String> {
         .unwrap_or_default()
         .to_string())
 }
+
+/// `overlayctl --json peer list` of `a` without each peer's `traffic`
+/// (counters and times that move with every packet): the peer table itself.
+pub fn peer_table(a: &Overlayd) -> serde_json::Value {
+    let mut list: serde_json::Value =
+        serde_json::from_str(&a.ctl_ok(&["--json", "peer", "list"]).unwrap()).unwrap();
+    for p in list.as_array_mut().unwrap() {
+        p.as_object_mut().unwrap().remove("traffic");
+    }
+    list
+}

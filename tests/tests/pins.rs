@@ -163,7 +163,7 @@ fn sys_fs_bpf_is_refused_as_pin_dir() {
             "{mode}"
         );
     }
-    assert!(!Path::new("/sys/fs/bpf/v2").exists());
+    assert!(!Path::new("/sys/fs/bpf/v3").exists());
 }
 
 #[test]

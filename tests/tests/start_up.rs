@@ -53,7 +53,7 @@ fn a_second_overlayd_on_the_same_directories_refuses_and_the_first_keeps_forward
     let bins = Binaries::locate().unwrap();
     let a = c.agent(1);
     assert_eq!(pings(&c.lab, 3), (3, 3));
-    let peers = a.ctl_ok(&["peer", "list"]).unwrap();
+    let peers = overlay_tests::peer_table(a);
     let (state_dir, pin_dir) = (c.lab.dir().join("h1-state"), c.lab.bpffs_dir().join("h1"));
 
     // The same config (another API socket, so that only the lock can stop it).
@@ -84,7 +84,7 @@ fn a_second_overlayd_on_the_same_directories_refuses_and_the_first_keeps_forward
 
     // The first goes on as before.
     assert!(a.proc.is_running());
-    assert_eq!(a.ctl_ok(&["peer", "list"]).unwrap(), peers);
+    assert_eq!(overlay_tests::peer_table(a), peers);
     assert_eq!(pings(&c.lab, 3), (3, 3));
 }
 
@@ -167,9 +167,9 @@ fn a_failed_start_leaves_the_previous_run_forwarding() {
     let bins = Binaries::locate().unwrap();
     assert_eq!(pings(&c.lab, 3), (3, 3));
     let (config, socket) = (c.agent(1).config.clone(), c.agent(1).socket.clone());
-    let peers = c.agent(1).ctl_ok(&["peer", "list"]).unwrap();
+    let peers = overlay_tests::peer_table(c.agent(1));
     c.agents[0].proc.stop().unwrap();
-    let links_dir = c.lab.bpffs_dir().join("h1/v2/links");
+    let links_dir = c.lab.bpffs_dir().join("h1/v3/links");
     let links = entries(&links_dir);
     assert!(links.contains(&"underlay-tc".to_string()), "{links:?}");
 
@@ -190,7 +190,7 @@ fn a_failed_start_leaves_the_previous_run_forwarding() {
 
     // And the next good start takes over as usual.
     c.agents[0] = Overlayd::start_with(&c.lab, 1, &bins, &config, &socket, &[]).unwrap();
-    assert_eq!(c.agent(1).ctl_ok(&["peer", "list"]).unwrap(), peers);
+    assert_eq!(overlay_tests::peer_table(c.agent(1)), peers);
     assert_eq!(pings(&c.lab, 3), (3, 3));
 }
 
@@ -240,7 +240,7 @@ fn a_port_that_vanishes_during_the_start_is_skipped() {
     run_batch(&batch("add"));
     let del = batch("del");
     // The ports go away as soon as the first one has its program.
-    let links_dir = lab.bpffs_dir().join("h1/v2/links");
+    let links_dir = lab.bpffs_dir().join("h1/v3/links");
     let deleter = {
         let (links_dir, ns) = (links_dir.clone(), h.ns.clone());
         std::thread::spawn(move || {
@@ -358,7 +358,7 @@ fn what_no_source_owns_any_more_is_removed_at_start() {
         &c2.host_veth,
     ])
     .unwrap();
-    let maps = lab.bpffs_dir().join("h1/v2/maps");
+    let maps = lab.bpffs_dir().join("h1/v3/maps");
     let (peers, hosts, endpoints) = (
         maps.join("OVL_PEERS"),
         maps.join("OVL_PEER_HOSTS"),

@@ -9,6 +9,9 @@ addresses it is given, which the tests take from their own lab.
       writes the outer headers, so the outer source is this namespace's.
       INNER_DST_MAC (default 02:42:c0:a8:00:01) matters to a kernel VXLAN
       receiver, which takes only frames to its device's MAC.
+  forge.py flood TO PORT VNI INNER_SRC INNER_DST DPORT COUNT
+      COUNT copies of the vxlan datagram above, as fast as one socket
+      sends; prints how many the kernel took (a full queue refuses some).
   forge.py raw SRC DST DPORT
       one UDP datagram with a source address of our choice (IP_HDRINCL).
   forge.py listen PORT SECONDS
@@ -41,14 +44,27 @@ def ipv4_udp(src, dst, dport, payload):
 
 def main():
     cmd = sys.argv[1]
-    if cmd == "vxlan":
+    if cmd in ("vxlan", "flood"):
         to, port, vni, isrc, idst, dport = sys.argv[2:8]
-        dmac = sys.argv[8] if len(sys.argv) > 8 else "02:42:c0:a8:00:01"
+        if cmd == "flood":
+            count, dmac = int(sys.argv[8]), "02:42:c0:a8:00:01"
+        else:
+            count = 1
+            dmac = sys.argv[8] if len(sys.argv) > 8 else "02:42:c0:a8:00:01"
         inner = ipv4_udp(isrc, idst, int(dport), b"forged")
         eth = bytes.fromhex(dmac.replace(":", "")) + bytes.fromhex("0242c0a80002") + b"\x08\x00"
         vx = struct.pack("!II", 0x08000000, int(vni) << 8)
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.sendto(vx + eth + inner, (to, int(port)))
+        data, to = vx + eth + inner, (to, int(port))
+        sent = 0
+        for _ in range(count):
+            try:
+                s.sendto(data, to)
+                sent += 1
+            except OSError:
+                pass
+        if cmd == "flood":
+            print(sent)
     elif cmd == "raw":
         src, dst, dport = sys.argv[2:5]
         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)

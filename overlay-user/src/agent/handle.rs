@@ -5,7 +5,10 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Instant;
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::sync::{Mutex, MutexGuard};
 use tracing::Instrument;
 
@@ -19,6 +22,17 @@ use crate::model::source::Source;
 #[derive(Clone)]
 pub struct Core {
     agent: Arc<Mutex<Agent>>,
+    reconcile: Reconciles,
+}
+
+/// How long reconciling took, in seconds, by `kind`: `change` (one change
+/// validated and given to the dataplane) or `refresh` (the periodic
+/// housekeeping). Shared: cloning it clones the handle.
+pub type Reconciles = Family<Vec<(String, String)>, Histogram, fn() -> Histogram>;
+
+fn reconcile_histogram() -> Histogram {
+    // 50 µs to about 13 s.
+    Histogram::new(exponential_buckets(0.00005, 4.0, 10))
 }
 
 impl Core {
@@ -26,6 +40,7 @@ impl Core {
     pub fn new(agent: Agent) -> Core {
         Core {
             agent: Arc::new(Mutex::new(agent)),
+            reconcile: Family::new_with_constructor(reconcile_histogram),
         }
     }
 
@@ -33,7 +48,13 @@ impl Core {
     pub async fn lock(&self) -> CoreGuard<'_> {
         CoreGuard {
             agent: self.agent.lock().await,
+            reconcile: &self.reconcile,
         }
+    }
+
+    /// The reconcile durations measured so far.
+    pub fn reconciles(&self) -> &Reconciles {
+        &self.reconcile
     }
 
     /// Report one change from `source`; on an error nothing was changed.
@@ -68,6 +89,7 @@ impl Core {
 /// changes through [`CoreGuard::apply`].
 pub struct CoreGuard<'a> {
     agent: MutexGuard<'a, Agent>,
+    reconcile: &'a Reconciles,
 }
 
 impl Deref for CoreGuard<'_> {
@@ -82,14 +104,25 @@ impl CoreGuard<'_> {
     /// Report one change from `source`; on an error nothing was changed.
     pub async fn apply(&mut self, source: Source, change: Change) -> Result<(), AgentError> {
         let span = reconcile_span(source, &change);
-        self.agent.apply(source, change).instrument(span).await
+        let start = Instant::now();
+        let r = self.agent.apply(source, change).instrument(span).await;
+        self.observe("change", start);
+        r
+    }
+
+    fn observe(&self, kind: &str, start: Instant) {
+        self.reconcile
+            .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+            .observe(start.elapsed().as_secs_f64());
     }
 
     /// The dataplane's periodic housekeeping (next-hop MACs, new ports, a
     /// vanished device); problems are logged once each. In a `refresh` span.
     pub async fn refresh(&mut self) {
         let span = tracing::debug_span!("refresh");
-        self.agent.refresh().instrument(span).await
+        let start = Instant::now();
+        self.agent.refresh().instrument(span).await;
+        self.observe("refresh", start);
     }
 
     /// A source's report on its connection to Docker, for `overlayctl status`.

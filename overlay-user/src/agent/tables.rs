@@ -584,5 +584,7 @@ impl Agent {
     }
 }
 
+mod observe;
+
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,7 @@ use overlay_user::sources::cluster::{saved, ClusterError};
 use overlay_user::sources::config::{self as config_file, ConfigFile};
 use overlay_user::sources::discovery::Discovery;
 use overlay_user::sources::docker::watcher::Watcher;
+use overlay_user::sources::metrics;
 use overlay_user::sources::{self, ControlSource};
 use overlay_user::sys::netlink::{Netlink, RtNetlink};
 
@@ -299,9 +300,25 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     let server = sources::spawn(Box::new(api_source), core.clone());
     let cluster = cluster.map(|c| sources::spawn(Box::new(c), core.clone()));
     // Containers join by themselves when [docker] is enabled.
-    let docker = Watcher::from_config(&cfg.docker, cfg.subnet)
-        .context("netlink for the Docker watcher")?
-        .map(|w| sources::spawn(Box::new(w), core.clone()));
+    let watcher =
+        Watcher::from_config(&cfg.docker, cfg.subnet).context("netlink for the Docker watcher")?;
+    // Prometheus metrics, with metrics_address.
+    let metrics = match cfg.metrics_address {
+        Some(address) => {
+            let extra = metrics::Extra {
+                cluster: cluster_view
+                    .as_ref()
+                    .map(|v| Arc::new(v.clone()) as Arc<dyn sources::ClusterView>),
+                docker: watcher.as_ref().map(Watcher::state),
+            };
+            let source = metrics::MetricsSource::bind(address, extra)
+                .await
+                .map_err(|e| Failure::Other(e.into()))?;
+            Some(sources::spawn(Box::new(source), core.clone()))
+        }
+        None => None,
+    };
+    let docker = watcher.map(|w| sources::spawn(Box::new(w), core.clone()));
     println!("{ready}");
     log::info!("{ready}");
 
@@ -319,7 +336,7 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
 
     wait_for_signal(term, int).await;
 
-    for task in [Some(discovery), Some(server), docker, cluster]
+    for task in [Some(discovery), Some(server), docker, cluster, metrics]
         .into_iter()
         .flatten()
     {

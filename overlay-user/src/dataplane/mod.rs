@@ -15,14 +15,17 @@
 pub mod bpf;
 pub mod firewall;
 pub mod kernel;
+pub mod monitor;
 pub mod select;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
 use crate::model::doctor::AttachmentState;
 use crate::model::endpoint::EndpointSpec;
+use crate::model::observe::PeerTraffic;
 use crate::model::overlay_network::{NetEndpointSpec, NetworkSpec};
 use crate::model::peer::PeerSpec;
 use crate::model::status::{Mode, Stats};
@@ -188,6 +191,19 @@ pub trait Dataplane: Send + Sync {
     /// dataplane keeps one.
     fn vxlan_filter_chain(&self) -> Option<&'static str> {
         None
+    }
+    /// The event stream of `overlayctl monitor`; none unless the dataplane has one.
+    fn monitor(&self) -> Option<monitor::Monitor> {
+        None
+    }
+    /// Traffic to and from each peer host; empty unless the dataplane counts it.
+    fn peer_traffic(&self) -> Result<BTreeMap<Ipv4Addr, PeerTraffic>, DataplaneError> {
+        Ok(BTreeMap::new())
+    }
+    /// How full the dataplane's tables are: (table, entries, capacity); empty
+    /// unless its tables have a capacity.
+    fn table_fill(&self) -> Result<Vec<(&'static str, u64, u64)>, DataplaneError> {
+        Ok(Vec::new())
     }
     /// Endpoints the dataplane learned by itself from containers' packets
     /// (never given to [`Dataplane::add_endpoint`]); none unless it learns.

@@ -181,6 +181,9 @@ pub struct Config {
     /// (`attach = "veth"`); 0 turns learning off.
     #[serde(default = "default_learn_limit")]
     pub learn_limit: u32,
+    /// Where overlayd serves Prometheus metrics (`/metrics`); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// Static peers.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
@@ -224,18 +227,6 @@ fn de_net<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Ipv4Net, D::Error> 
 /// [`de_net`] for an optional field.
 fn de_opt_net<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Ipv4Net>, D::Error> {
     de_net(de).map(Some)
-}
-
-fn default_port() -> u16 {
-    overlay_common::DEFAULT_VXLAN_PORT
-}
-
-fn default_pin_dir() -> PathBuf {
-    PathBuf::from("/sys/fs/bpf/overlay")
-}
-
-fn default_state_dir() -> PathBuf {
-    PathBuf::from("/var/lib/overlay")
 }
 
 impl Config {

@@ -8,7 +8,9 @@
 //! ([`config`], with its `[cluster]` section) and its limits ([`limits`]),
 //! the cluster store's settings, host records and keys ([`cluster`]), the
 //! data of attached containers ([`attach`]), status and counters
-//! ([`status`]), what `overlayctl doctor` finds ([`doctor`]), and the strict parsers for what users type
+//! ([`status`]), what `overlayctl doctor` finds ([`doctor`]), monitor
+//! events, their filter and per-peer traffic ([`observe`]), and the strict
+//! parsers for what users type
 //! ([`validation`]).
 //!
 //! Must not touch: I/O of any kind (no files, sockets, netlink or
@@ -24,6 +26,7 @@ pub mod endpoint;
 pub mod limits;
 pub mod network;
 pub mod network_store;
+pub mod observe;
 pub mod overlay_network;
 pub mod peer;
 pub mod source;

@@ -196,6 +196,12 @@ pub enum InputError {
         /// What is expected instead.
         expected: String,
     },
+    /// `metrics_address` is not an IP address with a port.
+    #[error("metrics_address = {value:?} is not an IP address and port; expected one like \"127.0.0.1:9642\" (port 1 to 65535)")]
+    MetricsAddress {
+        /// What the file says.
+        value: String,
+    },
     /// `[docker]` is enabled with no network to watch.
     #[error("docker.networks is empty; expected the Docker networks to watch, like [\"bridge\"]")]
     DockerNoNetworks,

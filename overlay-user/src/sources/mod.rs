@@ -9,12 +9,16 @@
 //!   netlink changes;
 //! - [`cluster`]: the cluster store (etcd): this host's subnet lease and
 //!   the other hosts as peers;
+//! - [`metrics`]: not a source of changes, but served beside them: the
+//!   Prometheus `/metrics` endpoint, read from the core at scrape time;
 //! - room for the next ones (Docker's network and IPAM plugins): a new
 //!   module here implementing [`ControlSource`].
 //!
 //! Owns: the interfaces the sources share: [`ControlSource`] (how a source
 //! runs), [`Plumber`] (how the API asks the attach source to plumb) and
-//! [`ClusterView`] (how the API asks the cluster source about hosts).
+//! [`ClusterView`] (how the API asks the cluster source about hosts),
+//! [`ConnectionState`] (whether a source reaches its service, for
+//! [`metrics`]).
 //! Every source reports changes through the one
 //! [`Core`] handle.
 //!
@@ -28,11 +32,14 @@ pub mod cluster;
 pub mod config;
 pub mod discovery;
 pub mod docker;
+pub mod metrics;
 
 #[cfg(test)]
 mod tests;
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 use crate::agent::handle::Core;
 use crate::model::attach::{Attachment, Detachment, Target};
@@ -50,6 +57,27 @@ pub trait ControlSource: Send {
     /// Report to `core` what the source sees. A one-shot source (the config
     /// file) returns when done; the others run until their task is aborted.
     async fn run(self: Box<Self>, core: Core);
+}
+
+/// Whether a source is connected to the service it follows (Docker), shared
+/// with whoever reports it. Cloning it shares it.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionState(Arc<AtomicU8>);
+
+impl ConnectionState {
+    /// Record that the service is reachable now, or not.
+    pub fn set(&self, connected: bool) {
+        self.0
+            .store(if connected { 1 } else { 2 }, Ordering::Relaxed);
+    }
+
+    /// `None` before the first attempt.
+    pub fn get(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v == 1),
+        }
+    }
 }
 
 /// Runs `source` on a task of its own.

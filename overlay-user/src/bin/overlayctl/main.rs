@@ -2,7 +2,7 @@
 //!
 //! One module per subcommand ([`peer`], [`endpoint`], [`status`],
 //! [`attach`], [`detach`], [`hosts`], [`network`], [`cluster`],
-//! [`docker_opts`], [`doctor`]) and
+//! [`docker_opts`], [`doctor`], [`monitor`]) and
 //! [`output`] for tables and JSON. It talks to overlayd only through the
 //! API's client and wire format (`overlay_user::sources::api`) and checks
 //! values with the model's parsers; `cluster init` alone talks to etcd,
@@ -17,6 +17,7 @@ mod doctor;
 mod endpoint;
 mod hosts;
 mod network;
+mod monitor;
 mod output;
 mod peer;
 mod status;
@@ -61,6 +62,7 @@ overlayctl cluster init --etcd http://10.0.0.1:2379 --pool 10.103.0.0/16 --subne
 overlayctl hosts\n  \
 overlayctl network create web --subnet 10.103.240.0/24\n  \
 overlayctl network ls\n  \
+overlayctl monitor --type drop\n  \
 overlayctl docker-opts"
 )]
 struct Cli {
@@ -96,6 +98,8 @@ enum Command {
     DockerOpts(docker_opts::Args),
     /// Check this host (MTU, sysctls, VXLAN port, firewall, addresses, peers, programs) and print the fixes.
     Doctor(doctor::Args),
+    /// Watch the dataplane's events: drops with their reason, sampled encap/decap.
+    Monitor(monitor::Args),
 }
 
 /// What every subcommand needs.
@@ -184,6 +188,7 @@ async fn main() -> ExitCode {
         Command::Cluster(args) => cluster::run(&ctx, args).await,
         Command::DockerOpts(args) => docker_opts::run(&ctx, args).await,
         Command::Doctor(args) => doctor::run(&ctx, args).await,
+        Command::Monitor(args) => monitor::run(&ctx, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

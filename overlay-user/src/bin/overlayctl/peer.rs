@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use clap::Subcommand;
 use ipnet::Ipv4Net;
 
+use overlay_user::model::observe::PeerTraffic;
 use overlay_user::model::validation::{format_mac, parse_cidr, parse_underlay_ip, parse_vtep_mac};
 use overlay_user::sources::api::{Request, Response};
 
@@ -56,13 +57,38 @@ overlayctl peer add 10.103.201.0/24 192.168.56.6 --vtep-mac 02:2a:c0:a8:38:06"
         #[arg(value_parser = parse_cidr)]
         subnet: Ipv4Net,
     },
-    /// List the peers with their VTEP MAC and where they come from.
+    /// List the peers with their VTEP MAC, where they come from and their traffic.
     #[command(
         long_about = "List the peers: subnet, underlay address, VTEP MAC (\"derived\" when \
-computed from the underlay address) and source (config, api, ...).",
+computed from the underlay address), source (config, api, ...), and the traffic to and from \
+the peer's host since it was added: packets and bytes (inner frames) sent and received, and \
+how long ago the last packet came from it (\"never\"; \"-\" where the dataplane does not count, \
+the kernel dataplane). Subnets behind one host show that host's traffic.",
         after_help = "Examples:\n  overlayctl peer list\n  overlayctl --json peer list"
     )]
     List,
+}
+
+/// TX/RX packets and bytes and the age of the last received packet.
+fn traffic_columns(t: Option<&PeerTraffic>) -> Vec<String> {
+    let Some(t) = t else {
+        return vec!["-".into(); 5];
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let last = match t.last_rx_unix_ms {
+        None => "never".to_string(),
+        Some(ms) => format!("{:.1}s ago", now_ms.saturating_sub(ms) as f64 / 1000.0),
+    };
+    vec![
+        t.tx_packets.to_string(),
+        t.tx_bytes.to_string(),
+        t.rx_packets.to_string(),
+        t.rx_bytes.to_string(),
+        last,
+    ]
 }
 
 /// Run `overlayctl peer ...`.
@@ -106,6 +132,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
                             },
                             p.source.to_string(),
                         ]
+                        .into_iter()
+                        .chain(traffic_columns(p.traffic.as_ref()))
+                        .collect()
                     })
                     .collect();
                 print!(
@@ -116,6 +145,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
                             ("UNDERLAY IP", Align::Left),
                             ("VTEP MAC", Align::Left),
                             ("SOURCE", Align::Left),
+                            ("TX PKTS", Align::Right),
+                            ("TX BYTES", Align::Right),
+                            ("RX PKTS", Align::Right),
+                            ("RX BYTES", Align::Right),
+                            ("LAST RX", Align::Left),
                         ],
                         &rows
                     )

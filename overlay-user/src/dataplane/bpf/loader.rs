@@ -42,7 +42,7 @@ pub const PORT_PREFIX: &str = "port-";
 pub const NET_PORT_PREFIX: &str = "net-";
 
 /// Every map the object pins: all of `maps/` that is ours.
-pub const MAP_NAMES: [&str; 11] = [
+pub const MAP_NAMES: [&str; 15] = [
     map_names::CONFIG,
     map_names::PEERS,
     map_names::PEER_HOSTS,
@@ -54,6 +54,10 @@ pub const MAP_NAMES: [&str; 11] = [
     overlay_common::net::maps::SUBNETS,
     overlay_common::net::maps::ENDPOINTS,
     overlay_common::net::maps::PORTS,
+    overlay_common::observe::maps::EVENTS,
+    overlay_common::observe::maps::MONITOR,
+    overlay_common::observe::maps::MONITOR_STATE,
+    overlay_common::observe::maps::PEER_STATS,
 ];
 
 /// Whether `name` is the name of a link pin of ours.

@@ -155,6 +155,33 @@ impl Maps {
         Ok(())
     }
 
+    /// (table, entries, capacity) of the peers, peer hosts and endpoints
+    /// (counted in the map: it holds learned ones too).
+    pub fn fill(
+        &self,
+        peers: usize,
+        peer_hosts: usize,
+    ) -> Result<Vec<(&'static str, u64, u64)>, DataplaneError> {
+        let endpoints = self.endpoints.keys().count() as u64;
+        Ok(vec![
+            (
+                names::PEERS,
+                peers as u64,
+                u64::from(overlay_common::MAX_PEERS),
+            ),
+            (
+                names::PEER_HOSTS,
+                peer_hosts as u64,
+                u64::from(overlay_common::MAX_PEERS),
+            ),
+            (
+                names::ENDPOINTS,
+                endpoints,
+                u64::from(overlay_common::MAX_ENDPOINTS),
+            ),
+        ])
+    }
+
     /// Counters and drops summed over CPUs.
     pub fn stats(&self) -> Result<Stats, DataplaneError> {
         let mut stats = Stats::default();

@@ -13,6 +13,7 @@ pub mod loader;
 pub mod maps;
 mod net;
 pub mod net_maps;
+pub mod observe;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -30,10 +31,11 @@ use loader::{Links, LINK_BRIDGE, LINK_UNDERLAY, LINK_XDP, PORT_PREFIX};
 use maps::Maps;
 
 use crate::dataplane::firewall::Firewall;
-use crate::dataplane::{Dataplane, DataplaneError};
+use crate::dataplane::{monitor::Monitor, Dataplane, DataplaneError};
 use crate::model::config::{AttachPoint, Config, EncapMode, XdpMode};
 use crate::model::endpoint::EndpointSpec;
 use crate::model::overlay_network::{NetEndpointSpec, NetworkSpec};
+use crate::model::observe::PeerTraffic;
 use crate::model::peer::PeerSpec;
 use crate::model::status::{Mode, Stats};
 use crate::sys::error::SysError;
@@ -72,6 +74,8 @@ pub struct BpfDataplane {
     /// Overlay networks (net.rs).
     net: net_maps::NetState,
     _logger: Option<tokio::task::JoinHandle<()>>,
+    /// The monitor's events and the per-peer counters.
+    observe: observe::Observe,
 }
 
 impl BpfDataplane {
@@ -128,6 +132,7 @@ impl BpfDataplane {
         };
         let mut maps = Maps::take(&mut ebpf)?;
         let net = net_maps::NetState::new(net_maps::NetMaps::take(&mut ebpf)?)?;
+        let observe = observe::Observe::start(&mut ebpf)?;
         let mut flags = 0;
         if cfg.xdp != XdpMode::Off {
             flags |= CONFIG_F_XDP_VALIDATES;
@@ -177,6 +182,7 @@ impl BpfDataplane {
             neighbours: None,
             net,
             _logger: logger,
+            observe,
         };
         if let Err(e) = dp.attach_all(cfg).await {
             dp.undo_failed_start(previous, &pinned_before).await;
@@ -346,6 +352,7 @@ impl BpfDataplane {
         for ip in touched {
             let n = self.host_counts.get(&ip.octets()).copied().unwrap_or(0);
             self.maps.set_peer_host(*ip, n)?;
+            self.observe.peer_stats.track(*ip, n > 0)?;
         }
         Ok(())
     }
@@ -484,6 +491,18 @@ impl Dataplane for BpfDataplane {
     }
     async fn del_net_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
         self.net_del_endpoint(vni, ip).await
+    }
+
+    fn monitor(&self) -> Option<Monitor> {
+        Some(self.observe.monitor.clone())
+    }
+
+    fn peer_traffic(&self) -> Result<BTreeMap<Ipv4Addr, PeerTraffic>, DataplaneError> {
+        self.observe.peer_stats.read()
+    }
+
+    fn table_fill(&self) -> Result<Vec<(&'static str, u64, u64)>, DataplaneError> {
+        self.maps.fill(self.peers.len(), self.host_counts.len())
     }
 
     fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {

@@ -1,7 +1,7 @@
 //! The config file as written, before the values `[cluster]` provides
 //! are filled in: `subnet`, `vni` and `vxlan_port` may be missing there.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
@@ -9,11 +9,33 @@ use serde::Deserialize;
 
 use super::cluster::ClusterConfig;
 use super::{
-    de_opt_net, default_pin_dir, default_port, default_state_dir, AttachPoint, Config,
-    DataplaneChoice, DockerConfig, EncapMode, PeerConfig, Pending, XdpMode,
+    de_opt_net, AttachPoint, Config, DataplaneChoice, DockerConfig, EncapMode, PeerConfig, Pending,
+    XdpMode,
 };
 use crate::model::limits::{default_learn_limit, ApiConfig};
 use crate::model::validation::InputError;
+
+pub(super) fn default_port() -> u16 {
+    overlay_common::DEFAULT_VXLAN_PORT
+}
+
+pub(super) fn default_pin_dir() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/overlay")
+}
+
+pub(super) fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/overlay")
+}
+
+/// `metrics_address`: an IP address and a port other than 0.
+fn parse_metrics_address(value: &str) -> Result<SocketAddr, InputError> {
+    match value.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        _ => Err(InputError::MetricsAddress {
+            value: value.to_string(),
+        }),
+    }
+}
 
 /// The file as written, before the values `[cluster]` provides are filled in.
 #[derive(Deserialize)]
@@ -51,6 +73,8 @@ pub(super) struct RawConfig {
     api: ApiConfig,
     #[serde(default)]
     cluster: Option<ClusterConfig>,
+    #[serde(default)]
+    metrics_address: Option<String>,
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -78,7 +102,13 @@ impl TryFrom<RawConfig> for Config {
                         "the VXLAN network identifier like 42, or a [cluster] section that sets it",
                 }),
             };
+        let metrics_address = raw
+            .metrics_address
+            .as_deref()
+            .map(parse_metrics_address)
+            .transpose()?;
         Ok(Config {
+            metrics_address,
             underlay_interface: raw.underlay_interface,
             underlay_ip: raw.underlay_ip,
             subnet,
@@ -108,6 +138,28 @@ impl TryFrom<RawConfig> for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_address_is_off_by_default_and_checked() {
+        let base = "underlay_interface = \"eth1\"\nbridge = \"docker0\"\nsubnet = \"10.1.0.0/24\"\nvni = 4\n";
+        assert_eq!(Config::parse(base).unwrap().metrics_address, None);
+        let cfg = Config::parse(&format!("metrics_address = \"127.0.0.1:9642\"\n{base}")).unwrap();
+        assert_eq!(cfg.metrics_address, Some("127.0.0.1:9642".parse().unwrap()));
+        for bad in [
+            "localhost:9642",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:70000",
+        ] {
+            let e = Config::parse(&format!("metrics_address = \"{bad}\"\n{base}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("metrics_address = \"{bad}\" is not an IP address and port; expected one like \"127.0.0.1:9642\" (port 1 to 65535)")),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn a_config_with_cluster_may_leave_out_subnet_vni_and_port() {

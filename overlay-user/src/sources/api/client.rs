@@ -46,6 +46,53 @@ async fn call_inner(path: &Path, req: &Request) -> Result<Response, ApiError> {
     serde_json::from_str(&line).map_err(|e| ApiError::Protocol(format!("{e}: {}", line.trim())))
 }
 
+/// A stream of responses to one request (`monitor`), read line by line.
+pub struct ResponseStream {
+    path: std::path::PathBuf,
+    lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    _write: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl ResponseStream {
+    /// The next response; `None` when overlayd closed the connection.
+    pub async fn next(&mut self) -> Result<Option<Response>, ApiError> {
+        let line = self
+            .lines
+            .next_line()
+            .await
+            .map_err(|source| ApiError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        match line {
+            None => Ok(None),
+            Some(line) => serde_json::from_str(&line)
+                .map(Some)
+                .map_err(|e| ApiError::Protocol(format!("{e}: {}", line.trim()))),
+        }
+    }
+}
+
+/// Send `req` to overlayd at `path` and read its answers as they come.
+pub async fn stream(path: &Path, req: &Request) -> Result<ResponseStream, ApiError> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ApiError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    let mut json = serde_json::to_vec(req).expect("requests serialize");
+    json.push(b'\n');
+    // A refusal may arrive before the request is written: read it anyway.
+    let _ = write.write_all(&json).await;
+    Ok(ResponseStream {
+        path: path.to_owned(),
+        lines: BufReader::new(read).lines(),
+        _write: write,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

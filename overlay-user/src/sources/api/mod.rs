@@ -32,7 +32,7 @@ pub mod server;
 pub mod socket;
 pub mod wire;
 
-pub use client::call;
+pub use client::{call, stream, ResponseStream};
 pub use server::{ApiSource, Limits};
 pub use socket::bind;
 pub use wire::{

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
@@ -145,6 +145,9 @@ pub async fn handle(api: &Api, req: Request) -> Response {
                 Err(e) => Response::error(e),
             }
         }
+        Request::Monitor { .. } => {
+            Response::error("monitor streams: send it as a connection's request")
+        }
         Request::Detach { container, netns } => match attach_target(container, netns) {
             Ok(target) => match api.plumber.detach(core, target).await {
                 Ok(d) => Response::Detached(Box::new(d)),
@@ -174,10 +177,15 @@ fn attach_target(container: Option<String>, netns: Option<String>) -> Result<Tar
 
 /// The peer table as listed.
 pub fn peer_infos(agent: &Agent) -> Vec<PeerInfo> {
+    let traffic = agent.peer_traffic().unwrap_or_else(|e| {
+        log::warn!("peer list: {e}");
+        Default::default()
+    });
     agent
         .peers()
         .values()
         .map(|p| PeerInfo {
+            traffic: traffic.get(&p.spec.underlay_ip).copied(),
             subnet: p.spec.subnet,
             underlay_ip: p.spec.underlay_ip,
             vtep_mac: format_mac(&agent.effective_vtep_mac(&p.spec)),
@@ -316,6 +324,20 @@ async fn connection(stream: UnixStream, api: &Api, idle: Duration) -> std::io::R
             continue;
         }
         let resp = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Monitor {
+                drop,
+                trace,
+                reasons,
+                ip,
+                peer,
+                sample,
+            }) => match monitor::filter(drop, trace, reasons, ip, peer) {
+                Ok(filter) => {
+                    let sample = sample.unwrap_or(1);
+                    return monitor::stream(&api.core, filter, sample, reader, write, idle).await;
+                }
+                Err(resp) => resp,
+            },
             Ok(req) => {
                 log::debug!("API request: {req:?}");
                 handle(api, req).await
@@ -323,27 +345,6 @@ async fn connection(stream: UnixStream, api: &Api, idle: Duration) -> std::io::R
             Err(e) => Response::error(format!("invalid request: {e}")),
         };
         send(&mut write, &resp, idle).await?;
-    }
-}
-
-fn line_of(resp: &Response) -> Vec<u8> {
-    let mut json = serde_json::to_vec(resp).expect("responses serialize");
-    json.push(b'\n');
-    json
-}
-
-/// Writes `resp`; a client that does not read it within `idle` is dropped.
-async fn send(
-    write: &mut (impl AsyncWriteExt + Unpin),
-    resp: &Response,
-    idle: Duration,
-) -> std::io::Result<()> {
-    match tokio::time::timeout(idle, write.write_all(&line_of(resp))).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("the client read no answer for {idle:?}"),
-        )),
     }
 }
 
@@ -398,6 +399,11 @@ impl ControlSource for ApiSource {
         serve(self.listener, api, self.limits).await
     }
 }
+
+mod lines;
+mod monitor;
+use lines::{line_of, send};
+pub use monitor::NO_MONITOR;
 
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@ use crate::model::attach::{Attachment, Detachment};
 use crate::model::cluster::HostInfo;
 use crate::model::doctor::Finding;
 use crate::model::overlay_network::NetworkSpec;
+use crate::model::observe::{MonitorEvent, MonitorLoss, PeerTraffic};
 use crate::model::source::Source;
 use crate::model::status::Status;
 use crate::model::status::StoreStatus;
@@ -123,6 +124,29 @@ pub enum Request {
         /// Its name.
         name: String,
     },
+    /// Stream dataplane events: one [`Response::Ok`] once subscribed, then
+    /// [`Response::Event`]s and, each second events were lost,
+    /// [`Response::Lost`], until the client closes the connection.
+    Monitor {
+        /// Drops.
+        #[serde(default)]
+        drop: bool,
+        /// Sampled encap/decap events.
+        #[serde(default)]
+        trace: bool,
+        /// Only drops with one of these reasons (`unknown_vni`, ...).
+        #[serde(default)]
+        reasons: Vec<String>,
+        /// Only events with this inner or outer address.
+        #[serde(default)]
+        ip: Option<String>,
+        /// Only events to or from this peer host (underlay address).
+        #[serde(default)]
+        peer: Option<String>,
+        /// Trace one encap/decap in this many (default 1: each, within the rate limit).
+        #[serde(default)]
+        sample: Option<u32>,
+    },
 }
 
 /// An overlay network as listed.
@@ -177,6 +201,10 @@ pub struct PeerInfo {
     pub vtep_mac_derived: bool,
     /// Who added it.
     pub source: Source,
+    /// Traffic to and from its host (shared by the subnets behind one
+    /// host); absent when the dataplane does not count it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<PeerTraffic>,
 }
 
 /// An endpoint as listed.
@@ -231,6 +259,10 @@ pub enum Response {
     Network(Box<NetworkDetail>),
     /// Answer to [`Request::NetworkRm`]: the network removed.
     NetworkRemoved(Box<NetworkSpec>),
+    /// One event of a [`Request::Monitor`] stream.
+    Event(Box<MonitorEvent>),
+    /// Events a [`Request::Monitor`] stream lost in the last second.
+    Lost(MonitorLoss),
 }
 
 impl Response {
@@ -449,6 +481,7 @@ mod tests {
                 vtep_mac: "02:2a:c0:a8:38:05".into(),
                 vtep_mac_derived: true,
                 source: Source::Config,
+                traffic: None,
             }]),
             r#"{"peers":[{"subnet":"10.103.200.0/24","underlay_ip":"192.168.56.5","vtep_mac":"02:2a:c0:a8:38:05","vtep_mac_derived":true,"source":"config"}]}"#,
         );

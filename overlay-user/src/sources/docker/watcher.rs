@@ -20,7 +20,7 @@ use crate::model::source::Source;
 use crate::model::status::Connection;
 use crate::model::validation::format_mac;
 use crate::sources::docker::containers::{container_info, ContainerInfo};
-use crate::sources::ControlSource;
+use crate::sources::{ConnectionState, ControlSource};
 use crate::sys::docker::{api_error, connect, inspect, short_id, veth_peers};
 use crate::sys::error::SysError;
 use crate::sys::netlink::{Netlink, RtNetlink};
@@ -57,6 +57,8 @@ pub struct Watcher {
     owned: BTreeMap<Ipv4Addr, Owned>,
     /// `Some(true)` while connected, `Some(false)` while not, `None` before the first try.
     connected: Option<bool>,
+    /// `connected`, for the metrics.
+    state: ConnectionState,
 }
 
 impl Watcher {
@@ -83,7 +85,13 @@ impl Watcher {
             net,
             owned: BTreeMap::new(),
             connected: None,
+            state: ConnectionState::default(),
         }
+    }
+
+    /// Whether the watcher is connected to Docker, as it changes.
+    pub fn state(&self) -> ConnectionState {
+        self.state.clone()
     }
 
     /// Run forever: connect, reconcile, follow events; on loss, retry with backoff.
@@ -112,6 +120,7 @@ impl Watcher {
                 connected: false,
                 detail: e.to_string(),
             });
+            self.state.set(false);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -144,6 +153,7 @@ impl Watcher {
                 docker.client_version()
             ),
         });
+        self.state.set(true);
         let filters: HashMap<&str, Vec<&str>> = HashMap::from([
             ("type", vec!["container", "network"]),
             ("event", vec!["start", "die", "connect", "disconnect"]),
