@@ -139,6 +139,18 @@ pub enum InputError {
         /// This host's subnet.
         subnet: Ipv4Net,
     },
+    /// A `[dns]` value is not acceptable.
+    #[error("dns.{field} = {value:?} {problem}; expected {expected}")]
+    Dns {
+        /// `listen` or `upstream`.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        problem: &'static str,
+        /// What is expected instead.
+        expected: &'static str,
+    },
     /// A field the file must have (without `[cluster]`, `subnet` and `vni`).
     #[error("missing field `{field}`; expected {expected}")]
     MissingField {

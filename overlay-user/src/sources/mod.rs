@@ -9,6 +9,8 @@
 //!   netlink changes;
 //! - [`cluster`]: the cluster store (etcd): this host's subnet lease and
 //!   the other hosts as peers;
+//! - [`names`]: not a control source but the DNS resolver for the overlay
+//!   networks' container names, fed by [`NetworkDirectory::subscribe_view`];
 //! - room for the next ones (Docker's network and IPAM plugins): a new
 //!   module here implementing [`ControlSource`].
 //!
@@ -28,16 +30,18 @@ pub mod cluster;
 pub mod config;
 pub mod discovery;
 pub mod docker;
+pub mod names;
 
 #[cfg(test)]
 mod tests;
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use crate::agent::handle::Core;
 use crate::model::attach::{Attachment, Detachment, Target};
 use crate::model::cluster::HostInfo;
-use crate::model::overlay_network::{EndpointRecord, NetworkRequest, NetworkSpec};
+use crate::model::overlay_network::{EndpointRecord, NetworkRequest, NetworkSpec, NetworkView};
 use crate::model::status::StoreStatus;
 
 /// A control source: learns what the overlay should carry and reports it
@@ -130,6 +134,12 @@ pub trait NetworkDirectory: Send + Sync {
 
     /// Withdraw this host's endpoint at `ip` on `network`.
     async fn withdraw_endpoint(&self, network: &str, ip: Ipv4Addr) -> Result<(), SourceError>;
+
+    /// Every network and endpoint record (this host's too) as the store's
+    /// watch last saw them; the receiver is told at once of every change
+    /// (the names resolver, `sources::names`, rebuilds its table from it).
+    /// While the store is unreachable the last view stays.
+    fn subscribe_view(&self) -> tokio::sync::watch::Receiver<Arc<NetworkView>>;
 }
 
 /// An error one source passes to another through these interfaces.

@@ -8,6 +8,7 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 
 use super::cluster::ClusterConfig;
+use super::dns::DnsConfig;
 use super::{
     de_opt_net, default_pin_dir, default_port, default_state_dir, AttachPoint, Config,
     DataplaneChoice, DockerConfig, EncapMode, PeerConfig, Pending, XdpMode,
@@ -51,6 +52,8 @@ pub(super) struct RawConfig {
     api: ApiConfig,
     #[serde(default)]
     cluster: Option<ClusterConfig>,
+    #[serde(default)]
+    dns: Option<DnsConfig>,
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -101,6 +104,7 @@ impl TryFrom<RawConfig> for Config {
                 vxlan_port: clustered && raw.vxlan_port.is_none(),
             },
             cluster: raw.cluster,
+            dns: raw.dns,
         })
     }
 }
