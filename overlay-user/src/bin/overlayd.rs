@@ -26,12 +26,14 @@ use overlay_user::model::status::mode_name;
 use overlay_user::sources::api::{self, ApiSource};
 use overlay_user::sources::attach::Attacher;
 use overlay_user::sources::cluster::lease::{self, Lease, Me, Origin};
+use overlay_user::sources::cluster::netview;
 use overlay_user::sources::cluster::registry::ClusterSource;
 use overlay_user::sources::cluster::view::ClusterHandle;
 use overlay_user::sources::cluster::{saved, ClusterError};
 use overlay_user::sources::config::{self as config_file, ConfigFile};
 use overlay_user::sources::discovery::Discovery;
 use overlay_user::sources::docker::watcher::Watcher;
+use overlay_user::sources::names::server::{bind_sockets, NamesServer, Settings};
 use overlay_user::sources::{self, ControlSource};
 use overlay_user::sys::netlink::{Netlink, RtNetlink};
 
@@ -50,6 +52,8 @@ earlier through the API (kept in STATE_DIR/state.json), discovers the containers
 the bridge (at once on link and neighbour changes, and every second), follows Docker with a \
 [docker] section, with a [cluster] section leases its subnet in etcd and makes every other \
 host registered there a peer (source cluster; see overlayctl cluster and overlayctl hosts), \
+with [dns] (and [cluster]) answers the overlay networks' container names to the containers of \
+the same network and forwards other names upstream (docs/operations.md, \"Names across hosts\"), \
 and serves overlayctl on a Unix socket. It runs until SIGTERM or \
 SIGINT. Without --cleanup the dataplane keeps forwarding after it exits, and the next start \
 takes over.\n\n\
@@ -193,6 +197,14 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     let listener = api::bind(&args.socket)
         .await
         .map_err(|e| Failure::BadInput(e.into()))?;
+    // The names resolver's port too, before anything changes.
+    let dns_sockets = match cfg.dns.as_ref().map(|d| bind_sockets(d.listen)).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&args.socket);
+            return Err(Failure::BadInput(e.into()));
+        }
+    };
     // With [cluster], the subnet (and VNI, port) come from the lease, taken
     // before the dataplane starts.
     let lease = match join_cluster(&mut cfg, underlay_ip, &*net).await {
@@ -221,6 +233,25 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     core.restore(saved).await;
     // The cluster's last-known hosts too (other hosts' records become
     // peers; this host's record is kept current once it runs).
+    // The names resolver follows the store's networks and endpoint records.
+    let names = match (&lease, &cfg.dns, dns_sockets) {
+        (Some(lease), Some(dns), Some((udp, tcp))) => {
+            let (view, follower) = netview::spawn(lease.store.clone());
+            let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let server = NamesServer::from_std(udp, tcp, Settings::from_config(dns, &resolv), view)
+                .context("the names resolver")?;
+            if server.upstream().is_empty() {
+                log::warn!("dns: no upstream resolver (dns.upstream is empty, /etc/resolv.conf names none): names outside the overlay get SERVFAIL");
+            }
+            log::info!(
+                "dns: answering the overlay networks' names on {} (UDP and TCP); other names go to {:?}",
+                dns.listen,
+                server.upstream()
+            );
+            Some((server.spawn(), follower))
+        }
+        _ => None,
+    };
     let (mut cluster, cluster_view) = match lease {
         Some(lease) => {
             let (source, view) = ClusterSource::new(lease);
@@ -275,9 +306,17 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
 
     wait_for_signal(term, int).await;
 
-    for task in [Some(discovery), Some(server), docker, cluster]
-        .into_iter()
-        .flatten()
+    let (names, names_follower) = names.unzip();
+    for task in [
+        Some(discovery),
+        Some(server),
+        docker,
+        cluster,
+        names,
+        names_follower,
+    ]
+    .into_iter()
+    .flatten()
     {
         task.abort();
         let _ = task.await;

@@ -23,16 +23,22 @@
 //!   interface; `overlayctl cluster init` writes the settings through
 //!   [`client::Store`].
 //!
+//! - [`netview`] follows the overlay networks and every host's endpoint
+//!   records for the names resolver (a watch channel of
+//!   [`NetworkView`](crate::model::overlay_network::NetworkView)).
+//!
 //! Owns: the etcd client with its TLS settings and error explanations
 //! ([`client`]), leasing ([`lease`]) and keeping the lease alive
 //! ([`keeper`]), the saved lease ([`saved`]), the
-//! registry and its watch ([`registry`]) and the API's view ([`view`]).
+//! registry and its watch ([`registry`]), the API's view ([`view`]) and
+//! the networks' view for names ([`netview`]).
 //! Must not touch: the dataplane (peers go through the core) and the other
 //! sources.
 
 pub mod client;
 pub mod keeper;
 pub mod lease;
+pub mod netview;
 pub mod registry;
 pub mod saved;
 pub mod view;

@@ -142,8 +142,8 @@ impl NamesServer {
         Ok(NamesServer::with_sockets(udp, tcp, settings, view))
     }
 
-    /// Sockets bound elsewhere (e.g. in another network namespace); needs
-    /// a Tokio runtime.
+    /// Sockets from [`bind_sockets`], or bound elsewhere (e.g. in another
+    /// network namespace); needs a Tokio runtime.
     pub fn from_std(
         udp: std::net::UdpSocket,
         tcp: std::net::TcpListener,
@@ -213,6 +213,26 @@ impl NamesServer {
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(self.run())
     }
+}
+
+/// Bind UDP and TCP on `listen` (a port of 0 picks one free for both),
+/// before a runtime exists: overlayd binds before anything changes, so a
+/// taken port is refused with nothing disturbed; then
+/// [`NamesServer::from_std`].
+pub fn bind_sockets(
+    listen: SocketAddr,
+) -> Result<(std::net::UdpSocket, std::net::TcpListener), NamesError> {
+    let err = |proto| {
+        move |source| NamesError::Bind {
+            addr: listen,
+            proto,
+            source,
+        }
+    };
+    let udp = std::net::UdpSocket::bind(listen).map_err(err("udp"))?;
+    let bound = udp.local_addr().map_err(err("udp"))?;
+    let tcp = std::net::TcpListener::bind(bound).map_err(err("tcp"))?;
+    Ok((udp, tcp))
 }
 
 /// Aborts the task when dropped.
