@@ -34,7 +34,7 @@ use overlay_user::sources::config::{self as config_file, ConfigFile};
 use overlay_user::sources::discovery::Discovery;
 use overlay_user::sources::docker::watcher::Watcher;
 use overlay_user::sources::names::server::{bind_sockets, NamesServer, Settings};
-use overlay_user::sources::{self, ControlSource};
+use overlay_user::sources::{self, ControlSource, NetworkDirectory};
 use overlay_user::sys::netlink::{Netlink, RtNetlink};
 
 /// The overlay agent: connects this host's containers to other hosts' over VXLAN.
@@ -233,12 +233,25 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     core.restore(saved).await;
     // The cluster's last-known hosts too (other hosts' records become
     // peers; this host's record is kept current once it runs).
-    // The names resolver follows the store's networks and endpoint records.
-    let names = match (&lease, &cfg.dns, dns_sockets) {
-        (Some(lease), Some(dns), Some((udp, tcp))) => {
-            let (view, follower) = netview::spawn(lease.store.clone());
+    let (mut cluster, cluster_view) = match lease {
+        Some(lease) => {
+            let (source, view) = ClusterSource::new(lease);
+            (Some(source), Some(view))
+        }
+        None => (None, None),
+    };
+    if let Some(c) = cluster.as_mut() {
+        c.install_cached(&core).await;
+    }
+    // The names resolver reads the networks and endpoint records through
+    // the directory, which follows them in the store (cluster::netview).
+    let names = match (cluster.as_mut(), &cfg.dns, dns_sockets) {
+        (Some(c), Some(dns), Some((udp, tcp))) => {
+            let (view, follower) = netview::spawn(c.store());
+            c.set_view(view);
             let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            let server = NamesServer::from_std(udp, tcp, Settings::from_config(dns, &resolv), view)
+            let settings = Settings::from_config(dns, &resolv);
+            let server = NamesServer::from_std(udp, tcp, settings, c.directory().subscribe_view())
                 .context("the names resolver")?;
             if server.upstream().is_empty() {
                 log::warn!("dns: no upstream resolver (dns.upstream is empty, /etc/resolv.conf names none): names outside the overlay get SERVFAIL");
@@ -252,16 +265,6 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
         }
         _ => None,
     };
-    let (mut cluster, cluster_view) = match lease {
-        Some(lease) => {
-            let (source, view) = ClusterSource::new(lease);
-            (Some(source), Some(view))
-        }
-        None => (None, None),
-    };
-    if let Some(c) = cluster.as_mut() {
-        c.install_cached(&core).await;
-    }
     // What an earlier run left that no source added again goes now, before
     // it forwards unlisted.
     core.forget_unowned().await;
@@ -282,6 +285,9 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     );
     if let Some(view) = &cluster_view {
         api_source = api_source.with_cluster(Arc::new(view.clone()));
+    }
+    if let Some(c) = &cluster {
+        api_source = api_source.with_networks(Arc::new(c.directory()));
     }
     let server = sources::spawn(Box::new(api_source), core.clone());
     let cluster = cluster.map(|c| sources::spawn(Box::new(c), core.clone()));

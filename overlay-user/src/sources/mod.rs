@@ -138,8 +138,12 @@ pub trait NetworkDirectory: Send + Sync {
     /// Every network and endpoint record (this host's too) as the store's
     /// watch last saw them; the receiver is told at once of every change
     /// (the names resolver, `sources::names`, rebuilds its table from it).
-    /// While the store is unreachable the last view stays.
-    fn subscribe_view(&self) -> tokio::sync::watch::Receiver<Arc<NetworkView>>;
+    /// While the store is unreachable the last view stays. The default, for
+    /// directories without a store (test fakes), is an empty view that
+    /// never changes.
+    fn subscribe_view(&self) -> tokio::sync::watch::Receiver<Arc<NetworkView>> {
+        tokio::sync::watch::channel(Arc::default()).1
+    }
 }
 
 /// An error one source passes to another through these interfaces.

@@ -15,22 +15,13 @@ use etcd_client::{EventType, GetOptions, WatchOptions};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use crate::model::network_store::{endpoints_prefix, networks_prefix};
 use crate::model::overlay_network::{EndpointRecord, NetworkSpec, NetworkView};
 use crate::sources::cluster::client::Store;
 use crate::sources::cluster::ClusterError;
 
 /// The pause between sessions while etcd is unreachable.
 const RETRY: Duration = Duration::from_secs(1);
-
-/// `<prefix>/networks/`.
-pub fn networks_prefix(prefix: &str) -> String {
-    format!("{}/networks/", prefix.trim_end_matches('/'))
-}
-
-/// `<prefix>/endpoints/`.
-pub fn endpoints_prefix(prefix: &str) -> String {
-    format!("{}/endpoints/", prefix.trim_end_matches('/'))
-}
 
 /// Follows the store; [`spawn`] runs it.
 struct Follower {
@@ -153,7 +144,7 @@ impl Follower {
     }
 
     async fn watch_from(&mut self, from: i64) -> Result<std::convert::Infallible, End> {
-        let prefix = format!("{}/", self.store.prefix().trim_end_matches('/'));
+        let prefix = format!("{}/", self.store.prefix());
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut stream = self
             .store
