@@ -3,6 +3,7 @@
 //! (`sources::config::load`). The `[cluster]` section is in [`cluster`].
 
 pub mod cluster;
+pub mod docker;
 mod raw;
 
 use std::fmt;
@@ -18,6 +19,7 @@ use crate::model::validation::{
     check_network, check_peer_subnet, check_underlay_ip, parse_vtep_mac, InputError,
 };
 use cluster::ClusterConfig;
+pub use docker::DockerConfig;
 
 /// Where the from-container program is attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,39 +105,6 @@ pub struct PeerConfig {
     /// The remote VTEP MAC, for hosts whose MAC does not follow our rule.
     #[serde(default)]
     pub vtep_mac: Option<String>,
-}
-
-/// The `[docker]` section: follow the Docker Engine API and register containers as endpoints.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DockerConfig {
-    /// Follow Docker's events (off unless set).
-    #[serde(default)]
-    pub enabled: bool,
-    /// The Docker Engine API socket.
-    #[serde(default = "default_docker_socket")]
-    pub socket: PathBuf,
-    /// The Docker networks whose endpoints join the overlay (by name, e.g. "bridge").
-    #[serde(default = "default_docker_networks")]
-    pub networks: Vec<String>,
-}
-
-impl Default for DockerConfig {
-    fn default() -> Self {
-        DockerConfig {
-            enabled: false,
-            socket: default_docker_socket(),
-            networks: default_docker_networks(),
-        }
-    }
-}
-
-fn default_docker_socket() -> PathBuf {
-    PathBuf::from("/var/run/docker.sock")
-}
-
-fn default_docker_networks() -> Vec<String> {
-    vec!["bridge".into()]
 }
 
 /// The whole file. With a `[cluster]` section, `subnet`, `vni` and
@@ -312,7 +281,7 @@ impl Config {
             }
         }
         check_learn_limit(self.learn_limit, self.subnet)?;
-        self.docker.validate()?;
+        self.docker.validate(self.cluster.is_some())?;
         self.api.validate()?;
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
@@ -338,30 +307,6 @@ impl Config {
     /// The gateway address of this host's subnet (the first host address, .1 in a /24).
     pub fn gateway(&self) -> Ipv4Addr {
         gateway_of(self.subnet)
-    }
-}
-
-impl DockerConfig {
-    /// Check the section's values (also when disabled, so that enabling it later works).
-    pub fn validate(&self) -> Result<(), InputError> {
-        if self.socket.as_os_str().is_empty() {
-            return Err(InputError::DockerEmpty {
-                field: "socket",
-                value: String::new(),
-                expected: "the Docker API socket, like /var/run/docker.sock",
-            });
-        }
-        if self.networks.is_empty() {
-            return Err(InputError::DockerNoNetworks);
-        }
-        if let Some(n) = self.networks.iter().find(|n| n.trim().is_empty()) {
-            return Err(InputError::DockerEmpty {
-                field: "networks",
-                value: n.clone(),
-                expected: "Docker network names, like \"bridge\"",
-            });
-        }
-        Ok(())
     }
 }
 
@@ -570,29 +515,34 @@ vtep_mac = "02:aa:bb:cc:dd:ee"
         let cfg = example();
         assert_eq!(cfg.docker, DockerConfig::default());
         assert!(!cfg.docker.enabled);
+        assert!(!cfg.docker.plugin);
         assert_eq!(cfg.docker.socket, PathBuf::from("/var/run/docker.sock"));
         assert_eq!(cfg.docker.networks, vec!["bridge".to_string()]);
+        assert_eq!(
+            cfg.docker.plugin_socket(),
+            PathBuf::from("/run/docker/plugins/ovl.sock")
+        );
         let cfg = Config::parse(&format!(
-            "{EXAMPLE}\n[docker]\nenabled = true\nsocket = \"/run/d.sock\"\nnetworks = [\"bridge\", \"ovl\"]\n"
+            "{EXAMPLE}\n[docker]\nenabled = true\nsocket = \"/run/d.sock\"\nnetworks = [\"bridge\", \"ovl\"]\nplugin_dir = \"/tmp/p\"\n"
         ))
         .unwrap();
         cfg.validate().unwrap();
         assert!(cfg.docker.enabled);
         assert_eq!(cfg.docker.socket, PathBuf::from("/run/d.sock"));
         assert_eq!(cfg.docker.networks, vec!["bridge", "ovl"]);
+        assert_eq!(cfg.docker.plugin_socket(), PathBuf::from("/tmp/p/ovl.sock"));
         let e = Config::parse(&format!("{EXAMPLE}\n[docker]\nenable = true\n")).unwrap_err();
         assert!(e.to_string().contains("unknown field `enable`"), "{e}");
-        assert_eq!(
-            err_of(|c| c.docker.networks.clear()),
-            "docker.networks is empty; expected the Docker networks to watch, like [\"bridge\"]"
-        );
-        assert_eq!(
-            err_of(|c| c.docker.networks = vec![" ".into()]),
-            "docker.networks = \" \" is empty; expected Docker network names, like \"bridge\""
-        );
-        assert_eq!(
-            err_of(|c| c.docker.socket = PathBuf::new()),
-            "docker.socket = \"\" is empty; expected the Docker API socket, like /var/run/docker.sock"
+        let e = Config::parse(&format!("{EXAMPLE}\n[docker]\nplugin = true\n"))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "docker.plugin = true needs a [cluster] section; expected [cluster] with etcd, \
+                 where the overlay networks live, or plugin = false"
+            ),
+            "{e}"
         );
     }
 }
