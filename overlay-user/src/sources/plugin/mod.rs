@@ -49,6 +49,9 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod dockerd_tests;
+
 use std::sync::Arc;
 
 use crate::agent::handle::Core;

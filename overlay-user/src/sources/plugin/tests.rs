@@ -17,9 +17,9 @@ use crate::sources::{NetworkDirectory, SourceError};
 
 /// The store, in memory: VNIs from 4096, subnets from 10.104.0.0/16 in /24s.
 #[derive(Default)]
-struct FakeDirectory {
-    networks: Mutex<Vec<NetworkSpec>>,
-    held: Mutex<BTreeMap<(String, Ipv4Addr), String>>,
+pub(super) struct FakeDirectory {
+    pub(super) networks: Mutex<Vec<NetworkSpec>>,
+    pub(super) held: Mutex<BTreeMap<(String, Ipv4Addr), String>>,
     records: Mutex<Vec<EndpointRecord>>,
 }
 
