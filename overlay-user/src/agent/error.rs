@@ -98,6 +98,43 @@ pub enum AgentError {
         #[source]
         source: Box<DataplaneError>,
     },
+    /// An overlay network that cannot be carried as given.
+    #[error("network {name} (VNI {vni}, {subnet}) {problem}; expected {expected}")]
+    Network {
+        /// The network's name.
+        name: String,
+        /// Its VNI.
+        vni: u32,
+        /// Its subnet.
+        subnet: Ipv4Net,
+        /// What is wrong, e.g. "overlaps this host's subnet 10.103.100.0/24".
+        problem: String,
+        /// What is expected instead.
+        expected: String,
+    },
+    /// An overlay network this host does not carry.
+    #[error("no overlay network with VNI {0} on this host; expected a network from `overlayctl network ls` (carried once the cluster store reports it)")]
+    NoNetwork(u32),
+    /// A network endpoint this host does not have.
+    #[error("no endpoint {ip} on the overlay network with VNI {vni}")]
+    NoNetEndpoint {
+        /// The network's VNI.
+        vni: u32,
+        /// The address.
+        ip: Ipv4Addr,
+    },
+    /// A network endpoint that is unusable as given.
+    #[error("endpoint {ip} on network {network}: {problem}; expected {expected}")]
+    NetEndpoint {
+        /// The network's name.
+        network: String,
+        /// The address.
+        ip: Ipv4Addr,
+        /// What is wrong.
+        problem: String,
+        /// What is expected instead.
+        expected: String,
+    },
     /// A change this agent does not carry (yet): what, and why.
     #[error("{0}")]
     Unsupported(String),

@@ -45,6 +45,22 @@ pub struct StoredEndpoint {
     pub source: Source,
 }
 
+/// A local endpoint of an overlay network, as stored; the ifindex is
+/// looked up again on restore, once the network is carried.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredNetEndpoint {
+    /// The network's VNI.
+    pub vni: u32,
+    /// The container's address.
+    pub ip: Ipv4Addr,
+    /// The container's MAC (aa:bb:cc:dd:ee:ff).
+    pub mac: String,
+    /// The host-side interface.
+    pub dev: String,
+    /// Who added it.
+    pub source: Source,
+}
+
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -56,6 +72,9 @@ pub struct State {
     /// Endpoints.
     #[serde(default)]
     pub endpoints: Vec<StoredEndpoint>,
+    /// Local endpoints of overlay networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net_endpoints: Vec<StoredNetEndpoint>,
 }
 
 impl Default for State {
@@ -64,6 +83,7 @@ impl Default for State {
             version: VERSION,
             peers: Vec::new(),
             endpoints: Vec::new(),
+            net_endpoints: Vec::new(),
         }
     }
 }
@@ -74,6 +94,7 @@ impl State {
     pub fn sorted(mut self) -> State {
         self.peers.sort_by_key(|p| p.subnet);
         self.endpoints.sort_by_key(|e| e.ip);
+        self.net_endpoints.sort_by_key(|e| (e.vni, e.ip));
         self
     }
 }
@@ -192,6 +213,7 @@ mod tests {
                 dev: "veth1".into(),
                 source: Source::Attach,
             }],
+            net_endpoints: vec![],
         };
         save(&path, &state).unwrap();
         assert_eq!(load(&path).unwrap(), state);

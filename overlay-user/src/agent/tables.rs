@@ -1,6 +1,7 @@
 //! The tables of peers and endpoints (the desired state, with who reported
 //! each entry), their validation, and the single place that drives the
-//! [`Dataplane`].
+//! [`Dataplane`]; overlay networks and their endpoints are in
+//! [`crate::agent::networks`], on the same [`Agent`].
 //!
 //! Every change is validated completely before the dataplane is called, so a
 //! rejected change leaves both the tables and the dataplane untouched. Peers
@@ -16,6 +17,7 @@ use ipnet::Ipv4Net;
 
 use crate::agent::error::AgentError;
 use crate::agent::host_checks::check_peer_subnet_on_host;
+use crate::agent::networks::Networks;
 use crate::agent::state::{self, State, StoredEndpoint, StoredPeer};
 use crate::dataplane::Dataplane;
 use crate::model::change::Change;
@@ -64,11 +66,13 @@ pub async fn resolve_underlay_ip(cfg: &Config, net: &dyn Netlink) -> Result<Ipv4
 
 /// The agent. Share it as `Arc<tokio::sync::Mutex<Agent>>`.
 pub struct Agent {
-    cfg: Config,
-    dataplane: Box<dyn Dataplane>,
-    net: Arc<dyn Netlink>,
-    underlay_ip: Ipv4Addr,
-    peers: BTreeMap<Ipv4Net, PeerEntry>,
+    pub(super) cfg: Config,
+    pub(super) dataplane: Box<dyn Dataplane>,
+    pub(super) net: Arc<dyn Netlink>,
+    pub(super) underlay_ip: Ipv4Addr,
+    pub(super) peers: BTreeMap<Ipv4Net, PeerEntry>,
+    /// The overlay networks and their endpoints ([`crate::agent::networks`]).
+    pub(super) networks: Networks,
     endpoints: BTreeMap<Ipv4Addr, EndpointEntry>,
     state_path: PathBuf,
     /// The last tick error logged, to log each distinct problem once.
@@ -97,6 +101,7 @@ impl Agent {
             underlay_ip,
             peers: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            networks: Networks::default(),
             state_path,
             last_tick_error: None,
             mode_reason: None,
@@ -130,6 +135,8 @@ impl Agent {
                 log::warn!("state file: skipping endpoint {} on {}: {e}", ep.ip, ep.dev);
             }
         }
+        // Local endpoints of overlay networks wait for their network.
+        self.networks.pending = saved.net_endpoints;
         self.restoring = false;
         if self.saved_state().sorted() != before {
             self.save();
@@ -425,6 +432,8 @@ impl Agent {
             xdp: self.cfg.xdp,
             peers: self.peers.len(),
             endpoints: self.endpoints.len(),
+            networks: self.networks.nets.len(),
+            net_endpoints: self.networks.eps.len(),
             stats,
             cluster: None,
         })
@@ -451,12 +460,10 @@ impl Agent {
                 None => Ok(()),
             },
             Change::DelEndpoint(ip) => self.del_endpoint(ip).await,
-            Change::AddNetwork(_)
-            | Change::DelNetwork(_)
-            | Change::PutNetEndpoint(_)
-            | Change::DelNetEndpoint { .. } => Err(AgentError::Unsupported(
-                "overlay networks are not carried by this agent yet".into(),
-            )),
+            Change::AddNetwork(spec) => self.add_network(spec, source).await,
+            Change::DelNetwork(vni) => self.del_network(vni).await,
+            Change::PutNetEndpoint(spec) => self.put_net_endpoint(spec, source).await,
+            Change::DelNetEndpoint { vni, ip } => self.del_net_endpoint(vni, ip).await,
         }
     }
 
@@ -522,10 +529,11 @@ impl Agent {
                     source: e.source,
                 })
                 .collect(),
+            net_endpoints: self.networks.stored(),
         }
     }
 
-    fn save(&self) {
+    pub(super) fn save(&self) {
         if self.restoring {
             return;
         }

@@ -14,6 +14,7 @@ use crate::dataplane::{Dataplane, DataplaneError};
 use crate::model::change::Change;
 use crate::model::config::Config;
 use crate::model::endpoint::EndpointSpec;
+use crate::model::overlay_network::{NetEndpointSpec, NetworkSpec};
 use crate::model::peer::PeerSpec;
 use crate::model::source::Source;
 use crate::model::status::{Mode, Stats};
@@ -30,11 +31,15 @@ pub(crate) enum Call {
     DelPeer(Ipv4Net),
     AddEndpoint(EndpointSpec),
     DelEndpoint(Ipv4Addr),
+    AddNetwork(NetworkSpec),
+    DelNetwork(u32),
+    AddNetEndpoint(NetEndpointSpec),
+    DelNetEndpoint(u32, Ipv4Addr),
     Refresh,
     Shutdown(bool),
 }
 
-/// Records calls; fails `add_peer` when `fail` is set, and never returns
+/// Records calls; fails `add_peer` and `add_net_endpoint` when `fail` is set, and never returns
 /// from the `add_peer` after `stall_after` recorded ones (a process killed
 /// in the middle of it); reports `learned` as the endpoints it learned by
 /// itself.
@@ -81,6 +86,25 @@ impl Dataplane for FakeDataplane {
     }
     async fn del_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
         self.record(Call::DelEndpoint(ip));
+        Ok(())
+    }
+    async fn add_network(&mut self, net: &NetworkSpec) -> Result<(), DataplaneError> {
+        self.record(Call::AddNetwork(net.clone()));
+        Ok(())
+    }
+    async fn del_network(&mut self, vni: u32) -> Result<(), DataplaneError> {
+        self.record(Call::DelNetwork(vni));
+        Ok(())
+    }
+    async fn add_net_endpoint(&mut self, ep: &NetEndpointSpec) -> Result<(), DataplaneError> {
+        if *self.fail.lock().unwrap() {
+            return Err(DataplaneError::Other("map full".into()));
+        }
+        self.record(Call::AddNetEndpoint(ep.clone()));
+        Ok(())
+    }
+    async fn del_net_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        self.record(Call::DelNetEndpoint(vni, ip));
         Ok(())
     }
     fn stats(&self) -> Result<Stats, DataplaneError> {

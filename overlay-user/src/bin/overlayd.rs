@@ -252,6 +252,9 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     if let Some(view) = &cluster_view {
         api_source = api_source.with_cluster(Arc::new(view.clone()));
     }
+    if let Some(c) = &cluster {
+        api_source = api_source.with_networks(Arc::new(c.directory()));
+    }
     let server = sources::spawn(Box::new(api_source), core.clone());
     let cluster = cluster.map(|c| sources::spawn(Box::new(c), core.clone()));
     // Containers join by themselves when [docker] is enabled.

@@ -2,7 +2,8 @@
 //!
 //! Owns: peers ([`peer`]), endpoints ([`endpoint`]), the host's network
 //! arithmetic ([`network`]), the cluster's overlay networks and their
-//! endpoints ([`overlay_network`]), who reported an entry ([`source`]), the
+//! endpoints ([`overlay_network`]) with their keys in the store and checks
+//! ([`network_store`]), who reported an entry ([`source`]), the
 //! changes sources report ([`change`]), the configuration schema
 //! ([`config`], with its `[cluster]` section) and its limits ([`limits`]),
 //! the cluster store's settings, host records and keys ([`cluster`]), the
@@ -21,6 +22,7 @@ pub mod config;
 pub mod endpoint;
 pub mod limits;
 pub mod network;
+pub mod network_store;
 pub mod overlay_network;
 pub mod peer;
 pub mod source;

@@ -68,6 +68,12 @@ pub struct Status {
     pub peers: usize,
     /// Number of endpoints.
     pub endpoints: usize,
+    /// Number of overlay networks carried.
+    #[serde(default)]
+    pub networks: usize,
+    /// Number of endpoints on overlay networks, local and remote.
+    #[serde(default)]
+    pub net_endpoints: usize,
     /// Dataplane counters and drops.
     pub stats: Stats,
     /// The cluster store's state, with `[cluster]`.

@@ -181,6 +181,21 @@ pub enum InputError {
         /// The variable missing, e.g. `OVERLAY_SUBNET`.
         missing: &'static str,
     },
+    /// An overlay network's name Docker and the store would not accept.
+    #[error("network name {0:?} is not valid; expected 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit, like \"web\"")]
+    NetworkName(String),
+    /// An overlay network's value is unusable: its subnet, gateway, VNI or an address on it.
+    #[error("{what} {value} {problem}; expected {expected}")]
+    Network {
+        /// What it is: "subnet", "gateway", "vni", "address".
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        problem: String,
+        /// What is expected instead.
+        expected: String,
+    },
     /// `[docker]` is enabled with no network to watch.
     #[error("docker.networks is empty; expected the Docker networks to watch, like [\"bridge\"]")]
     DockerNoNetworks,

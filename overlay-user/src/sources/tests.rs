@@ -99,6 +99,7 @@ async fn attach_needs_one_target_and_a_prefix() {
         core,
         plumber: Arc::new(Attacher::default()),
         cluster: None,
+        networks: None,
     };
     let both = Request::Attach {
         container: Some("web".into()),

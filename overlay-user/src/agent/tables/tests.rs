@@ -256,6 +256,7 @@ fn saved_peers(n: u8) -> State {
             })
             .collect(),
         endpoints: Vec::new(),
+        net_endpoints: Vec::new(),
     }
 }
 

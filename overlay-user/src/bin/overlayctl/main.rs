@@ -1,7 +1,8 @@
 //! overlayctl: the command-line client of overlayd's local API.
 //!
 //! One module per subcommand ([`peer`], [`endpoint`], [`status`],
-//! [`attach`], [`detach`], [`hosts`], [`cluster`], [`docker_opts`]) and
+//! [`attach`], [`detach`], [`hosts`], [`network`], [`cluster`],
+//! [`docker_opts`]) and
 //! [`output`] for tables and JSON. It talks to overlayd only through the
 //! API's client and wire format (`overlay_user::sources::api`) and checks
 //! values with the model's parsers; `cluster init` alone talks to etcd,
@@ -14,6 +15,7 @@ mod detach;
 mod docker_opts;
 mod endpoint;
 mod hosts;
+mod network;
 mod output;
 mod peer;
 mod status;
@@ -55,6 +57,8 @@ overlayctl --json status | jq .stats.drops\n  \
 overlayctl --socket /tmp/host1.sock peer list\n  \
 overlayctl cluster init --etcd http://10.0.0.1:2379 --pool 10.103.0.0/16 --subnet-len 24 --vni 42\n  \
 overlayctl hosts\n  \
+overlayctl network create web --subnet 10.103.240.0/24\n  \
+overlayctl network ls\n  \
 overlayctl docker-opts"
 )]
 struct Cli {
@@ -82,6 +86,8 @@ enum Command {
     Detach(detach::DetachArgs),
     /// The hosts of the cluster store (with [cluster]); `hosts rm NAME` removes a dead one.
     Hosts(hosts::Args),
+    /// The cluster's overlay networks: create, ls, inspect, rm (with [cluster]).
+    Network(network::Args),
     /// The cluster store: write its settings (`init`), show its state (`status`).
     Cluster(cluster::Args),
     /// Print dockerd's --bip and --mtu for this host's leased subnet.
@@ -167,6 +173,7 @@ async fn main() -> ExitCode {
         Command::Attach(args) => attach::attach(&ctx, args).await,
         Command::Detach(args) => detach::detach(&ctx, args).await,
         Command::Hosts(args) => hosts::run(&ctx, args).await,
+        Command::Network(args) => network::run(&ctx, args).await,
         Command::Cluster(args) => cluster::run(&ctx, args).await,
         Command::DockerOpts(args) => docker_opts::run(&ctx, args).await,
     };

@@ -78,6 +78,12 @@ fn render(s: &Status) -> String {
         vec!["endpoints".into(), s.endpoints.to_string()],
     ];
     let mut settings = settings;
+    if s.networks > 0 || s.net_endpoints > 0 {
+        settings.push(vec![
+            "networks".into(),
+            format!("{} ({} endpoints)", s.networks, s.net_endpoints),
+        ]);
+    }
     if let Some(c) = &s.cluster {
         let state = match (&c.last_error, c.connected) {
             (Some(e), _) => format!("{} other hosts; {e}", c.hosts),
@@ -141,6 +147,8 @@ mod tests {
             xdp: XdpMode::Generic,
             peers: 1,
             endpoints: 3,
+            networks: 0,
+            net_endpoints: 0,
             stats,
             cluster: None,
         };

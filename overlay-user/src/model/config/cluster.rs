@@ -48,6 +48,24 @@ pub struct ClusterConfig {
     /// How long start-up waits for etcd, in seconds, before it falls back to the saved lease.
     #[serde(default = "default_timeout")]
     pub timeout: u64,
+    /// Where overlay networks created without a subnet get theirs: the
+    /// first free /`network_subnet_len` of this pool.
+    #[serde(default = "default_network_pool")]
+    pub network_pool: ipnet::Ipv4Net,
+    /// The prefix length of subnets taken from `network_pool`.
+    #[serde(default = "default_network_subnet_len")]
+    pub network_subnet_len: u8,
+}
+
+/// The default pool of overlay networks' subnets.
+pub const DEFAULT_NETWORK_POOL: &str = "10.104.0.0/16";
+
+fn default_network_pool() -> ipnet::Ipv4Net {
+    DEFAULT_NETWORK_POOL.parse().expect("a CIDR")
+}
+
+fn default_network_subnet_len() -> u8 {
+    24
 }
 
 fn default_prefix() -> String {
@@ -230,6 +248,23 @@ impl ClusterConfig {
                 self.timeout.to_string(),
                 "is out of range",
                 "1 to 300 seconds (default 5)",
+            ));
+        }
+        if self.network_pool != self.network_pool.trunc() {
+            return Err(problem(
+                "network_pool",
+                self.network_pool.to_string(),
+                "has host bits set",
+                &format!("a network address like {}", self.network_pool.trunc()),
+            ));
+        }
+        let len = self.network_subnet_len;
+        if len < self.network_pool.prefix_len() || len > crate::model::network::MAX_SUBNET_PREFIX {
+            return Err(problem(
+                "network_subnet_len",
+                len.to_string(),
+                "does not fit cluster.network_pool",
+                &format!("/{} to /30 (default 24)", self.network_pool.prefix_len()),
             ));
         }
         Ok(())

@@ -19,12 +19,15 @@
 //! when idle ([`Limits`], the config's `[api]` section).
 //!
 //! Owns: the wire format ([`wire`]), the socket and who may use it
-//! ([`socket`]), the server ([`server`]) and the client `overlayctl` uses
-//! ([`client`]). Must not touch: the other
-//! sources (attach requests go through the [`Plumber`](crate::sources::Plumber)
-//! it is given) and the dataplane.
+//! ([`socket`]), the server ([`server`], overlay networks in
+//! [`networks`]) and the client `overlayctl` uses ([`client`]). Must not
+//! touch: the other sources (attach requests go through the
+//! [`Plumber`](crate::sources::Plumber) it is given, network requests
+//! through the [`NetworkDirectory`](crate::sources::NetworkDirectory)) and
+//! the dataplane.
 
 pub mod client;
+pub mod networks;
 pub mod server;
 pub mod socket;
 pub mod wire;
@@ -33,5 +36,6 @@ pub use client::call;
 pub use server::{ApiSource, Limits};
 pub use socket::bind;
 pub use wire::{
-    ApiError, EndpointInfo, PeerInfo, Request, Response, CLIENT_TIMEOUT, DEFAULT_SOCKET, MAX_LINE,
+    ApiError, EndpointInfo, NetEndpointInfo, NetworkDetail, NetworkInfo, PeerInfo, Request,
+    Response, CLIENT_TIMEOUT, DEFAULT_SOCKET, MAX_LINE,
 };

@@ -23,7 +23,7 @@ use crate::model::validation::{
 };
 use crate::sources::api::socket::check_peer;
 use crate::sources::api::wire::{ApiError, EndpointInfo, PeerInfo, Request, Response, MAX_LINE};
-use crate::sources::{ClusterView, ControlSource, Plumber};
+use crate::sources::{ClusterView, ControlSource, NetworkDirectory, Plumber};
 
 /// What requests are served against: the core, and the attach source's plumbing.
 #[derive(Clone)]
@@ -34,6 +34,8 @@ pub struct Api {
     pub plumber: Arc<dyn Plumber>,
     /// Answers about the cluster store, with `[cluster]`.
     pub cluster: Option<Arc<dyn ClusterView>>,
+    /// The cluster store's overlay networks, with `[cluster]`.
+    pub networks: Option<Arc<dyn NetworkDirectory>>,
 }
 
 /// The answer when a cluster request reaches an overlayd without `[cluster]`.
@@ -165,6 +167,10 @@ pub async fn handle(api: &Api, req: Request) -> Response {
             },
             Err(e) => e,
         },
+        req @ (Request::NetworkCreate { .. }
+        | Request::NetworkList
+        | Request::NetworkInspect { .. }
+        | Request::NetworkRm { .. }) => crate::sources::api::networks::handle(api, req).await,
     }
 }
 
@@ -360,6 +366,7 @@ pub struct ApiSource {
     plumber: Arc<dyn Plumber>,
     limits: Limits,
     cluster: Option<Arc<dyn ClusterView>>,
+    networks: Option<Arc<dyn NetworkDirectory>>,
 }
 
 impl ApiSource {
@@ -371,12 +378,19 @@ impl ApiSource {
             plumber,
             limits,
             cluster: None,
+            networks: None,
         }
     }
 
     /// Answer the cluster requests through `cluster`.
     pub fn with_cluster(mut self, cluster: Arc<dyn ClusterView>) -> ApiSource {
         self.cluster = Some(cluster);
+        self
+    }
+
+    /// Answer the network requests through `networks`.
+    pub fn with_networks(mut self, networks: Arc<dyn NetworkDirectory>) -> ApiSource {
+        self.networks = Some(networks);
         self
     }
 }
@@ -392,6 +406,7 @@ impl ControlSource for ApiSource {
             core,
             plumber: self.plumber,
             cluster: self.cluster,
+            networks: self.networks,
         };
         serve(self.listener, api, self.limits).await
     }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::attach::{Attachment, Detachment};
 use crate::model::cluster::HostInfo;
+use crate::model::overlay_network::NetworkSpec;
 use crate::model::source::Source;
 use crate::model::status::Status;
 use crate::model::status::StoreStatus;
@@ -98,6 +99,71 @@ pub enum Request {
     },
     /// The cluster store's state.
     ClusterStatus,
+    /// Create an overlay network in the cluster store.
+    NetworkCreate {
+        /// Its name, e.g. "web".
+        name: String,
+        /// Its subnet, e.g. "10.104.0.0/24"; default: from the network pool.
+        #[serde(default)]
+        subnet: Option<String>,
+        /// Its gateway; default: the subnet's first address.
+        #[serde(default)]
+        gateway: Option<String>,
+        /// Its VNI; default: a free one.
+        #[serde(default)]
+        vni: Option<u32>,
+    },
+    /// The overlay networks of the cluster store.
+    NetworkList,
+    /// One network with its endpoints on every host.
+    NetworkInspect {
+        /// Its name.
+        name: String,
+    },
+    /// Remove an overlay network (refused while it has endpoints).
+    NetworkRm {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// An overlay network as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    /// The network.
+    #[serde(flatten)]
+    pub spec: NetworkSpec,
+    /// Whether this host carries it (its dataplane has it).
+    pub carried: bool,
+}
+
+/// An endpoint of an overlay network, as `network inspect` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetEndpointInfo {
+    /// The container's address.
+    pub ip: Ipv4Addr,
+    /// Its MAC.
+    pub mac: String,
+    /// The host it is on.
+    pub host: String,
+    /// That host's underlay address.
+    pub underlay_ip: Ipv4Addr,
+    /// The container's ID.
+    pub container: String,
+    /// The container's name (empty when none).
+    pub name: String,
+    /// Who installed it in this host's dataplane, if anyone.
+    pub installed: Option<Source>,
+}
+
+/// An overlay network with its endpoints, as `network inspect` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkDetail {
+    /// The network and whether this host carries it.
+    #[serde(flatten)]
+    pub info: NetworkInfo,
+    /// Its endpoints on every host, by address.
+    pub endpoints: Vec<NetEndpointInfo>,
 }
 
 /// A peer as listed.
@@ -157,6 +223,14 @@ pub enum Response {
     HostRemoved(Box<HostInfo>),
     /// Answer to [`Request::ClusterStatus`].
     Cluster(Box<StoreStatus>),
+    /// Answer to [`Request::NetworkCreate`]: the network created.
+    NetworkCreated(Box<NetworkSpec>),
+    /// Answer to [`Request::NetworkList`].
+    Networks(Vec<NetworkInfo>),
+    /// Answer to [`Request::NetworkInspect`].
+    Network(Box<NetworkDetail>),
+    /// Answer to [`Request::NetworkRm`]: the network removed.
+    NetworkRemoved(Box<NetworkSpec>),
 }
 
 impl Response {
@@ -322,6 +396,20 @@ mod tests {
             r#"{"host_rm":{"name":"h2"}}"#,
         );
         round_trip(Request::ClusterStatus, r#""cluster_status""#);
+        round_trip(
+            Request::NetworkCreate {
+                name: "web".into(),
+                subnet: Some("10.104.0.0/24".into()),
+                gateway: None,
+                vni: Some(4096),
+            },
+            r#"{"network_create":{"name":"web","subnet":"10.104.0.0/24","gateway":null,"vni":4096}}"#,
+        );
+        round_trip(Request::NetworkList, r#""network_list""#);
+        round_trip(
+            Request::NetworkRm { name: "web".into() },
+            r#"{"network_rm":{"name":"web"}}"#,
+        );
         // vtep_mac may be left out.
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"peer_add":{"subnet":"a","underlay_ip":"b"}}"#)
@@ -337,6 +425,18 @@ mod tests {
     #[test]
     fn response_json() {
         round_trip(Response::Ok, r#""ok""#);
+        round_trip(
+            Response::Networks(vec![NetworkInfo {
+                spec: NetworkSpec {
+                    name: "web".into(),
+                    vni: 4096,
+                    subnet: "10.104.0.0/24".parse().unwrap(),
+                    gateway: Ipv4Addr::new(10, 104, 0, 1),
+                },
+                carried: true,
+            }]),
+            r#"{"networks":[{"name":"web","vni":4096,"subnet":"10.104.0.0/24","gateway":"10.104.0.1","carried":true}]}"#,
+        );
         round_trip(
             Response::Error {
                 message: "no peer for 10.1.2.0/24".into(),
@@ -380,6 +480,8 @@ mod tests {
             xdp: crate::model::config::XdpMode::Generic,
             peers: 1,
             endpoints: 2,
+            networks: 0,
+            net_endpoints: 0,
             stats,
             cluster: None,
         }));

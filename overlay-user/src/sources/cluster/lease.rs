@@ -18,6 +18,7 @@ use crate::model::cluster::{
     parse_subnet_key, subnet_key, subnets_prefix, ClusterSettings, HostRecord, PICK_AMONG,
 };
 use crate::model::config::cluster::ClusterConfig;
+use crate::model::overlay_network::{EndpointRecord, NetworkSpec};
 use crate::model::validation::format_mac;
 use crate::sources::cluster::client::Store;
 use crate::sources::cluster::keeper::{Keeper, LeaseState};
@@ -266,6 +267,10 @@ pub struct Lease {
     pub keeper: Keeper,
     /// The saved lease's file.
     pub saved_path: PathBuf,
+    /// The last-known overlay networks and other hosts' endpoint records (from the saved lease).
+    pub cached_networks: (Vec<NetworkSpec>, Vec<EndpointRecord>),
+    /// Where networks created without a subnet get theirs, and its subnets' length.
+    pub network_pool: (Ipv4Net, u8),
 }
 
 /// A random index below `n`, different between hosts and runs.
@@ -425,7 +430,9 @@ pub async fn acquire(
     record.subnet = subnet;
     let state = Arc::new(LeaseState::default());
     state.set_id(id);
-    let cached = saved.map(|s| s.hosts).unwrap_or_default();
+    let (cached, cached_networks) = saved
+        .map(|s| (s.hosts, (s.networks, s.net_endpoints)))
+        .unwrap_or_default();
     saved::save(
         &saved_path,
         &SavedLease {
@@ -436,6 +443,8 @@ pub async fn acquire(
             lease_id: id,
             settings: settings.clone(),
             hosts: cached.clone(),
+            networks: cached_networks.0.clone(),
+            net_endpoints: cached_networks.1.clone(),
         },
     )?;
     Ok(Lease {
@@ -449,6 +458,8 @@ pub async fn acquire(
         cached,
         state,
         saved_path,
+        cached_networks,
+        network_pool: (cfg.network_pool, cfg.network_subnet_len),
     })
 }
 
@@ -492,6 +503,8 @@ fn offline(
         cached: saved.hosts,
         state,
         saved_path,
+        cached_networks: (saved.networks, saved.net_endpoints),
+        network_pool: (cfg.network_pool, cfg.network_subnet_len),
     })
 }
 

@@ -18,6 +18,13 @@
 //!   outage is logged once, and when etcd is back the source reads
 //!   everything again and watches from there. A watch cancelled by
 //!   compaction leads to the same full resynchronisation.
+//! - Overlay networks live in the store too (layout in
+//!   [`crate::model::network_store`]): [`directory::Directory`] implements
+//!   the [`NetworkDirectory`](crate::sources::NetworkDirectory) (creating
+//!   and removing networks in [`networks`], addresses in [`ipam`], this
+//!   host's endpoint records in [`endpoints`]), and the registry's sessions
+//!   read and watch networks and the other hosts' endpoint records with
+//!   the hosts ([`netwatch`]), reporting them to the core.
 //! - [`view::ClusterHandle`] answers the API's questions (hosts, status,
 //!   removing a dead host) through the [`ClusterView`](crate::sources::ClusterView)
 //!   interface; `overlayctl cluster init` writes the settings through
@@ -26,17 +33,26 @@
 //! Owns: the etcd client with its TLS settings and error explanations
 //! ([`client`]), leasing ([`lease`]) and keeping the lease alive
 //! ([`keeper`]), the saved lease ([`saved`]), the
-//! registry and its watch ([`registry`]) and the API's view ([`view`]).
+//! registry and its watch ([`registry`], networks in [`netwatch`]), the
+//! API's view ([`view`]) and the networks' directory ([`directory`],
+//! [`networks`], [`ipam`], [`endpoints`]).
 //! Must not touch: the dataplane (peers go through the core) and the other
 //! sources.
 
 pub mod client;
+pub mod directory;
+pub mod endpoints;
+pub mod ipam;
 pub mod keeper;
 pub mod lease;
+pub mod netwatch;
+pub mod networks;
 pub mod registry;
 pub mod saved;
 pub mod view;
 
+#[cfg(test)]
+mod net_tests;
 #[cfg(test)]
 mod tests;
 
@@ -210,6 +226,97 @@ pub enum ClusterError {
         /// What the OS reported.
         #[source]
         source: std::io::Error,
+    },
+    /// A network of this name exists.
+    #[error("network {name} already exists (VNI {vni}, subnet {subnet}); expected a new name, or `overlayctl network rm {name}` first")]
+    NetworkExists {
+        /// The name.
+        name: String,
+        /// Its VNI.
+        vni: u32,
+        /// Its subnet.
+        subnet: Ipv4Net,
+    },
+    /// The VNI asked for is another network's, or the cluster's own.
+    #[error("VNI {vni} is taken by {holder}; expected a free VNI, or no --vni to get one")]
+    VniTaken {
+        /// The VNI.
+        vni: u32,
+        /// "network NAME" or "the cluster's per-host overlay".
+        holder: String,
+    },
+    /// The subnet asked for overlaps another network's or the hosts' pool.
+    #[error("subnet {subnet} overlaps {other}; expected a subnet disjoint from every network's and from the hosts' pool")]
+    SubnetTaken {
+        /// The subnet.
+        subnet: Ipv4Net,
+        /// "network NAME (10.104.0.0/24)" or "the hosts' pool 10.103.0.0/16".
+        other: String,
+    },
+    /// Nothing left to allocate: every VNI or every subnet of the pool is taken.
+    #[error("{0}")]
+    Exhausted(String),
+    /// No network of this name.
+    #[error(
+        "no network named {0} in the cluster store; expected a name from `overlayctl network ls`"
+    )]
+    NoSuchNetwork(String),
+    /// `network rm` while containers are on it.
+    #[error("network {name} still has endpoints: {list}; expected none (stop or disconnect those containers first)")]
+    NetworkInUse {
+        /// The network.
+        name: String,
+        /// "10.104.0.2 (web-1 on h1), ...".
+        list: String,
+    },
+    /// The address asked for is held.
+    #[error("address {ip} on network {network} is held by {holder} on host {host}; expected a free address, or none to get one")]
+    AddressHeld {
+        /// The address.
+        ip: Ipv4Addr,
+        /// The network.
+        network: String,
+        /// Who holds it (a container or endpoint ID).
+        holder: String,
+        /// The host that asked for it.
+        host: String,
+    },
+    /// Every address of the network is held.
+    #[error("network {network} ({subnet}) has no free address: all {count} are held; expected a wider subnet, or release addresses")]
+    NetworkFull {
+        /// The network.
+        network: String,
+        /// Its subnet.
+        subnet: Ipv4Net,
+        /// How many addresses it has for containers.
+        count: usize,
+    },
+    /// An endpoint record to publish names another host.
+    #[error("endpoint record {ip} on network {network} names host {host} ({underlay_ip}); expected this host, {me} ({my_ip}), or empty fields to fill in")]
+    NotThisHost {
+        /// The network.
+        network: String,
+        /// The address.
+        ip: Ipv4Addr,
+        /// The host it names.
+        host: String,
+        /// The underlay address it names.
+        underlay_ip: Ipv4Addr,
+        /// This host's name.
+        me: String,
+        /// This host's underlay address.
+        my_ip: Ipv4Addr,
+    },
+    /// This host has no etcd lease (etcd was unreachable at start and still is).
+    #[error("this host is not registered in the cluster store yet (etcd unreachable since start); expected etcd back before endpoints can be published")]
+    NoLease,
+    /// The store kept changing under a transaction.
+    #[error("{what}: the store kept changing under {tries} attempts; try again")]
+    Contended {
+        /// What was attempted.
+        what: String,
+        /// How many attempts.
+        tries: u32,
     },
     /// A value given to the cluster's functions is not acceptable.
     #[error(transparent)]

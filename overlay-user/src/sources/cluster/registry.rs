@@ -13,15 +13,17 @@ use ipnet::Ipv4Net;
 
 use crate::agent::handle::{Core, CoreGuard};
 use crate::model::change::Change;
-use crate::model::cluster::{subnet_key, subnets_prefix, ClusterSettings, HostRecord};
+use crate::model::cluster::{subnet_key, ClusterSettings, HostRecord};
 use crate::model::peer::PeerSpec;
 use crate::model::source::Source;
 use crate::model::validation::parse_vtep_mac;
 use crate::sources::cluster::client::Store;
+use crate::sources::cluster::directory::Directory;
 use crate::sources::cluster::keeper::{Keeper, LeaseState};
 use crate::sources::cluster::lease::{
     claim, parse_record, read_hosts, refresh_record, Claim, Lease,
 };
+use crate::sources::cluster::netwatch::NetWatch;
 use crate::sources::cluster::saved::{self, SavedLease};
 use crate::sources::cluster::view::{ClusterHandle, Shared};
 use crate::sources::cluster::ClusterError;
@@ -75,6 +77,10 @@ pub struct ClusterSource {
     dirty: bool,
     /// Another host took this host's subnet while it was away.
     held_by: Option<HostRecord>,
+    /// The overlay networks and other hosts' endpoints on them.
+    nets: NetWatch,
+    /// This host's endpoint records, published again under a new lease.
+    directory: Directory,
     _keeper: Keeper,
 }
 
@@ -88,7 +94,15 @@ impl ClusterSource {
             shared.clone(),
             lease.record.clone(),
         );
+        let directory = Directory::new(&lease);
+        let nets = NetWatch::new(
+            lease.record.name.clone(),
+            lease.record.underlay_ip,
+            lease.cached_networks,
+        );
         let source = ClusterSource {
+            nets,
+            directory,
             store: lease.store,
             state: lease.state,
             shared,
@@ -108,6 +122,12 @@ impl ClusterSource {
         (source, handle)
     }
 
+    /// The overlay networks' directory of this store, for the API and the
+    /// sources that make network endpoints.
+    pub fn directory(&self) -> Directory {
+        self.directory.clone()
+    }
+
     /// Installs the last-known hosts (from the saved lease) as peers now.
     /// overlayd calls it at start before the core removes what no source
     /// added again, so a restart keeps forwarding to them; [`Self::follow`]
@@ -122,6 +142,11 @@ impl ClusterSource {
         if !cached.is_empty() {
             let (added, _) = self.reconcile(core, cached).await;
             log::info!("cluster: {added} hosts from the saved lease installed as peers");
+        }
+        let (nets, eps) = self.nets.counts();
+        if nets > 0 {
+            self.nets.sync(&mut core.lock().await).await;
+            log::info!("cluster: {nets} networks and {eps} remote endpoints from the saved lease");
         }
     }
 
@@ -183,7 +208,12 @@ impl ClusterSource {
             .map(|(subnet, l)| (subnet, l.record))
             .collect();
         let (added, removed) = self.reconcile(core, wanted).await;
-        self.revision = listing.revision;
+        let (net_revision, known) = self.nets.read(&self.store).await?;
+        self.nets.replace(known);
+        self.nets.sync(&mut core.lock().await).await;
+        // Events between the two reads come again in the watch; applying
+        // them twice ends in the same state.
+        self.revision = listing.revision.min(net_revision);
         let member = self.store.member().await.ok();
         if self.connected != Some(true) {
             log::info!(
@@ -221,7 +251,8 @@ impl ClusterSource {
         core: &Core,
         from: i64,
     ) -> Result<std::convert::Infallible, End> {
-        let prefix = subnets_prefix(self.store.prefix());
+        // Hosts, networks and endpoint records alike.
+        let prefix = format!("{}/", self.store.prefix());
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut stream = self
             .store
@@ -267,11 +298,19 @@ impl ClusterSource {
     async fn events(&mut self, core: &Core, events: &[etcd_client::Event]) -> Result<(), End> {
         let own_key = subnet_key(self.store.prefix(), self.record.subnet);
         let mut reregister = false;
+        let mut nets_changed = false;
         let mut agent = core.lock().await;
         for event in events {
             let Some(kv) = event.kv() else { continue };
             let Ok(key) = kv.key_str() else { continue };
             self.revision = self.revision.max(kv.mod_revision());
+            if self
+                .nets
+                .event(self.store.prefix(), key, event.event_type(), kv.value())
+            {
+                nets_changed = true;
+                continue;
+            }
             if key == own_key {
                 reregister |= event.event_type() == EventType::Delete;
                 continue;
@@ -299,6 +338,9 @@ impl ClusterSource {
                 }
             }
         }
+        if nets_changed {
+            self.nets.sync(&mut agent).await;
+        }
         drop(agent);
         if reregister {
             log::warn!("cluster: this host's record was deleted; registering again");
@@ -312,6 +354,7 @@ impl ClusterSource {
         let id = self.state.id();
         if id != 0 && refresh_record(&self.store, &self.record, id).await? {
             self.held_by = None;
+            self.directory.republish().await;
             return Ok(());
         }
         match claim(&self.store, &self.record, self.ttl, id).await? {
@@ -324,6 +367,7 @@ impl ClusterSource {
                     self.record.subnet,
                     self.record.name
                 );
+                self.directory.republish().await;
             }
             Claim::Held(holder) => {
                 if self.held_by.as_ref() != Some(&holder) {
@@ -467,10 +511,12 @@ impl ClusterSource {
 
     /// Rewrite the saved lease and the view's copy of the hosts, if they changed.
     fn flush(&mut self) {
-        if !self.dirty {
+        if !self.dirty && !self.nets.dirty {
             return;
         }
         self.dirty = false;
+        self.nets.dirty = false;
+        let (networks, net_endpoints) = self.nets.saved();
         let hosts: Vec<HostRecord> = self.installed.values().cloned().collect();
         let saved = SavedLease {
             version: saved::VERSION,
@@ -480,6 +526,8 @@ impl ClusterSource {
             lease_id: self.state.id(),
             settings: self.settings.clone(),
             hosts: hosts.clone(),
+            networks,
+            net_endpoints,
         };
         if let Err(e) = saved::save(&self.saved_path, &saved) {
             log::error!(

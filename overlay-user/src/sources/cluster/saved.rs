@@ -1,7 +1,7 @@
 //! The saved lease, `state_dir/cluster.json`: this host's subnet, etcd
 //! lease and the cluster settings, with the last-known hosts, so that a
 //! restart gets the same subnet back and, while etcd is down, starts with
-//! the peers it had. The file is replaced atomically.
+//! the peers, overlay networks and remote network endpoints it had. The file is replaced atomically.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::model::cluster::{subnet_env, ClusterSettings, HostRecord};
+use crate::model::overlay_network::{EndpointRecord, NetworkSpec};
 use crate::sources::cluster::ClusterError;
 
 /// The file's name inside `state_dir`.
@@ -35,6 +36,12 @@ pub struct SavedLease {
     /// The other hosts, as last seen.
     #[serde(default)]
     pub hosts: Vec<HostRecord>,
+    /// The overlay networks, as last seen.
+    #[serde(default)]
+    pub networks: Vec<NetworkSpec>,
+    /// The other hosts' endpoint records on them, as last seen.
+    #[serde(default)]
+    pub net_endpoints: Vec<EndpointRecord>,
 }
 
 /// The saved lease's path for `state_dir`.
@@ -146,6 +153,22 @@ mod tests {
                 vtep_mac: "02:2a:c0:a8:38:05".into(),
                 mode: None,
                 version: "0.1.0".into(),
+            }],
+            networks: vec![NetworkSpec {
+                name: "web".into(),
+                vni: 4096,
+                subnet: "10.104.0.0/24".parse().unwrap(),
+                gateway: Ipv4Addr::new(10, 104, 0, 1),
+            }],
+            net_endpoints: vec![EndpointRecord {
+                network: "web".into(),
+                ip: Ipv4Addr::new(10, 104, 0, 2),
+                mac: [2, 0, 0, 0, 0, 2],
+                host: "h2".into(),
+                underlay_ip: Ipv4Addr::new(192, 168, 56, 5),
+                container: "abc".into(),
+                name: "a".into(),
+                aliases: vec![],
             }],
         };
         save(&path, &saved).unwrap();

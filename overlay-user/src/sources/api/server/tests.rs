@@ -56,6 +56,7 @@ async fn server_with(
         core,
         plumber: Arc::new(NoPlumbing),
         cluster: None,
+        networks: None,
     };
     let task = tokio::spawn(serve(listener, api, limits));
     (sock, dp, task)
@@ -192,6 +193,22 @@ async fn server_and_client() {
         Request::HostRm { name: "h2".into() },
     ] {
         assert_eq!(call(&sock, &req).await.unwrap(), err(NO_CLUSTER));
+    }
+    for req in [
+        Request::NetworkList,
+        Request::NetworkRm { name: "web".into() },
+        Request::NetworkInspect { name: "web".into() },
+        Request::NetworkCreate {
+            name: "web".into(),
+            subnet: None,
+            gateway: None,
+            vni: None,
+        },
+    ] {
+        assert_eq!(
+            call(&sock, &req).await.unwrap(),
+            err("networks need a cluster store: add [cluster] etcd = [\"http://HOST:2379\"] to the config")
+        );
     }
 
     task.abort();
