@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod csum;
+pub mod net;
 pub mod rules;
 pub mod vxlan;
 
@@ -57,7 +58,7 @@ pub mod maps {
 /// Version of the map layouts above. Pins live under `<pin_dir>/v<N>`, so a
 /// release that changes a key, value or map type never reuses maps pinned by
 /// an older one (user space migrates or refuses them by name).
-pub const MAPS_VERSION: u32 = 2;
+pub const MAPS_VERSION: u32 = 3;
 
 /// Program names, as they appear in the object file.
 pub mod programs {
@@ -67,6 +68,10 @@ pub mod programs {
     pub const FROM_UNDERLAY: &str = "ovl_from_underlay";
     /// XDP on the underlay interface: early verdicts on VXLAN.
     pub const XDP_UNDERLAY: &str = "ovl_xdp_underlay";
+    /// tc ingress on the host-side veth of an overlay network's container:
+    /// ARP answered, local delivery, encapsulation with the network's VNI,
+    /// isolation, the rest to the host stack (NAT).
+    pub const FROM_NET_CONTAINER: &str = "ovl_from_net_container";
     /// Benchmark baseline: a tc program that returns TC_ACT_OK.
     pub const BENCH_NOOP_TC: &str = "ovl_bench_noop_tc";
     /// Benchmark baseline: an XDP program that returns XDP_PASS.
@@ -229,11 +234,17 @@ pub enum Counter {
     EndpointsLearned = 10,
     /// Packets left to the kernel because overlayd has not written `OVL_CONFIG`.
     NoConfigPass = 11,
+    /// ARP requests of network containers answered in BPF.
+    ArpReplies = 12,
+    /// Packets between two containers of one network on this host (redirected to the peer).
+    NetLocalPackets = 13,
+    /// Packets from network containers to outside every network, left to the host stack (NAT).
+    NetToHost = 14,
 }
 
 impl Counter {
     /// Number of counters (size of `OVL_COUNTERS`).
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 15;
     /// All counters, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::EncapPackets,
@@ -248,6 +259,9 @@ impl Counter {
         Counter::XdpOtherPass,
         Counter::EndpointsLearned,
         Counter::NoConfigPass,
+        Counter::ArpReplies,
+        Counter::NetLocalPackets,
+        Counter::NetToHost,
     ];
 
     /// Stable name used by `overlayctl status`.
@@ -265,6 +279,9 @@ impl Counter {
             Counter::XdpOtherPass => "xdp_other_pass",
             Counter::EndpointsLearned => "endpoints_learned",
             Counter::NoConfigPass => "no_config_pass",
+            Counter::ArpReplies => "arp_replies",
+            Counter::NetLocalPackets => "net_local_packets",
+            Counter::NetToHost => "net_to_host",
         }
     }
 }
@@ -286,7 +303,7 @@ pub enum DropReason {
     TruncatedInner = 3,
     /// VXLAN header without the I flag (RFC 7348: VNI not valid).
     BadVxlanFlags = 4,
-    /// VXLAN with a VNI other than ours.
+    /// VXLAN with a VNI other than ours and of no overlay network this host carries.
     UnknownVni = 5,
     /// VXLAN from an underlay address that is not a known peer.
     UnknownPeer = 6,
@@ -319,11 +336,25 @@ pub enum DropReason {
     /// A container sent UDP to the VXLAN port: it could forge overlay frames
     /// (with Docker's masquerading they would leave as this host).
     ContainerVxlan = 18,
+    /// A network container's ARP request for an address that is no
+    /// endpoint of its network nor its gateway (or a malformed one).
+    ArpUnknown = 19,
+    /// A network container sent from an address other than its own (IPv4
+    /// source or ARP sender).
+    NetSourceSpoofed = 20,
+    /// A network container's packet to another network's subnet.
+    NetIsolation = 21,
+    /// A packet for an address of a network with no endpoint there (from a
+    /// container of the network, or decapsulated for it).
+    NoEndpoint = 22,
+    /// A decapsulated frame of a network VNI whose inner source is no remote
+    /// endpoint of that VNI on the outer source host (forged source or VNI).
+    NetInnerSpoofed = 23,
 }
 
 impl DropReason {
     /// Number of drop reasons (size of `OVL_DROPS`).
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 24;
     /// All reasons, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::TruncatedOuterIp,
@@ -345,6 +376,11 @@ impl DropReason {
         DropReason::SourceSpoofed,
         DropReason::LearnLimit,
         DropReason::ContainerVxlan,
+        DropReason::ArpUnknown,
+        DropReason::NetSourceSpoofed,
+        DropReason::NetIsolation,
+        DropReason::NoEndpoint,
+        DropReason::NetInnerSpoofed,
     ];
 
     /// Stable name used by `overlayctl status`.
@@ -369,6 +405,11 @@ impl DropReason {
             DropReason::SourceSpoofed => "source_spoofed",
             DropReason::LearnLimit => "learn_limit",
             DropReason::ContainerVxlan => "container_vxlan",
+            DropReason::ArpUnknown => "arp_unknown",
+            DropReason::NetSourceSpoofed => "net_source_spoofed",
+            DropReason::NetIsolation => "net_isolation",
+            DropReason::NoEndpoint => "no_endpoint",
+            DropReason::NetInnerSpoofed => "net_inner_spoofed",
         }
     }
 }

@@ -6,6 +6,7 @@
 #![no_main]
 
 mod maps;
+mod net;
 mod packet;
 mod tc;
 mod underlay;

@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// What a tc program does with a packet it does not drop.
-enum Verdict {
+pub(crate) enum Verdict {
     /// Not overlay traffic: on to the next tc program of the interface
     /// (other tools' programs still run), then the kernel.
     Next,
@@ -39,7 +39,7 @@ enum Verdict {
 }
 
 #[inline(always)]
-fn verdict(r: Result<Verdict, DropReason>) -> i32 {
+pub(crate) fn verdict(r: Result<Verdict, DropReason>) -> i32 {
     match r {
         Ok(Verdict::Next) => TC_ACT_UNSPEC,
         Ok(Verdict::Kernel) => TC_ACT_OK,
@@ -105,7 +105,11 @@ fn try_from_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
 
 /// True for a UDP datagram (first or only fragment) to the VXLAN port.
 #[inline(always)]
-fn to_vxlan_port(ctx: &TcContext, cfg: &Config, hdr: &[u8; ETH_HLEN + IPV4_HLEN]) -> bool {
+pub(crate) fn to_vxlan_port(
+    ctx: &TcContext,
+    cfg: &Config,
+    hdr: &[u8; ETH_HLEN + IPV4_HLEN],
+) -> bool {
     if u16::from_be_bytes([hdr[20], hdr[21]]) & 0x1fff != 0 {
         return false; // a later fragment: no UDP header
     }
@@ -213,7 +217,7 @@ fn learn_endpoint(
 /// the inner addresses, protocol and ports. Not `bpf_get_hash_recalc`: that
 /// runs the flow dissector, the most expensive step of encapsulation.
 #[inline(always)]
-fn flow_hash(ctx: &TcContext, hdr: &[u8; ETH_HLEN + IPV4_HLEN]) -> u32 {
+pub(crate) fn flow_hash(ctx: &TcContext, hdr: &[u8; ETH_HLEN + IPV4_HLEN]) -> u32 {
     // SAFETY: reading a field of the program's own context.
     let hash = unsafe { (*ctx.skb.skb).hash };
     if hash != 0 {
@@ -245,6 +249,20 @@ fn encapsulate(
     tos: u8,
     hash: u32,
 ) -> Result<Verdict, DropReason> {
+    push_headers(ctx, peer, tos, hash)?;
+    Ok(send_encapsulated(cfg, peer))
+}
+
+/// Makes room for and writes the 64 header bytes of `peer`'s template in
+/// front of the inner IPv4 packet, and counts the packet. Returns the
+/// start of the headers, valid until the packet is resized again.
+#[inline(always)]
+pub(crate) fn push_headers(
+    ctx: &TcContext,
+    peer: &PeerValue,
+    tos: u8,
+    hash: u32,
+) -> Result<*mut u8, DropReason> {
     let inner_ip_len = ctx.len() - ETH_HLEN as u32;
     let (ip_len, ip_csum, udp_len) = vxlan::template_fields(&peer.template, inner_ip_len, tos);
     let sport = vxlan::flow_src_port(hash).to_be();
@@ -282,6 +300,14 @@ fn encapsulate(
         Counter::EncapBytes,
         u64::from(inner_ip_len) + ETH_HLEN as u64,
     );
+    Ok(out)
+}
+
+/// Redirects an encapsulated packet to the underlay: straight out with the
+/// template's next-hop MAC, or through the neighbour subsystem while the
+/// next hop is unresolved.
+#[inline(always)]
+pub(crate) fn send_encapsulated(cfg: &Config, peer: &PeerValue) -> Verdict {
     let ret = if peer.nexthop_mac == [0; 6] {
         count(Counter::EncapViaNeigh, 1);
         // SAFETY: no neighbour parameters: the kernel looks up the route itself.
@@ -290,7 +316,7 @@ fn encapsulate(
         // SAFETY: plain helper call with an ifindex and no flags (egress).
         unsafe { bpf_redirect(cfg.underlay_ifindex, 0) }
     };
-    Ok(Verdict::Redirect(ret))
+    Verdict::Redirect(ret)
 }
 
 /// `encap = "device"`: hand the frame to a collect-metadata VXLAN device
@@ -348,6 +374,7 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
             return Ok(Verdict::Next);
         }
         Underlay::Vxlan { inner_dst } => inner_dst,
+        Underlay::Net { ifindex, mac } => return crate::net::deliver(ctx, ifindex, mac),
     };
     // SAFETY: the value is copied out before the packet changes.
     let endpoint = unsafe { ENDPOINTS.get(&inner_dst) }.copied();

@@ -17,12 +17,18 @@ const _: () = assert!(network_types::eth::EthHdr::LEN == ETH_HLEN);
 const _: () = assert!(network_types::ip::Ipv4Hdr::LEN == IPV4_HLEN);
 const _: () = assert!(network_types::udp::UdpHdr::LEN == UDP_HLEN);
 
-/// What a frame on the underlay is.
+/// What a frame on the underlay is. `repr(C)`: every variant's fields at
+/// their natural alignment (Rust's layout may put `inner_dst` on an odd
+/// offset, a misaligned stack load the verifier refuses).
+#[repr(C)]
 pub enum Underlay {
     /// Not VXLAN for this host: the kernel handles it.
     Other,
     /// Our VXLAN, checked; the inner IPv4 destination.
     Vxlan { inner_dst: [u8; 4] },
+    /// VXLAN of an overlay network, checked: deliver to the local container
+    /// behind host-side veth `ifindex`, whose MAC is `mac`.
+    Net { ifindex: u32, mac: [u8; 6] },
 }
 
 /// Reads the outer headers and checks a VXLAN frame for this host: the VNI,
@@ -72,10 +78,10 @@ pub fn classify<P: Packet>(p: &P, cfg: &Config) -> Result<Underlay, DropReason> 
     let Some(vni) = vxlan::vni(vx) else {
         return Err(DropReason::BadVxlanFlags);
     };
-    if vni != cfg.vni {
-        return Err(DropReason::UnknownVni);
-    }
     let outer_src = [ip[12], ip[13], ip[14], ip[15]];
+    if vni != cfg.vni {
+        return crate::net::classify(p, vni, outer_src);
+    }
     // The peer-host lookup only decides the reason of a drop: a frame whose
     // inner source lies behind the peer that sent it comes from a peer host,
     // so the good path pays for the LPM lookup alone.

@@ -26,7 +26,7 @@ fn try_xdp_underlay(ctx: &XdpContext) -> Result<u32, DropReason> {
     };
     match classify(ctx, cfg)? {
         Underlay::Other => count(Counter::XdpOtherPass, 1),
-        Underlay::Vxlan { .. } => count(Counter::XdpVxlanPass, 1),
+        Underlay::Vxlan { .. } | Underlay::Net { .. } => count(Counter::XdpVxlanPass, 1),
     }
     Ok(xdp_action::XDP_PASS)
 }

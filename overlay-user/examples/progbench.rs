@@ -18,8 +18,9 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use overlay_common::net::{NetEndpointValue, NetPortValue};
 use overlay_common::{programs, vtep_mac, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS};
-use overlay_user::dataplane::bpf::{loader, maps::Maps};
+use overlay_user::dataplane::bpf::{loader, maps::Maps, net_maps::NetMaps};
 
 #[path = "../tests/common/packets.rs"]
 mod packets;
@@ -80,6 +81,97 @@ fn xdp_repeat(ebpf: &mut aya::Ebpf, name: &'static str, packet: &[u8], repeat: u
         })
         .unwrap();
     r.duration.as_nanos() as f64
+}
+
+/// Mean ns per run of a tc program as if the packet came in on `ifindex`.
+fn tc_single_from(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+    packet: &[u8],
+    runs: u32,
+    ifindex: u32,
+) -> f64 {
+    let prog: &mut SchedClassifier = loader::program(ebpf, name).unwrap();
+    // struct __sk_buff: ingress_ifindex is the u32 at offset 36.
+    let mut ctx = [0u8; 192];
+    ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = vec![0u8; packet.len() + 128];
+    let mut total = 0u128;
+    for _ in 0..runs {
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        total += r.duration.as_nanos();
+    }
+    total as f64 / f64::from(runs)
+}
+
+/// Overlay networks: web (VNI 4096, 10.103.240.0/24) with local A (port
+/// 31) and B (port 32) and remote R on PEER; the per-packet cost of the
+/// from-net-container program (encapsulate, local redirect, ARP reply)
+/// and of the underlay program decapsulating for A.
+fn measure_net(ebpf: &mut aya::Ebpf, runs: u32) -> serde_json::Value {
+    let mut net = NetMaps::take(ebpf).unwrap();
+    let (a, b, r) = ([10, 103, 240, 2], [10, 103, 240, 3], [10, 103, 240, 4]);
+    let (ma, mb, mr) = (
+        [2, 0x42, 10, 103, 240, 2],
+        [2, 0x42, 10, 103, 240, 3],
+        [2, 0x42, 10, 103, 240, 4],
+    );
+    let veth: [u8; 6] = [0x0e, 0, 0, 0, 0, 31];
+    let gw = [10, 103, 240, 1];
+    net.add_network(4096, "10.103.240.0/24".parse().unwrap(), gw.into())
+        .unwrap();
+    net.put_port(
+        31,
+        &NetPortValue {
+            vni: 4096,
+            ip: a,
+            gateway: gw,
+            mac: ma,
+            veth_mac: veth,
+        },
+    )
+    .unwrap();
+    net.put_endpoint(4096, a.into(), &NetEndpointValue::local(31, ma))
+        .unwrap();
+    net.put_endpoint(4096, b.into(), &NetEndpointValue::local(32, mb))
+        .unwrap();
+    net.put_endpoint(
+        4096,
+        r.into(),
+        &NetEndpointValue::remote(&host_config(0), 4096, PEER, PEER_MAC, mr),
+    )
+    .unwrap();
+    let encap = eth(veth, ma, 0x0800, &ipv4(a, r, 6, &tcp_segment()));
+    let local = eth(veth, ma, 0x0800, &ipv4(a, b, 6, &tcp_segment()));
+    let mut arp_req = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    arp_req.extend_from_slice(&ma);
+    arp_req.extend_from_slice(&a);
+    arp_req.extend_from_slice(&[0; 6]);
+    arp_req.extend_from_slice(&b);
+    let arp_req = eth([0xff; 6], ma, 0x0806, &arp_req);
+    let decap = vxlan_frame(
+        PEER,
+        4096,
+        0x08,
+        &eth(ma, mr, 0x0800, &ipv4(r, a, 6, &tcp_segment())),
+    );
+    let noop = tc_single_from(ebpf, programs::BENCH_NOOP_TC, &encap, runs, 31);
+    let noop_decap = tc_single(ebpf, programs::BENCH_NOOP_TC, &decap, runs);
+    let prog = programs::FROM_NET_CONTAINER;
+    serde_json::json!({
+        "from_net_container_encap_ns": tc_single_from(ebpf, prog, &encap, runs, 31) - noop,
+        "from_net_container_local_ns": tc_single_from(ebpf, prog, &local, runs, 31) - noop,
+        "from_net_container_arp_ns": tc_single_from(ebpf, prog, &arp_req, runs, 31) - noop,
+        "from_underlay_net_decap_ns": tc_single(ebpf, programs::FROM_UNDERLAY, &decap, runs) - noop_decap,
+    })
 }
 
 fn measure(ebpf: &mut aya::Ebpf, runs: u32) -> serde_json::Value {
@@ -176,6 +268,7 @@ fn main() {
     }
     let load_endpoints = t.elapsed();
     let loaded = measure(&mut ebpf, runs);
+    let net = measure_net(&mut ebpf, runs);
     let _ = std::fs::remove_dir_all(&pin_dir);
     println!(
         "{}",
@@ -185,6 +278,7 @@ fn main() {
             "endpoints": n_endpoints,
             "empty": empty,
             "loaded": loaded,
+            "net": net,
             "load_peers_ms": load_peers.as_secs_f64() * 1e3,
             "load_endpoints_ms": load_endpoints.as_secs_f64() * 1e3,
         })

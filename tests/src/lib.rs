@@ -1,6 +1,8 @@
 //! Shared set-up of the end-to-end tests: a lab of simulated hosts with
 //! overlayd on each, in a given dataplane mode.
 
+pub mod netdp;
+
 use std::time::Duration;
 
 use anyhow::Result;

@@ -280,7 +280,7 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     );
     let mut api_source = ApiSource::new(
         listener,
-        Arc::new(Attacher),
+        Arc::new(Attacher::default()),
         api::Limits::from_config(&cfg.api),
     );
     if let Some(view) = &cluster_view {

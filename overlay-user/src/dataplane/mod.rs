@@ -2,8 +2,9 @@
 //!
 //! Owns: the trait and its error ([`DataplaneError`]); the BPF
 //! implementation ([`bpf`]: loader, typed maps with domain methods) and the
-//! kernel one ([`kernel`]: VXLAN device, FDB/neighbour/route entries,
-//! firewall); and [`select`], the one place that knows both and picks and
+//! kernel one ([`kernel`]: VXLAN devices, FDB/neighbour/route entries);
+//! the iptables rules both use ([`firewall`]: FORWARD, the VXLAN filter,
+//! the overlay networks' NAT and isolation); and [`select`], the one place that knows both and picks and
 //! starts one of them for the `dataplane` setting.
 //!
 //! Must not touch: the agent and the control sources (a dataplane is told
@@ -12,6 +13,7 @@
 //! implementations: they depend on it, not it on them.
 
 pub mod bpf;
+pub mod firewall;
 pub mod kernel;
 pub mod select;
 
@@ -25,7 +27,7 @@ use crate::model::peer::PeerSpec;
 use crate::model::status::{Mode, Stats};
 
 /// Errors of the dataplane layer: of either implementation, of loading,
-/// starting and choosing one, and of the kernel dataplane's firewall rules.
+/// starting and choosing one, and of the firewall rules.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     /// A BPF map operation failed.
@@ -122,7 +124,7 @@ pub enum DataplaneError {
         #[source]
         source: Box<rtnetlink::Error>,
     },
-    /// The iptables command is missing or failed (kernel dataplane's firewall rules).
+    /// The iptables command is missing or failed (the firewall rules).
     #[error("iptables: {what}: {reason}")]
     Iptables {
         /// What was being done.

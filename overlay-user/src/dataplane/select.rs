@@ -20,7 +20,7 @@ pub struct Started {
 /// Starts the dataplane `choice` asks for, with this host's underlay address
 /// `underlay_ip`, and removes what the other mode left behind (pins and
 /// links under `pin_dir`; our VXLAN devices with their routes, neighbour and
-/// FDB entries).
+/// FDB entries, and the overlay networks' bridges and VXLAN devices).
 ///
 /// `auto` tries BPF; on any failure to load or attach it (no bpffs, missing
 /// capabilities, the verifier, an attach error) it logs one line saying
@@ -129,7 +129,8 @@ async fn remove_bpf_leftovers(pin_dir: &std::path::Path) {
 }
 
 /// Deletes our VXLAN devices (and with them their routes, neighbour and FDB
-/// entries) left by a kernel-mode run; logged, never fatal.
+/// entries) and the overlay networks' bridges and VXLAN devices left by a
+/// kernel-mode run; logged, never fatal.
 async fn remove_kernel_leftovers() {
     let handle = match netlink::connect() {
         Ok(h) => h,
@@ -140,6 +141,10 @@ async fn remove_kernel_leftovers() {
     };
     if let Err(e) = kernel::device::remove_devices(&handle, None).await {
         log::warn!("removing kernel-mode leftovers: {e}");
+    }
+    let none = std::collections::BTreeSet::new();
+    if let Err(e) = kernel::netdev::remove_network_devices(&handle, &none).await {
+        log::warn!("removing kernel-mode network devices: {e}");
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod dns;
+pub mod docker;
 mod raw;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use crate::model::validation::{
 };
 use cluster::ClusterConfig;
 use dns::DnsConfig;
+pub use docker::DockerConfig;
 
 /// Where the from-container program is attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,39 +107,6 @@ pub struct PeerConfig {
     /// The remote VTEP MAC, for hosts whose MAC does not follow our rule.
     #[serde(default)]
     pub vtep_mac: Option<String>,
-}
-
-/// The `[docker]` section: follow the Docker Engine API and register containers as endpoints.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DockerConfig {
-    /// Follow Docker's events (off unless set).
-    #[serde(default)]
-    pub enabled: bool,
-    /// The Docker Engine API socket.
-    #[serde(default = "default_docker_socket")]
-    pub socket: PathBuf,
-    /// The Docker networks whose endpoints join the overlay (by name, e.g. "bridge").
-    #[serde(default = "default_docker_networks")]
-    pub networks: Vec<String>,
-}
-
-impl Default for DockerConfig {
-    fn default() -> Self {
-        DockerConfig {
-            enabled: false,
-            socket: default_docker_socket(),
-            networks: default_docker_networks(),
-        }
-    }
-}
-
-fn default_docker_socket() -> PathBuf {
-    PathBuf::from("/var/run/docker.sock")
-}
-
-fn default_docker_networks() -> Vec<String> {
-    vec!["bridge".into()]
 }
 
 /// The whole file. With a `[cluster]` section, `subnet`, `vni` and
@@ -317,7 +286,7 @@ impl Config {
             }
         }
         check_learn_limit(self.learn_limit, self.subnet)?;
-        self.docker.validate()?;
+        self.docker.validate(self.cluster.is_some())?;
         self.api.validate()?;
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
@@ -354,30 +323,6 @@ impl Config {
     /// The gateway address of this host's subnet (the first host address, .1 in a /24).
     pub fn gateway(&self) -> Ipv4Addr {
         gateway_of(self.subnet)
-    }
-}
-
-impl DockerConfig {
-    /// Check the section's values (also when disabled, so that enabling it later works).
-    pub fn validate(&self) -> Result<(), InputError> {
-        if self.socket.as_os_str().is_empty() {
-            return Err(InputError::DockerEmpty {
-                field: "socket",
-                value: String::new(),
-                expected: "the Docker API socket, like /var/run/docker.sock",
-            });
-        }
-        if self.networks.is_empty() {
-            return Err(InputError::DockerNoNetworks);
-        }
-        if let Some(n) = self.networks.iter().find(|n| n.trim().is_empty()) {
-            return Err(InputError::DockerEmpty {
-                field: "networks",
-                value: n.clone(),
-                expected: "Docker network names, like \"bridge\"",
-            });
-        }
-        Ok(())
     }
 }
 

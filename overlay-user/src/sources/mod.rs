@@ -31,6 +31,7 @@ pub mod config;
 pub mod discovery;
 pub mod docker;
 pub mod names;
+pub mod plugin;
 
 #[cfg(test)]
 mod tests;
@@ -76,7 +77,18 @@ pub trait Plumber: Send + Sync {
         mtu: Option<u32>,
     ) -> Result<Attachment, SourceError>;
 
-    /// Undo [`Plumber::attach`].
+    /// Plug `target` into the overlay network `network` with `ip` (else an
+    /// address from its IPAM), report it and publish its record.
+    async fn attach_network(
+        &self,
+        core: &Core,
+        target: Target,
+        network: &str,
+        ip: Option<Ipv4Addr>,
+        mtu: Option<u32>,
+    ) -> Result<Attachment, SourceError>;
+
+    /// Undo [`Plumber::attach`] or [`Plumber::attach_network`].
     async fn detach(&self, core: &Core, target: Target) -> Result<Detachment, SourceError>;
 }
 

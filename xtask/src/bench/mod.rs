@@ -14,6 +14,7 @@ use overlay_lab::{exec_ok, tcp_rr, AgentOptions, Binaries, Lab, LabSpec, Overlay
 /// Ports the server container listens on.
 pub mod cluster;
 mod measure;
+mod netmode;
 mod report;
 
 use measure::{cpu_busy_seconds, iperf_tcp, iperf_udp64, peer_add_latency, progbench};
@@ -41,10 +42,14 @@ pub enum Mode {
     EbpfBridge,
     /// BPF setting a tunnel key and redirecting to a collect-metadata VXLAN device.
     EbpfEncapDevice,
+    /// BPF, a container pair on one overlay network (VNI 4096) across the hosts.
+    EbpfNet,
+    /// The same pair on the kernel dataplane's network (bridge + VXLAN device per VNI).
+    KernelNet,
 }
 
 impl Mode {
-    const ALL: [Mode; 8] = [
+    const ALL: [Mode; 10] = [
         Mode::Plain,
         Mode::Iptables,
         Mode::Kernel,
@@ -53,6 +58,8 @@ impl Mode {
         Mode::EbpfXdpNative,
         Mode::EbpfBridge,
         Mode::EbpfEncapDevice,
+        Mode::EbpfNet,
+        Mode::KernelNet,
     ];
 
     fn name(self) -> &'static str {
@@ -65,6 +72,8 @@ impl Mode {
             Mode::EbpfXdpNative => "ebpf-xdp-native",
             Mode::EbpfBridge => "ebpf-bridge",
             Mode::EbpfEncapDevice => "ebpf-encap-device",
+            Mode::EbpfNet => "ebpf-net",
+            Mode::KernelNet => "kernel-net",
         }
     }
 
@@ -79,6 +88,12 @@ impl Mode {
             Mode::EbpfBridge => "overlay, BPF, attach = \"bridge\"",
             Mode::EbpfEncapDevice => {
                 "overlay, BPF, encap = \"device\" (tunnel key + collect-metadata VXLAN device)"
+            }
+            Mode::EbpfNet => {
+                "overlay network (VNI 4096, one subnet across hosts), BPF: ARP in BPF, bpf_redirect_peer, no bridge"
+            }
+            Mode::KernelNet => {
+                "overlay network (VNI 4096), kernel: bridge ovb4096 + VXLAN device ovx4096 (Docker's layout)"
             }
         }
     }
@@ -103,7 +118,7 @@ impl Mode {
             ..Default::default()
         };
         match self {
-            Mode::Plain | Mode::Iptables => None,
+            Mode::Plain | Mode::Iptables | Mode::EbpfNet | Mode::KernelNet => None,
             Mode::Kernel => Some(o("kernel", None, None)),
             Mode::Ebpf => Some(o("ebpf", None, None)),
             Mode::EbpfXdpGeneric => Some(o("ebpf", Some("generic"), None)),
@@ -260,15 +275,26 @@ pub fn run(opts: &Opts) -> Result<()> {
 
 /// One lab, one mode, every metric.
 fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration) -> Result<BTreeMap<Metric, f64>> {
-    let lab = Lab::new(LabSpec {
+    let mut lab = Lab::new(LabSpec {
         hosts: 2,
         containers_per_host: 1,
         ..Default::default()
     })?;
     let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
     let (client, server) = (lab.container(1, 1).clone(), lab.container(2, 1).clone());
+    let (mut client_ns, mut server_ns) = (client.ns.clone(), server.ns.clone());
     let mut _agents = Vec::new();
     let target: Ipv4Addr = match mode {
+        Mode::EbpfNet | Mode::KernelNet => {
+            let dp = if mode == Mode::EbpfNet {
+                "ebpf"
+            } else {
+                "kernel"
+            };
+            let (c, s, ip) = netmode::setup(&mut lab, dp)?;
+            (client_ns, server_ns) = (c, s);
+            ip
+        }
         Mode::Plain => {
             exec_ok(
                 &h1.ns,
@@ -348,29 +374,29 @@ fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration) -> Result<BTreeMap<M
         }
     };
     // Reachability first: a mode that does not work is an error, not a slow result.
-    let p = overlay_lab::ping(&client.ns, target, 3, None, false, 2)?;
+    let p = overlay_lab::ping(&client_ns, target, 3, None, false, 2)?;
     if p.received == 0 {
         bail!("{}: client cannot reach {target}", mode.name());
     }
     let _iperf = lab.spawn(
-        &server.ns,
+        &server_ns,
         &["iperf3", "-s", "-p", &IPERF_PORT.to_string()],
         "iperf3-server.log",
     )?;
     std::thread::sleep(Duration::from_millis(300));
     let mut m = BTreeMap::new();
     let cpu0 = cpu_busy_seconds()?;
-    let (gbps1, bytes1) = iperf_tcp(&client.ns, target, 1, dur)?;
+    let (gbps1, bytes1) = iperf_tcp(&client_ns, target, 1, dur)?;
     let cpu = cpu_busy_seconds()? - cpu0;
     m.insert(Metric::Tcp1, gbps1);
     m.insert(Metric::CpuPerGb, cpu / (bytes1 / 1e9));
-    m.insert(Metric::Tcp4, iperf_tcp(&client.ns, target, 4, dur)?.0);
-    m.insert(Metric::Udp64, iperf_udp64(&client.ns, target, dur)? / 1e3);
+    m.insert(Metric::Tcp4, iperf_tcp(&client_ns, target, 4, dur)?.0);
+    m.insert(Metric::Udp64, iperf_udp64(&client_ns, target, dur)? / 1e3);
     m.insert(
         Metric::Rr,
         tcp_rr(
-            &client.ns,
-            &server.ns,
+            &client_ns,
+            &server_ns,
             RR_PORT,
             SocketAddr::from((target, RR_PORT)),
             dur,

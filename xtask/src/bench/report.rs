@@ -95,6 +95,44 @@ impl Report {
                 p.iter().map(|x| (x * 100.0).round() / 100.0).collect::<Vec<_>>()
             );
         }
+        if let Some(net) = self
+            .progbench
+            .as_ref()
+            .map(|pb| &pb["net"])
+            .filter(|n| n.is_object())
+        {
+            let _ = writeln!(s, "\nOverlay networks, per packet in BPF_PROG_TEST_RUN (same method, with the peers and endpoints above loaded):\n");
+            let _ = writeln!(s, "| program | packet | ns |");
+            let _ = writeln!(s, "|---|---|---:|");
+            for (key, prog, pkt) in [
+                (
+                    "from_net_container_encap_ns",
+                    "ovl_from_net_container",
+                    "TCP to a remote endpoint: encapsulate (network VNI)",
+                ),
+                (
+                    "from_net_container_local_ns",
+                    "ovl_from_net_container",
+                    "TCP to a local endpoint: bpf_redirect_peer",
+                ),
+                (
+                    "from_net_container_arp_ns",
+                    "ovl_from_net_container",
+                    "ARP request for an endpoint: reply in place",
+                ),
+                (
+                    "from_underlay_net_decap_ns",
+                    "ovl_from_underlay",
+                    "VXLAN of a network to a local endpoint: decapsulate",
+                ),
+            ] {
+                let _ = writeln!(
+                    s,
+                    "| {prog} | {pkt} | {:.1} |",
+                    net[key].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+        }
         if let Some(pb) = &self.progbench {
             let _ = writeln!(s, "\nPer-packet cost in BPF_PROG_TEST_RUN ({} runs per program and state; the test runner's own cost, measured with empty programs, subtracted; lowest mean of batches of 10,000):\n", pb["runs"]);
             let _ = writeln!(

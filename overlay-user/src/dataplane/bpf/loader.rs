@@ -38,8 +38,11 @@ pub const LINK_BRIDGE: &str = "bridge-tc";
 /// Links of the from-container program on bridge ports: `port-<ifindex>`.
 pub const PORT_PREFIX: &str = "port-";
 
+/// Links of the from-net-container program on network ports: `net-<ifindex>`.
+pub const NET_PORT_PREFIX: &str = "net-";
+
 /// Every map the object pins: all of `maps/` that is ours.
-pub const MAP_NAMES: [&str; 7] = [
+pub const MAP_NAMES: [&str; 11] = [
     map_names::CONFIG,
     map_names::PEERS,
     map_names::PEER_HOSTS,
@@ -47,14 +50,21 @@ pub const MAP_NAMES: [&str; 7] = [
     map_names::COUNTERS,
     map_names::DROPS,
     map_names::PORT_LEARNED,
+    overlay_common::net::maps::NETWORKS,
+    overlay_common::net::maps::SUBNETS,
+    overlay_common::net::maps::ENDPOINTS,
+    overlay_common::net::maps::PORTS,
 ];
 
 /// Whether `name` is the name of a link pin of ours.
 pub fn is_our_link(name: &str) -> bool {
+    let numbered = |prefix| {
+        name.strip_prefix(prefix)
+            .is_some_and(|n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
     matches!(name, LINK_UNDERLAY | LINK_XDP | LINK_BRIDGE)
-        || name
-            .strip_prefix(PORT_PREFIX)
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        || numbered(PORT_PREFIX)
+        || numbered(NET_PORT_PREFIX)
 }
 
 /// Where this build pins under `pin_dir`: `v<MAPS_VERSION>`.
@@ -204,7 +214,11 @@ pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf, DataplaneError> {
         loader.default_map_pin_directory(&maps_dir);
     }
     let mut ebpf = loader.load(OBJECT)?;
-    for name in [programs::FROM_CONTAINER, programs::FROM_UNDERLAY] {
+    for name in [
+        programs::FROM_CONTAINER,
+        programs::FROM_UNDERLAY,
+        programs::FROM_NET_CONTAINER,
+    ] {
         let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
         prog.load().map_err(|source| DataplaneError::Program {
             program: name,
@@ -404,6 +418,29 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), DataplaneError> {
     Ok(())
 }
 
+/// Forwards the programs' log records (aya-log) to the `log` crate.
+pub fn spawn_logger(
+    logger: aya_log::EbpfLogger<&'static dyn log::Log>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // SAFETY: the logger owns its ring buffer's fd for as long as the
+        // AsyncFd (which owns the logger) is registered.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        };
+        let Ok(mut fd) = registered else {
+            return;
+        };
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,6 +495,7 @@ mod tests {
             "bridge-tc",
             "port-1",
             "port-4242",
+            "net-7",
         ] {
             assert!(is_our_link(ours), "{ours}");
         }
@@ -465,6 +503,8 @@ mod tests {
             "port-",
             "port-x",
             "port-1a",
+            "net-",
+            "net-x",
             "cilium_tc",
             "maps",
             "links",

@@ -2,7 +2,7 @@
 //! pinned maps.
 //!
 //! Owns: loading the object, pins and links ([`loader`]), the typed maps
-//! with domain methods ([`maps`]), and the collect-metadata VXLAN device of
+//! with domain methods ([`maps`], [`net_maps`]), overlay networks (`net`), and the collect-metadata VXLAN device of
 //! `encap = "device"`. Must not touch: the kernel dataplane's devices and
 //! routes, and anything above the dataplane.
 
@@ -10,6 +10,8 @@ mod encap_device;
 mod follow;
 pub mod loader;
 pub mod maps;
+mod net;
+pub mod net_maps;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -26,10 +28,11 @@ pub use encap_device::{remove_encap_device, ENCAP_DEVICE};
 use loader::{Links, LINK_BRIDGE, LINK_UNDERLAY, LINK_XDP, PORT_PREFIX};
 use maps::Maps;
 
-use crate::dataplane::kernel::firewall::Firewall;
+use crate::dataplane::firewall::Firewall;
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::model::config::{AttachPoint, Config, EncapMode, XdpMode};
 use crate::model::endpoint::EndpointSpec;
+use crate::model::overlay_network::{NetEndpointSpec, NetworkSpec};
 use crate::model::peer::PeerSpec;
 use crate::model::status::{Mode, Stats};
 use crate::sys::error::SysError;
@@ -65,6 +68,8 @@ pub struct BpfDataplane {
     /// The underlay's neighbour table as last read, and when: peers added
     /// in a burst (a cluster's thousands of hosts) share one read a second.
     neighbours: Option<(std::time::Instant, BTreeMap<Ipv4Addr, [u8; 6]>)>,
+    /// Overlay networks (net.rs).
+    net: net_maps::NetState,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -114,13 +119,14 @@ impl BpfDataplane {
         loader::ensure_bpffs(&cfg.pin_dir)?;
         let mut ebpf = loader::load(Some(&cfg.pin_dir))?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
-            Ok(logger) => Some(spawn_logger(logger)),
+            Ok(logger) => Some(loader::spawn_logger(logger)),
             Err(e) => {
                 log::debug!("eBPF logs unavailable: {e}");
                 None
             }
         };
         let mut maps = Maps::take(&mut ebpf)?;
+        let net = net_maps::NetState::new(net_maps::NetMaps::take(&mut ebpf)?)?;
         let mut flags = 0;
         if cfg.xdp != XdpMode::Off {
             flags |= CONFIG_F_XDP_VALIDATES;
@@ -168,6 +174,7 @@ impl BpfDataplane {
             inherited_peers: BTreeSet::new(),
             firewall: None,
             neighbours: None,
+            net,
             _logger: logger,
         };
         if let Err(e) = dp.attach_all(cfg).await {
@@ -182,7 +189,7 @@ impl BpfDataplane {
             *dp.host_counts.entry(v.underlay_ip).or_default() += 1;
         }
         if cfg.encap == EncapMode::Device {
-            dp.firewall = Some(Firewall::new(None, cfg.vxlan_port));
+            dp.firewall = Some(Firewall::new(None, Some(cfg.vxlan_port)));
             dp.sync_filter().await;
         }
         Ok(dp)
@@ -385,26 +392,6 @@ impl BpfDataplane {
     }
 }
 
-fn spawn_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        // SAFETY: the logger owns its ring buffer's fd for as long as the
-        // AsyncFd (which owns the logger) is registered.
-        let registered = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
-        };
-        let Ok(mut fd) = registered else {
-            return;
-        };
-        loop {
-            let Ok(mut guard) = fd.readable_mut().await else {
-                return;
-            };
-            guard.get_inner_mut().flush();
-            guard.clear_ready();
-        }
-    })
-}
-
 #[async_trait::async_trait]
 impl Dataplane for BpfDataplane {
     fn mode(&self) -> Mode {
@@ -473,6 +460,19 @@ impl Dataplane for BpfDataplane {
         self.maps.stats()
     }
 
+    async fn add_network(&mut self, net: &NetworkSpec) -> Result<(), DataplaneError> {
+        self.net_add_network(net).await
+    }
+    async fn del_network(&mut self, vni: u32) -> Result<(), DataplaneError> {
+        self.net_del_network(vni).await
+    }
+    async fn add_net_endpoint(&mut self, ep: &NetEndpointSpec) -> Result<(), DataplaneError> {
+        self.net_add_endpoint(ep).await
+    }
+    async fn del_net_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        self.net_del_endpoint(vni, ip).await
+    }
+
     fn learned_endpoints(&self) -> Result<Vec<EndpointSpec>, DataplaneError> {
         Ok(self
             .maps
@@ -489,6 +489,7 @@ impl Dataplane for BpfDataplane {
     }
 
     async fn forget_unowned(&mut self) -> Result<(), DataplaneError> {
+        self.net_forget_unowned().await?;
         for net in std::mem::take(&mut self.inherited_peers) {
             if let Some(v) = self.peers.get(&net) {
                 log::info!(
@@ -554,11 +555,13 @@ impl Dataplane for BpfDataplane {
         let macs = self.neighbour_macs().await;
         self.neighbours = Some((std::time::Instant::now(), macs.clone()));
         self.rebuild_peers(&macs)?;
+        self.net_rebuild(&macs)?;
         followed
     }
 
     async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
         if cleanup {
+            self.net_cleanup().await?;
             self.remove_everything_and_device().await?;
             if let Some(fw) = &mut self.firewall {
                 fw.remove().await?;

@@ -103,6 +103,9 @@ pub struct DeviceSpec {
     pub mtu: u32,
     /// This host's VTEP MAC.
     pub mac: [u8; 6],
+    /// ARP/ND answered from the device's neighbour table (`proxy`; an
+    /// overlay network's device, Docker's layout), not sent over VXLAN.
+    pub proxy: bool,
 }
 
 /// The link message of `name`, if there is such a link.
@@ -137,7 +140,8 @@ pub(crate) fn vxlan_settings(msg: &LinkMessage) -> Option<Vec<InfoVxlan>> {
 
 /// Whether an existing VXLAN device has the settings of `dev` that cannot be changed in place.
 pub(crate) fn matches_spec(settings: &[InfoVxlan], dev: &DeviceSpec) -> bool {
-    let mut ok = [false; 5];
+    // Absent means off.
+    let mut ok = [false, false, false, false, false, !dev.proxy];
     for s in settings {
         match s {
             InfoVxlan::Id(v) => ok[0] = *v == dev.vni,
@@ -145,6 +149,7 @@ pub(crate) fn matches_spec(settings: &[InfoVxlan], dev: &DeviceSpec) -> bool {
             InfoVxlan::Local(ip) => ok[2] = ip.as_slice() == dev.local_ip.octets(),
             InfoVxlan::Link(i) => ok[3] = *i == dev.underlay_index,
             InfoVxlan::Learning(l) => ok[4] = !*l,
+            InfoVxlan::Proxy(p) => ok[5] = *p == dev.proxy,
             _ => {}
         }
     }
@@ -193,18 +198,20 @@ pub(crate) async fn ensure_device(
             .local(dev.local_ip)
             .port(dev.port)
             .learning(false)
+            .proxy(dev.proxy)
             .execute()
             .await
             .map_err(request(format!("creating VXLAN device {}", dev.name)))?;
         log::info!(
-            "created {} (vni {}, port {}, local {}, dev #{}, mtu {}, mac {})",
+            "created {} (vni {}, port {}, local {}, dev #{}, mtu {}, mac {}{})",
             dev.name,
             dev.vni,
             dev.port,
             dev.local_ip,
             dev.underlay_index,
             dev.mtu,
-            format_mac(&dev.mac)
+            format_mac(&dev.mac),
+            if dev.proxy { ", proxy" } else { "" }
         );
     }
     let index = link_message(handle, &dev.name)
@@ -300,6 +307,7 @@ mod tests {
             underlay_index: 2,
             mtu: 1450,
             mac: [2, 42, 192, 168, 56, 4],
+            proxy: false,
         };
         let mut s = vec![
             InfoVxlan::Id(42),
@@ -312,8 +320,21 @@ mod tests {
         s[1] = InfoVxlan::Port(8472);
         assert!(!matches_spec(&s, &dev));
         s[1] = InfoVxlan::Port(4789);
+        s.push(InfoVxlan::Proxy(false));
+        assert!(matches_spec(&s, &dev));
+        let proxied = DeviceSpec {
+            proxy: true,
+            ..dev.clone()
+        };
+        assert!(!matches_spec(&s, &proxied));
         s.pop();
+        assert!(!matches_spec(&s, &proxied));
+        s.push(InfoVxlan::Proxy(true));
+        assert!(matches_spec(&s, &proxied));
         assert!(!matches_spec(&s, &dev));
+        // Learning off is needed as before.
+        s.retain(|x| !matches!(x, InfoVxlan::Learning(_)));
+        assert!(!matches_spec(&s, &proxied));
     }
 
     fn message(kind: InfoKind, data: Option<Vec<InfoVxlan>>, alias: Option<&str>) -> LinkMessage {

@@ -23,15 +23,19 @@
 //! (`underlay`): it re-creates the device on the new interface, with the
 //! new address, and adds its entries again.
 //!
-//! Owns: the device ([`device`]), the per-peer entries ([`entries`]), the
-//! firewall rules the device needs ([`firewall`]), following the underlay,
-//! and how netlink answers are read ([`error`]). Must not touch: BPF (pins, programs, maps) and anything
-//! above the dataplane.
+//! The firewall rules the device needs come from the shared
+//! [`crate::dataplane::firewall`].
+//!
+//! Owns: the device ([`device`]), the per-peer entries ([`entries`]),
+//! following the underlay, and how netlink answers are read ([`error`]).
+//! Must not touch: BPF (pins, programs, maps) and anything above the
+//! dataplane.
 
 pub mod device;
 pub mod entries;
 pub mod error;
-pub mod firewall;
+pub mod netdev;
+mod networks;
 mod underlay;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,15 +46,16 @@ use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::neighbour::NeighbourState;
 use rtnetlink::Handle;
 
+use crate::dataplane::firewall::Firewall;
 use crate::dataplane::kernel::device::{
     device_name, ensure_device, link_message, remove_devices, DeviceSpec, VXLAN_OVERHEAD,
 };
 use crate::dataplane::kernel::entries::{fdb_entries, Entries};
 use crate::dataplane::kernel::error::{is_missing, netlink_failure, request};
-use crate::dataplane::kernel::firewall::Firewall;
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::model::config::Config;
 use crate::model::endpoint::EndpointSpec;
+use crate::model::overlay_network::{NetEndpointSpec, NetworkSpec};
 use crate::model::peer::PeerSpec;
 use crate::model::status::{Mode, Stats};
 use crate::model::validation::format_mac;
@@ -93,9 +98,19 @@ pub struct KernelDataplane {
     peers: BTreeMap<Ipv4Net, Installed>,
     /// Device counters as of the last [`Dataplane::refresh`] (or change).
     stats: Stats,
-    /// FORWARD rules for the device, and VXLAN accepted only from the peers.
+    /// FORWARD rules for the device, VXLAN accepted only from the peers,
+    /// the overlay networks' NAT and isolation.
     firewall: Firewall,
+    /// The overlay networks carried, by VNI ([`networks`]).
+    networks: BTreeMap<u32, netdev::Network>,
+    /// When the devices of networks an earlier run left (and nobody added
+    /// again) are removed; `None` once done.
+    stale_networks_at: Option<std::time::Instant>,
 }
+
+/// How long after the start networks left by an earlier run may be added
+/// again before their devices are removed.
+pub const STALE_NETWORK_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl KernelDataplane {
     /// Creates (or takes over) the VXLAN device for `cfg`, with this host's
@@ -134,11 +149,12 @@ impl KernelDataplane {
             underlay_index: underlay.index,
             mtu: underlay.mtu - VXLAN_OVERHEAD,
             mac: overlay_common::vtep_mac(local_ip.octets(), cfg.vni),
+            proxy: false,
         };
         // Devices of ours for another VNI are left from an earlier configuration.
         remove_devices(&handle, Some(&dev.name)).await?;
         let index = ensure_device(&handle, &dev).await?;
-        let firewall = Firewall::new(Some(dev.name.clone()), cfg.vxlan_port);
+        let firewall = Firewall::new(Some(dev.name.clone()), Some(cfg.vxlan_port));
         match firewall.install().await {
             Ok(0) => {}
             Ok(n) => log::info!("firewall: {n} rule(s) added for {}", dev.name),
@@ -153,6 +169,8 @@ impl KernelDataplane {
             peers: BTreeMap::new(),
             stats: Stats::default(),
             firewall,
+            networks: BTreeMap::new(),
+            stale_networks_at: Some(std::time::Instant::now() + STALE_NETWORK_GRACE),
         };
         dp.read_stats().await;
         Ok(dp)
@@ -172,10 +190,12 @@ impl KernelDataplane {
         }
     }
 
-    /// Makes the VXLAN filter accept the peer hosts now; a failure is
-    /// logged (the keeper retries), the peers' entries stay.
+    /// Makes the VXLAN filter accept the peer hosts and the hosts of the
+    /// networks' remote endpoints now; a failure is logged (the keeper
+    /// retries), the entries stay.
     async fn sync_filter(&self) {
-        let hosts = self.peers.values().map(|p| p.underlay_ip).collect();
+        let mut hosts = self.endpoint_hosts();
+        hosts.extend(self.peers.values().map(|p| p.underlay_ip));
         if let Err(e) = self.firewall.set_peers(hosts).await {
             log::warn!("firewall: {e}");
         }
@@ -377,11 +397,13 @@ impl KernelDataplane {
         Ok(())
     }
 
-    /// With `cleanup`, deletes our devices (with their entries).
+    /// With `cleanup`, deletes our devices (with their entries): the
+    /// per-host one and every network's.
     async fn remove_all(&mut self, cleanup: bool) -> Result<(), DataplaneError> {
         if cleanup {
             // Routes, neighbour and FDB entries go with the device.
             remove_devices(&self.handle, None).await?;
+            self.remove_other_networks(true).await?;
         }
         Ok(())
     }
@@ -414,6 +436,24 @@ impl Dataplane for KernelDataplane {
         Ok(())
     }
 
+    async fn add_network(&mut self, net: &NetworkSpec) -> Result<(), DataplaneError> {
+        self.install_network(net).await.map_err(netlink_failure)
+    }
+
+    async fn del_network(&mut self, vni: u32) -> Result<(), DataplaneError> {
+        self.remove_network(vni).await.map_err(netlink_failure)
+    }
+
+    async fn add_net_endpoint(&mut self, ep: &NetEndpointSpec) -> Result<(), DataplaneError> {
+        self.install_net_endpoint(ep).await.map_err(netlink_failure)
+    }
+
+    async fn del_net_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        self.remove_net_endpoint(vni, ip)
+            .await
+            .map_err(netlink_failure)
+    }
+
     fn stats(&self) -> Result<Stats, DataplaneError> {
         Ok(self.stats.clone())
     }
@@ -422,7 +462,18 @@ impl Dataplane for KernelDataplane {
         // The agent has re-added its peers by the first refresh: from now on
         // the filter accepts no other host.
         self.firewall.keep();
-        self.resync().await.map_err(netlink_failure)
+        let host = self.resync().await.map_err(netlink_failure);
+        let nets = self.resync_networks().await.map_err(netlink_failure);
+        if self
+            .stale_networks_at
+            .is_some_and(|t| std::time::Instant::now() >= t)
+        {
+            self.stale_networks_at = None;
+            if let Err(e) = self.remove_other_networks(false).await {
+                log::warn!("removing networks left by an earlier run: {e}");
+            }
+        }
+        host.and(nets)
     }
 
     async fn shutdown(&mut self, cleanup: bool) -> Result<(), DataplaneError> {

@@ -185,29 +185,34 @@ fn docker_section() {
     let cfg = example();
     assert_eq!(cfg.docker, DockerConfig::default());
     assert!(!cfg.docker.enabled);
+    assert!(!cfg.docker.plugin);
     assert_eq!(cfg.docker.socket, PathBuf::from("/var/run/docker.sock"));
     assert_eq!(cfg.docker.networks, vec!["bridge".to_string()]);
+    assert_eq!(
+        cfg.docker.plugin_socket(),
+        PathBuf::from("/run/docker/plugins/ovl.sock")
+    );
     let cfg = Config::parse(&format!(
-        "{EXAMPLE}\n[docker]\nenabled = true\nsocket = \"/run/d.sock\"\nnetworks = [\"bridge\", \"ovl\"]\n"
+        "{EXAMPLE}\n[docker]\nenabled = true\nsocket = \"/run/d.sock\"\nnetworks = [\"bridge\", \"ovl\"]\nplugin_dir = \"/tmp/p\"\n"
     ))
     .unwrap();
     cfg.validate().unwrap();
     assert!(cfg.docker.enabled);
     assert_eq!(cfg.docker.socket, PathBuf::from("/run/d.sock"));
     assert_eq!(cfg.docker.networks, vec!["bridge", "ovl"]);
+    assert_eq!(cfg.docker.plugin_socket(), PathBuf::from("/tmp/p/ovl.sock"));
     let e = Config::parse(&format!("{EXAMPLE}\n[docker]\nenable = true\n")).unwrap_err();
     assert!(e.to_string().contains("unknown field `enable`"), "{e}");
-    assert_eq!(
-        err_of(|c| c.docker.networks.clear()),
-        "docker.networks is empty; expected the Docker networks to watch, like [\"bridge\"]"
-    );
-    assert_eq!(
-        err_of(|c| c.docker.networks = vec![" ".into()]),
-        "docker.networks = \" \" is empty; expected Docker network names, like \"bridge\""
-    );
-    assert_eq!(
-        err_of(|c| c.docker.socket = PathBuf::new()),
-        "docker.socket = \"\" is empty; expected the Docker API socket, like /var/run/docker.sock"
+    let e = Config::parse(&format!("{EXAMPLE}\n[docker]\nplugin = true\n"))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "docker.plugin = true needs a [cluster] section; expected [cluster] with etcd, \
+             where the overlay networks live, or plugin = false"
+        ),
+        "{e}"
     );
 }
 

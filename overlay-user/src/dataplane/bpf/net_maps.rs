@@ -1,0 +1,208 @@
+//! Typed facade over the overlay networks' maps (`OVL_NET_*`): networks,
+//! their subnets, endpoints keyed by (VNI, IP) and the ports (host-side
+//! veths) of local endpoints.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, MapData};
+use ipnet::Ipv4Net;
+use overlay_common::net::{maps as names, NetEndpointValue, NetKey, NetPortValue, NetValue};
+
+use crate::dataplane::DataplaneError;
+use crate::model::overlay_network::{NetEndpointSpec, NetworkSpec};
+
+/// An endpoint's key as user space spells it: (VNI, container IP).
+pub type NetEndpointKey = (u32, Ipv4Addr);
+
+/// The network maps of one loaded dataplane, owned (taken out of the `Ebpf`).
+pub struct NetMaps {
+    networks: HashMap<MapData, u32, NetValue>,
+    subnets: LpmTrie<MapData, [u8; 4], u32>,
+    endpoints: HashMap<MapData, NetKey, NetEndpointValue>,
+    ports: HashMap<MapData, u32, NetPortValue>,
+}
+
+fn err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
+}
+
+fn key(vni: u32, ip: Ipv4Addr) -> NetKey {
+    NetKey {
+        vni,
+        ip: ip.octets(),
+    }
+}
+
+fn lpm(subnet: Ipv4Net) -> Key<[u8; 4]> {
+    Key::new(u32::from(subnet.prefix_len()), subnet.network().octets())
+}
+
+impl NetMaps {
+    /// Takes the network maps out of a loaded object.
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DataplaneError> {
+        fn take(
+            ebpf: &mut aya::Ebpf,
+            name: &'static str,
+        ) -> Result<aya::maps::Map, DataplaneError> {
+            ebpf.take_map(name)
+                .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))
+        }
+        Ok(Self {
+            networks: HashMap::try_from(take(ebpf, names::NETWORKS)?)
+                .map_err(err(names::NETWORKS))?,
+            subnets: LpmTrie::try_from(take(ebpf, names::SUBNETS)?).map_err(err(names::SUBNETS))?,
+            endpoints: HashMap::try_from(take(ebpf, names::ENDPOINTS)?)
+                .map_err(err(names::ENDPOINTS))?,
+            ports: HashMap::try_from(take(ebpf, names::PORTS)?).map_err(err(names::PORTS))?,
+        })
+    }
+
+    /// Carries network `vni` with `subnet` and `gateway`: its VNI accepted,
+    /// its subnet known for isolation.
+    pub fn add_network(
+        &mut self,
+        vni: u32,
+        subnet: Ipv4Net,
+        gateway: Ipv4Addr,
+    ) -> Result<(), DataplaneError> {
+        let v = NetValue {
+            subnet: subnet.network().octets(),
+            mask: subnet.netmask().octets(),
+            gateway: gateway.octets(),
+        };
+        self.networks
+            .insert(vni, v, 0)
+            .map_err(err(names::NETWORKS))?;
+        self.subnets
+            .insert(&lpm(subnet), vni, 0)
+            .map_err(err(names::SUBNETS))
+    }
+
+    /// Forgets network `vni` and its subnet; absent is fine.
+    pub fn del_network(&mut self, vni: u32) -> Result<(), DataplaneError> {
+        let v = match self.networks.get(&vni, 0) {
+            Ok(v) => v,
+            Err(aya::maps::MapError::KeyNotFound) => return Ok(()),
+            Err(e) => return Err(err(names::NETWORKS)(e)),
+        };
+        let mask = u32::from_be_bytes(v.mask);
+        let subnet = Ipv4Net::new(Ipv4Addr::from(v.subnet), mask.count_ones() as u8)
+            .map_err(|e| DataplaneError::Other(format!("bad entry in {}: {e}", names::NETWORKS)))?;
+        // Only our own subnet entry: another network cannot have the same subnet.
+        if let Ok(owner) = self.subnets.get(&lpm(subnet), 0) {
+            if owner == vni {
+                ignore_missing(self.subnets.remove(&lpm(subnet))).map_err(err(names::SUBNETS))?;
+            }
+        }
+        ignore_missing(self.networks.remove(&vni)).map_err(err(names::NETWORKS))
+    }
+
+    /// The networks now in the map: (VNI, subnet, gateway).
+    pub fn networks(&self) -> Result<Vec<(u32, NetValue)>, DataplaneError> {
+        self.networks
+            .iter()
+            .map(|r| r.map_err(err(names::NETWORKS)))
+            .collect()
+    }
+
+    /// Writes endpoint `ip` of network `vni`.
+    pub fn put_endpoint(
+        &mut self,
+        vni: u32,
+        ip: Ipv4Addr,
+        v: &NetEndpointValue,
+    ) -> Result<(), DataplaneError> {
+        self.endpoints
+            .insert(key(vni, ip), v, 0)
+            .map_err(err(names::ENDPOINTS))
+    }
+
+    /// Endpoint `ip` of network `vni`, if present.
+    pub fn endpoint(
+        &self,
+        vni: u32,
+        ip: Ipv4Addr,
+    ) -> Result<Option<NetEndpointValue>, DataplaneError> {
+        match self.endpoints.get(&key(vni, ip), 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(err(names::ENDPOINTS)(e)),
+        }
+    }
+
+    /// Forgets endpoint `ip` of network `vni`; absent is fine.
+    pub fn del_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        ignore_missing(self.endpoints.remove(&key(vni, ip))).map_err(err(names::ENDPOINTS))
+    }
+
+    /// The endpoints now in the map: ((VNI, IP), value).
+    pub fn endpoints(&self) -> Result<Vec<(NetEndpointKey, NetEndpointValue)>, DataplaneError> {
+        self.endpoints
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| ((k.vni, Ipv4Addr::from(k.ip)), v))
+                    .map_err(err(names::ENDPOINTS))
+            })
+            .collect()
+    }
+
+    /// Binds the host-side veth `ifindex` to its endpoint.
+    pub fn put_port(&mut self, ifindex: u32, v: &NetPortValue) -> Result<(), DataplaneError> {
+        self.ports.insert(ifindex, v, 0).map_err(err(names::PORTS))
+    }
+
+    /// Forgets the port `ifindex`; absent is fine.
+    pub fn del_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        ignore_missing(self.ports.remove(&ifindex)).map_err(err(names::PORTS))
+    }
+
+    /// The ports now in the map: (ifindex, value).
+    pub fn ports(&self) -> Result<Vec<(u32, NetPortValue)>, DataplaneError> {
+        self.ports
+            .iter()
+            .map(|r| r.map_err(err(names::PORTS)))
+            .collect()
+    }
+}
+
+/// What the BPF dataplane knows of overlay networks.
+pub struct NetState {
+    /// The maps.
+    pub maps: NetMaps,
+    /// Networks as added.
+    pub(super) networks: BTreeMap<u32, NetworkSpec>,
+    /// Endpoints as added, by (VNI, IP).
+    pub(super) endpoints: BTreeMap<(u32, Ipv4Addr), NetEndpointSpec>,
+    /// Networks found in the pinned maps at start, not added again since.
+    pub(super) inherited_networks: BTreeSet<u32>,
+    /// Endpoints found in the pinned maps at start, not added again since.
+    pub(super) inherited_endpoints: BTreeSet<(u32, Ipv4Addr)>,
+}
+
+impl NetState {
+    /// The state over `maps`, remembering what an earlier run left in them.
+    pub fn new(maps: NetMaps) -> Result<Self, DataplaneError> {
+        let inherited_networks = maps.networks()?.into_iter().map(|(v, _)| v).collect();
+        let inherited_endpoints = maps.endpoints()?.into_iter().map(|(k, _)| k).collect();
+        Ok(NetState {
+            maps,
+            networks: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            inherited_networks,
+            inherited_endpoints,
+        })
+    }
+}
+
+fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,168 @@
+//! Driving a dataplane per overlay network on a lab host by hand: the
+//! `netdp` helper (src/bin/netdp.rs) runs in the host's namespace and
+//! carries out the commands [`NetDp`] appends to its command file.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use overlay_lab::{agent_config, AgentOptions, Lab, Proc};
+use serde_json::{json, Value};
+
+/// A `netdp` on one lab host.
+pub struct NetDp {
+    /// The process (stopped when dropped).
+    pub proc: Proc,
+    /// 1-based host number.
+    pub host: usize,
+    commands: PathBuf,
+    sent: usize,
+}
+
+/// A network endpoint's MAC as the JSON the model takes ("02:00:.." -> array).
+pub fn mac_json(mac: &str) -> Value {
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).expect("a MAC"))
+        .collect();
+    json!(bytes)
+}
+
+impl NetDp {
+    /// Starts `netdp` (at `bin`) on host `host` with the config overlayd
+    /// would get from `opts` (so `dataplane`, `vni` and `port` apply), and
+    /// waits until its dataplane started.
+    pub fn start(lab: &Lab, host: usize, bin: &str, opts: &AgentOptions) -> Result<NetDp> {
+        let config = lab.dir().join(format!("netdp-h{host}.toml"));
+        std::fs::write(&config, agent_config(lab, host, opts))?;
+        let commands = lab.dir().join(format!("netdp-h{host}.cmds"));
+        std::fs::write(&commands, "")?;
+        let ns = lab.host(host).ns.clone();
+        let proc = lab.spawn(
+            &ns,
+            &[
+                bin,
+                &config.display().to_string(),
+                &commands.display().to_string(),
+            ],
+            &format!("netdp-h{host}.log"),
+        )?;
+        let dp = NetDp {
+            proc,
+            host,
+            commands,
+            sent: 0,
+        };
+        dp.wait_for(|log| log.contains("started "), "its start")?;
+        Ok(dp)
+    }
+
+    fn wait_for(&self, done: impl Fn(&str) -> bool, what: &str) -> Result<String> {
+        let start = Instant::now();
+        loop {
+            let log = self.proc.log();
+            if done(&log) {
+                return Ok(log);
+            }
+            if !self.proc.is_running() {
+                bail!("netdp on host {} exited before {what}:\n{log}", self.host);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!("netdp on host {}: no {what} in 20 s:\n{log}", self.host);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `cmd` and waits for its outcome: `Ok(())` or the error's text.
+    pub fn send(&mut self, cmd: Value) -> Result<std::result::Result<(), String>> {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.commands)
+            .with_context(|| format!("opening {}", self.commands.display()))?;
+        f.write_all(format!("{cmd}\n").as_bytes())?;
+        self.sent += 1;
+        let n = self.sent;
+        let (ok, err) = (format!("ok {n}\n"), format!("err {n}: "));
+        let log = self.wait_for(
+            |log| log.contains(&ok) || log.contains(&err),
+            &format!("answer to {cmd}"),
+        )?;
+        if log.contains(&ok) {
+            return Ok(Ok(()));
+        }
+        let at = log.find(&err).expect("found") + err.len();
+        Ok(Err(log[at..].lines().next().unwrap_or("").to_string()))
+    }
+
+    /// Sends `cmd`; fails unless it succeeded.
+    pub fn ok(&mut self, cmd: Value) -> Result<()> {
+        let text = cmd.to_string();
+        self.send(cmd)?
+            .map_err(|e| anyhow::anyhow!("host {}: {text}: {e}", self.host))
+    }
+
+    /// Adds network `name` (VNI, subnet, gateway).
+    pub fn add_network(
+        &mut self,
+        name: &str,
+        vni: u32,
+        subnet: &str,
+        gateway: Ipv4Addr,
+    ) -> Result<()> {
+        self.ok(json!({"add_network": {"name": name, "vni": vni, "subnet": subnet, "gateway": gateway}}))
+    }
+
+    /// Adds a local endpoint behind host veth `ifname` (ifindex looked up in `ns`).
+    pub fn add_local(
+        &mut self,
+        ns: &str,
+        vni: u32,
+        ip: Ipv4Addr,
+        mac: &str,
+        ifname: &str,
+    ) -> Result<()> {
+        let ifindex =
+            overlay_lab::exec_ok(ns, &["cat", &format!("/sys/class/net/{ifname}/ifindex")])?
+                .trim()
+                .parse::<u32>()?;
+        self.ok(
+            json!({"add_endpoint": {"vni": vni, "ip": ip, "mac": mac_json(mac),
+            "location": {"local": {"ifname": ifname, "ifindex": ifindex}}}}),
+        )
+    }
+
+    /// Adds a remote endpoint on host `host`.
+    pub fn add_remote(&mut self, vni: u32, ip: Ipv4Addr, mac: &str, host: Ipv4Addr) -> Result<()> {
+        self.ok(
+            json!({"add_endpoint": {"vni": vni, "ip": ip, "mac": mac_json(mac),
+            "location": {"remote": {"host": host}}}}),
+        )
+    }
+
+    /// Removes endpoint `ip` of network `vni`.
+    pub fn del_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<()> {
+        self.ok(json!({"del_endpoint": [vni, ip]}))
+    }
+
+    /// Removes network `vni`.
+    pub fn del_network(&mut self, vni: u32) -> Result<()> {
+        self.ok(json!({"del_network": vni}))
+    }
+
+    /// Shuts the dataplane down (with `cleanup`: removing all of it) and
+    /// waits for the process to end.
+    pub fn shutdown(mut self, cleanup: bool) -> Result<()> {
+        self.ok(json!({ "shutdown": cleanup }))?;
+        match self.proc.wait_timeout(Duration::from_secs(10))? {
+            Some(s) if s.success() => Ok(()),
+            other => bail!(
+                "netdp on host {} ended with {other:?}:\n{}",
+                self.host,
+                self.proc.log()
+            ),
+        }
+    }
+}
