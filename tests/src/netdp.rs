@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use overlay_lab::{agent_config, AgentOptions, Lab, Proc};
 use serde_json::{json, Value};
 
+static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A `netdp` on one lab host.
 pub struct NetDp {
     /// The process (stopped when dropped).
@@ -35,9 +37,11 @@ impl NetDp {
     /// would get from `opts` (so `dataplane`, `vni` and `port` apply), and
     /// waits until its dataplane started.
     pub fn start(lab: &Lab, host: usize, bin: &str, opts: &AgentOptions) -> Result<NetDp> {
-        let config = lab.dir().join(format!("netdp-h{host}.toml"));
+        // Each start its own files: a log of an earlier start is not read as this one's.
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let config = lab.dir().join(format!("netdp-h{host}-{run}.toml"));
         std::fs::write(&config, agent_config(lab, host, opts))?;
-        let commands = lab.dir().join(format!("netdp-h{host}.cmds"));
+        let commands = lab.dir().join(format!("netdp-h{host}-{run}.cmds"));
         std::fs::write(&commands, "")?;
         let ns = lab.host(host).ns.clone();
         let proc = lab.spawn(
@@ -47,7 +51,7 @@ impl NetDp {
                 &config.display().to_string(),
                 &commands.display().to_string(),
             ],
-            &format!("netdp-h{host}.log"),
+            &format!("netdp-h{host}-{run}.log"),
         )?;
         let dp = NetDp {
             proc,
@@ -100,8 +104,13 @@ impl NetDp {
     /// Sends `cmd`; fails unless it succeeded.
     pub fn ok(&mut self, cmd: Value) -> Result<()> {
         let text = cmd.to_string();
-        self.send(cmd)?
-            .map_err(|e| anyhow::anyhow!("host {}: {text}: {e}", self.host))
+        self.send(cmd)?.map_err(|e| {
+            anyhow::anyhow!(
+                "host {}: {text}: {e}\nnetdp's log:\n{}",
+                self.host,
+                self.proc.log()
+            )
+        })
     }
 
     /// Adds network `name` (VNI, subnet, gateway).
@@ -165,4 +174,51 @@ impl NetDp {
             ),
         }
     }
+}
+
+/// A container of a lab test on an overlay network: a namespace with
+/// `eth0` (MTU 1450, default route via the subnet's `.1`) whose peer, the
+/// host veth, is named as the plugin names them (`ovn` + 11 hex digits).
+pub struct NetCtr {
+    /// Its namespace.
+    pub ns: String,
+    /// 1-based host number.
+    pub host: usize,
+    /// Its address (prefix 24).
+    pub ip: Ipv4Addr,
+    /// `eth0`'s MAC, `02:42:` and the address.
+    pub mac: String,
+    /// The host-side veth's name.
+    pub veth: String,
+}
+
+/// Makes a [`NetCtr`] on host `host` of `lab` with address `ip`; `tag`
+/// (letters and digits) names its namespace.
+pub fn net_container(lab: &mut Lab, host: usize, tag: &str, ip: Ipv4Addr) -> Result<NetCtr> {
+    let ns = lab.add_namespace(tag)?;
+    let host_ns = lab.host(host).ns.clone();
+    let o = ip.octets();
+    let mac = format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
+    let veth = format!("ovn{:011x}", u32::from(ip));
+    let mtu = (lab.host(host).underlay_mtu - 50).to_string();
+    let gw = Ipv4Addr::new(o[0], o[1], o[2], 1).to_string();
+    for args in [
+        vec![
+            "ip", "link", "add", "eth0", "mtu", &mtu, "address", &mac, "type", "veth", "peer",
+            "name", &veth, "mtu", &mtu, "netns", &host_ns,
+        ],
+        vec!["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        vec!["ip", "link", "set", "eth0", "up"],
+        vec!["ip", "route", "add", "default", "via", &gw],
+    ] {
+        overlay_lab::exec_ok(&ns, &args).with_context(|| format!("{tag}: {}", args.join(" ")))?;
+    }
+    overlay_lab::exec_ok(&host_ns, &["ip", "link", "set", &veth, "up"])?;
+    Ok(NetCtr {
+        ns,
+        host,
+        ip,
+        mac,
+        veth,
+    })
 }

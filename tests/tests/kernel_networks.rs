@@ -19,50 +19,11 @@ use std::net::Ipv4Addr;
 use overlay_lab::{
     decode_vxlan, exec, exec_ok, need_root_or_skip, ping, transfer, AgentOptions, Lab, LabSpec,
 };
-use overlay_tests::netdp::NetDp;
+use overlay_tests::netdp::{net_container, NetCtr, NetDp};
 
 const WEB: u32 = 4096;
 const DB: u32 = 4097;
 const PORT: u16 = 4789;
-
-/// A container of the test, on an overlay network.
-struct Ctr {
-    ns: String,
-    host: usize,
-    ip: Ipv4Addr,
-    mac: String,
-    veth: String,
-}
-
-/// Makes a container namespace on host `host` with `ip`/24 (default route
-/// via `.1`) behind a host veth named as the plugin names them (`ovn…`).
-fn container(lab: &mut Lab, host: usize, tag: &str, ip: Ipv4Addr) -> Ctr {
-    let ns = lab.add_namespace(tag).unwrap();
-    let host_ns = lab.host(host).ns.clone();
-    let o = ip.octets();
-    let mac = format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
-    let veth = format!("ovn{:011x}", u32::from(ip));
-    let mtu = (lab.host(host).underlay_mtu - 50).to_string();
-    let gw = Ipv4Addr::new(o[0], o[1], o[2], 1).to_string();
-    for args in [
-        vec![
-            "ip", "link", "add", "eth0", "mtu", &mtu, "address", &mac, "type", "veth", "peer",
-            "name", &veth, "mtu", &mtu, "netns", &host_ns,
-        ],
-        vec!["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
-        vec!["ip", "link", "set", "eth0", "up"],
-        vec!["ip", "route", "add", "default", "via", &gw],
-    ] {
-        exec_ok(&ns, &args).unwrap_or_else(|e| panic!("{tag}: {}: {e}", args.join(" ")));
-    }
-    Ctr {
-        ns,
-        host,
-        ip,
-        mac,
-        veth,
-    }
-}
 
 /// `ip -d -j link show DEV` in `ns`, or `None` when there is no such device.
 fn link(ns: &str, dev: &str) -> Option<serde_json::Value> {
@@ -96,7 +57,7 @@ fn chain(ns: &str, table: &str, chain: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn pings(from: &Ctr, to: Ipv4Addr) -> bool {
+fn pings(from: &NetCtr, to: Ipv4Addr) -> bool {
     ping(&from.ns, to, 2, None, false, 2).unwrap().received > 0
 }
 
@@ -122,24 +83,26 @@ fn kernel_networks_across_three_hosts() {
     .unwrap();
     let web_gw = Ipv4Addr::new(10, 104, 1, 1);
     let db_gw = Ipv4Addr::new(10, 104, 2, 1);
-    let web: Vec<Ctr> = (1..=3)
+    let web: Vec<NetCtr> = (1..=3)
         .map(|h| {
-            container(
+            net_container(
                 &mut lab,
                 h,
                 &format!("w{h}"),
                 Ipv4Addr::new(10, 104, 1, 1 + h as u8),
             )
+            .unwrap()
         })
         .collect();
-    let db: Vec<Ctr> = (1..=2)
+    let db: Vec<NetCtr> = (1..=2)
         .map(|h| {
-            container(
+            net_container(
                 &mut lab,
                 h,
                 &format!("d{h}"),
                 Ipv4Addr::new(10, 104, 2, 1 + h as u8),
             )
+            .unwrap()
         })
         .collect();
     // Outside every network: a namespace on the underlay, with no route to them.
@@ -389,6 +352,21 @@ fn kernel_networks_across_three_hosts() {
         "{rules}"
     );
     assert!(pings(&web[0], web[1].ip), "web broke when db went");
+
+    // A firewall reload flushing the chains: the keeper puts the rules back.
+    let h2 = lab.host(2).ns.clone();
+    let want = chain(&h2, "filter", "OVERLAY-NETS").unwrap();
+    exec_ok(&h2, &["iptables", "-F", "OVERLAY-NETS"]).unwrap();
+    exec_ok(&h2, &["iptables", "-t", "nat", "-F", "OVERLAY-NAT"]).unwrap();
+    let start = std::time::Instant::now();
+    while chain(&h2, "filter", "OVERLAY-NETS").as_ref() != Some(&want) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(12),
+            "OVERLAY-NETS not restored"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(pings(&web[1], outside_ip), "NAT not restored");
 
     // --cleanup leaves nothing of ours; the containers' veths stay.
     for dp in dps.drain(..) {

@@ -67,7 +67,10 @@ fn bpftool(args: &[&str]) -> std::process::Output {
 
 /// The ids of the BPF links pinned under host `h`'s pin directory.
 fn pinned_links(lab: &Lab, h: usize) -> Vec<u64> {
-    let dir = lab.bpffs_dir().join(format!("h{h}/v2/links"));
+    // The pins of this overlayd's map layout (`v<MAPS_VERSION>`).
+    let dir =
+        overlay_user::dataplane::bpf::loader::versioned_dir(&lab.bpffs_dir().join(format!("h{h}")))
+            .join("links");
     let mut ids = Vec::new();
     for e in std::fs::read_dir(&dir).unwrap() {
         let path = e.unwrap().path();

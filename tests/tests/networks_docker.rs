@@ -266,7 +266,7 @@ fn networks_across_three_docker_hosts() {
     );
     let n3ip: Ipv4Addr = out
         .split_whitespace()
-        .nth(6)
+        .nth(7)
         .unwrap()
         .split('/')
         .next()

@@ -3,7 +3,7 @@
 //!
 //! Owns: the tables of peers and endpoints with the source of each entry
 //! and their validation ([`tables`]; overlay networks and their endpoints
-//! in [`networks`]; the checks of a peer subnet against this
+//! in [`networks`], their tables in [`net_tables`]; the checks of a peer subnet against this
 //! host's underlay and routing table in [`host_checks`]), the one handle
 //! the sources report through ([`handle::Core`]), the state file
 //! ([`state`]), the lock that keeps a second overlayd off the same state
@@ -17,6 +17,7 @@ pub mod error;
 pub mod handle;
 pub mod host_checks;
 pub mod lock;
+pub mod net_tables;
 pub mod networks;
 pub mod state;
 pub mod tables;

@@ -17,7 +17,7 @@ use ipnet::Ipv4Net;
 
 use crate::agent::error::AgentError;
 use crate::agent::host_checks::check_peer_subnet_on_host;
-use crate::agent::networks::Networks;
+use crate::agent::net_tables::Networks;
 use crate::agent::state::{self, State, StoredEndpoint, StoredPeer};
 use crate::dataplane::Dataplane;
 use crate::model::change::Change;

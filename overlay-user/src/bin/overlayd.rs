@@ -24,6 +24,7 @@ use overlay_user::dataplane::select;
 use overlay_user::model::config::{Config, DataplaneChoice};
 use overlay_user::model::status::mode_name;
 use overlay_user::sources::api::{self, ApiSource};
+use overlay_user::sources::attach::network::Networks;
 use overlay_user::sources::attach::Attacher;
 use overlay_user::sources::cluster::lease::{self, Lease, Me, Origin};
 use overlay_user::sources::cluster::netview;
@@ -34,6 +35,7 @@ use overlay_user::sources::config::{self as config_file, ConfigFile};
 use overlay_user::sources::discovery::Discovery;
 use overlay_user::sources::docker::watcher::Watcher;
 use overlay_user::sources::names::server::{bind_sockets, NamesServer, Settings};
+use overlay_user::sources::plugin::{PluginSource, Settings as PluginSettings};
 use overlay_user::sources::{self, ControlSource, NetworkDirectory};
 use overlay_user::sys::netlink::{Netlink, RtNetlink};
 
@@ -233,6 +235,7 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     core.restore(saved).await;
     // The cluster's last-known hosts too (other hosts' records become
     // peers; this host's record is kept current once it runs).
+    let me = lease.as_ref().map(|l| l.record.name.clone());
     let (mut cluster, cluster_view) = match lease {
         Some(lease) => {
             let (source, view) = ClusterSource::new(lease);
@@ -278,9 +281,31 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
         cfg.vxlan_port,
         args.socket.display()
     );
+    // With [cluster], attach plumbs into the overlay networks too, and with
+    // [docker] plugin = true the Docker plugin ovl serves them to Docker.
+    let directory: Option<Arc<dyn NetworkDirectory>> = cluster
+        .as_ref()
+        .map(|c| Arc::new(c.directory()) as Arc<dyn NetworkDirectory>);
+    let attacher = match (&directory, &me) {
+        (Some(dir), Some(host)) => Attacher::with_networks(Networks {
+            dir: dir.clone(),
+            host: host.clone(),
+            underlay_ip,
+        }),
+        _ => Attacher::default(),
+    };
+    let plugin = match (&directory, &me, cfg.docker.plugin) {
+        (Some(dir), Some(host), true) => {
+            let settings = PluginSettings::new(&cfg, host.clone(), underlay_ip);
+            let source = PluginSource::new(dir.clone(), settings)
+                .map_err(|e| Failure::BadInput(anyhow::Error::new(e)))?;
+            Some(source)
+        }
+        _ => None,
+    };
     let mut api_source = ApiSource::new(
         listener,
-        Arc::new(Attacher::default()),
+        Arc::new(attacher),
         api::Limits::from_config(&cfg.api),
     );
     if let Some(view) = &cluster_view {
@@ -291,6 +316,7 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     }
     let server = sources::spawn(Box::new(api_source), core.clone());
     let cluster = cluster.map(|c| sources::spawn(Box::new(c), core.clone()));
+    let plugin = plugin.map(|p| sources::spawn(Box::new(p), core.clone()));
     // Containers join by themselves when [docker] is enabled.
     let docker = Watcher::from_config(&cfg.docker, cfg.subnet)
         .context("netlink for the Docker watcher")?
@@ -317,6 +343,7 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
         Some(discovery),
         Some(server),
         docker,
+        plugin,
         cluster,
         names,
         names_follower,

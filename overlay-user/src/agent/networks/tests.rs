@@ -3,7 +3,7 @@
 //! network with its endpoints, and local endpoints kept across a restart.
 
 use super::*;
-use crate::agent::state::State;
+use crate::agent::state::{State, StoredNetEndpoint};
 use crate::agent::testing::{agent, temp_dir, Call};
 use crate::model::change::Change;
 

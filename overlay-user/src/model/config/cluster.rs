@@ -295,6 +295,16 @@ mod tests {
         assert_eq!(c.subnet_file, PathBuf::from("/run/overlay/subnet.env"));
         assert_eq!(c.timeout, 5);
         assert!(!c.uses_tls());
+        assert_eq!(c.network_pool.to_string(), "10.104.0.0/16");
+        assert_eq!(c.network_subnet_len, 24);
+        assert_eq!(
+            err_of(|c| c.network_pool = "10.104.0.1/16".parse().unwrap()),
+            "cluster.network_pool = 10.104.0.1/16 has host bits set; expected a network address like 10.104.0.0/16"
+        );
+        assert_eq!(
+            err_of(|c| c.network_subnet_len = 8),
+            "cluster.network_subnet_len = 8 does not fit cluster.network_pool; expected /16 to /30 (default 24)"
+        );
     }
 
     #[test]

@@ -20,8 +20,8 @@
 //!
 //! Owns: the wire format ([`wire`]), the socket and who may use it
 //! ([`socket`]), the server ([`server`], overlay networks in
-//! [`networks`]) and the client `overlayctl` uses ([`client`]). Must not
-//! touch: the other sources (attach requests go through the
+//! [`networks`]) and the client `overlayctl` uses ([`client`]).
+//! Must not touch: the other sources (attach requests go through the
 //! [`Plumber`](crate::sources::Plumber) it is given, network requests
 //! through the [`NetworkDirectory`](crate::sources::NetworkDirectory)) and
 //! the dataplane.

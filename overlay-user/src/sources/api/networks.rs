@@ -3,12 +3,13 @@
 //! [`NetworkDirectory`](crate::sources::NetworkDirectory), with what this
 //! host's core carries of them.
 
+use crate::agent::handle::Core;
 use crate::agent::tables::Agent;
 use crate::model::network_store::check_network_name;
 use crate::model::overlay_network::{EndpointRecord, NetworkRequest, NetworkSpec};
 use crate::model::validation::{format_mac, parse_cidr, parse_ipv4, InputError};
-use crate::sources::api::server::Api;
 use crate::sources::api::wire::{NetEndpointInfo, NetworkDetail, NetworkInfo, Request, Response};
+use crate::sources::NetworkDirectory;
 
 /// The answer when a network request reaches an overlayd without `[cluster]`.
 pub const NO_NETWORKS: &str =
@@ -62,9 +63,14 @@ fn parse_create(
     })
 }
 
-/// Serve a network request (`req` is one of the `Network*` requests).
-pub async fn handle(api: &Api, req: Request) -> Response {
-    let Some(dir) = &api.networks else {
+/// Serve a network request (`req` is one of the `Network*` requests)
+/// through `networks` (`None` without `[cluster]`).
+pub async fn handle(
+    core: &Core,
+    networks: Option<&dyn NetworkDirectory>,
+    req: Request,
+) -> Response {
+    let Some(dir) = networks else {
         return Response::error(NO_NETWORKS);
     };
     match req {
@@ -82,7 +88,7 @@ pub async fn handle(api: &Api, req: Request) -> Response {
         },
         Request::NetworkList => match dir.networks().await {
             Ok(nets) => {
-                let agent = api.core.lock().await;
+                let agent = core.lock().await;
                 Response::Networks(
                     nets.into_iter()
                         .map(|spec| NetworkInfo {
@@ -96,7 +102,7 @@ pub async fn handle(api: &Api, req: Request) -> Response {
         },
         Request::NetworkInspect { name } => match dir.network(&name).await {
             Ok((spec, records)) => {
-                let agent = api.core.lock().await;
+                let agent = core.lock().await;
                 Response::Network(Box::new(NetworkDetail {
                     endpoints: endpoint_infos(&agent, &spec, records),
                     info: NetworkInfo {

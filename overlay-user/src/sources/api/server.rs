@@ -170,7 +170,9 @@ pub async fn handle(api: &Api, req: Request) -> Response {
         req @ (Request::NetworkCreate { .. }
         | Request::NetworkList
         | Request::NetworkInspect { .. }
-        | Request::NetworkRm { .. }) => crate::sources::api::networks::handle(api, req).await,
+        | Request::NetworkRm { .. }) => {
+            crate::sources::api::networks::handle(core, api.networks.as_deref(), req).await
+        }
     }
 }
 

@@ -46,9 +46,12 @@ enum Take {
     NetworkChanged,
 }
 
-/// The first address of `spec` for containers that `held` does not have.
-pub(super) fn first_free(spec: &NetworkSpec, held: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
-    spec.container_ips().find(|ip| !held.contains(ip))
+/// The addresses of `spec` for containers that `held` does not have, lowest first.
+pub(super) fn free_ips<'a>(
+    spec: &'a NetworkSpec,
+    held: &'a BTreeSet<Ipv4Addr>,
+) -> impl Iterator<Item = Ipv4Addr> + 'a {
+    spec.container_ips().filter(|ip| !held.contains(ip))
 }
 
 impl Directory {
@@ -189,9 +192,7 @@ impl Directory {
     fn pick(&self, spec: &NetworkSpec, skip: &BTreeSet<Ipv4Addr>, lost: usize) -> Option<Ipv4Addr> {
         let mut trying = self.trying_set();
         let name = spec.name.clone();
-        let mut free = spec
-            .container_ips()
-            .filter(|ip| !skip.contains(ip) && !trying.contains(&(name.clone(), *ip)));
+        let mut free = free_ips(spec, skip).filter(|ip| !trying.contains(&(name.clone(), *ip)));
         let ip = if lost == 0 {
             free.next()?
         } else {
@@ -230,13 +231,19 @@ mod tests {
             gateway: Ipv4Addr::new(10, 104, 0, 1),
         };
         let mut held = BTreeSet::new();
-        assert_eq!(first_free(&spec, &held), Some(Ipv4Addr::new(10, 104, 0, 2)));
+        assert_eq!(
+            free_ips(&spec, &held).next(),
+            Some(Ipv4Addr::new(10, 104, 0, 2))
+        );
         held.insert(Ipv4Addr::new(10, 104, 0, 2));
         held.insert(Ipv4Addr::new(10, 104, 0, 4));
-        assert_eq!(first_free(&spec, &held), Some(Ipv4Addr::new(10, 104, 0, 3)));
+        assert_eq!(
+            free_ips(&spec, &held).next(),
+            Some(Ipv4Addr::new(10, 104, 0, 3))
+        );
         for i in 3..=6 {
             held.insert(Ipv4Addr::new(10, 104, 0, i));
         }
-        assert_eq!(first_free(&spec, &held), None);
+        assert_eq!(free_ips(&spec, &held).next(), None);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::agent::testing::{core, temp_dir, Call, FakeDataplane};
@@ -31,7 +31,7 @@ fn req(name: &str, subnet: Option<&str>, vni: Option<u32>) -> NetworkRequest {
     }
 }
 
-async fn host(cfg: &ClusterConfig, n: u8, dir: &PathBuf) -> Lease {
+async fn host(cfg: &ClusterConfig, n: u8, dir: &Path) -> Lease {
     let me = Me {
         name: format!("h{n}"),
         underlay_ip: Ipv4Addr::new(192, 168, 56, 3 + n),
