@@ -555,7 +555,7 @@ impl Drop for Lab {
         terminate_all(&children, libc::SIGTERM, STOP_GRACE);
         // Whatever dockerd left (containers, shims, mounts, cgroups), in case
         // a Dockerd guard did not run; never descend into a mount below.
-        crate::docker::remove_leftovers(&self.id, &self.dir);
+        crate::docker_cleanup::remove_leftovers(&self.id, &self.dir);
         for ns in self.namespaces.iter().rev() {
             kill_netns_pids(ns);
         }

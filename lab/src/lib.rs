@@ -44,6 +44,7 @@ mod agent;
 mod arp;
 mod capture;
 mod docker;
+mod docker_cleanup;
 mod etcd;
 mod lab;
 mod netns;

@@ -114,7 +114,7 @@ pub fn sweep_stale() {
             del_netns(ns);
         }
     }
-    crate::docker::sweep_stale_cgroups(is_stale);
+    crate::docker_cleanup::sweep_stale_cgroups(is_stale);
     if let Ok(rd) = std::fs::read_dir(BPFFS_ROOT) {
         for e in rd.flatten() {
             if e.file_name().to_str().is_some_and(is_stale) {
@@ -128,7 +128,7 @@ pub fn sweep_stale() {
             let Some(name) = name.to_str() else { continue };
             if let Some(id) = name.strip_prefix("overlay-lab-") {
                 if is_stale(id) {
-                    crate::docker::remove_leftovers(id, &e.path());
+                    crate::docker_cleanup::remove_leftovers(id, &e.path());
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }

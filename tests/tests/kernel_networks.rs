@@ -353,6 +353,21 @@ fn kernel_networks_across_three_hosts() {
     );
     assert!(pings(&web[0], web[1].ip), "web broke when db went");
 
+    // A firewall reload flushing the chains: the keeper puts the rules back.
+    let h2 = lab.host(2).ns.clone();
+    let want = chain(&h2, "filter", "OVERLAY-NETS").unwrap();
+    exec_ok(&h2, &["iptables", "-F", "OVERLAY-NETS"]).unwrap();
+    exec_ok(&h2, &["iptables", "-t", "nat", "-F", "OVERLAY-NAT"]).unwrap();
+    let start = std::time::Instant::now();
+    while chain(&h2, "filter", "OVERLAY-NETS").as_ref() != Some(&want) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(12),
+            "OVERLAY-NETS not restored"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(pings(&web[1], outside_ip), "NAT not restored");
+
     // --cleanup leaves nothing of ours; the containers' veths stay.
     for dp in dps.drain(..) {
         dp.shutdown(true).unwrap();

@@ -24,8 +24,10 @@ use overlay_user::dataplane::select;
 use overlay_user::model::config::{Config, DataplaneChoice};
 use overlay_user::model::status::mode_name;
 use overlay_user::sources::api::{self, ApiSource};
+use overlay_user::sources::attach::network::Networks;
 use overlay_user::sources::attach::Attacher;
 use overlay_user::sources::cluster::lease::{self, Lease, Me, Origin};
+use overlay_user::sources::cluster::netview;
 use overlay_user::sources::cluster::registry::ClusterSource;
 use overlay_user::sources::cluster::view::ClusterHandle;
 use overlay_user::sources::cluster::{saved, ClusterError};
@@ -33,7 +35,9 @@ use overlay_user::sources::config::{self as config_file, ConfigFile};
 use overlay_user::sources::discovery::Discovery;
 use overlay_user::sources::docker::watcher::Watcher;
 use overlay_user::sources::metrics;
-use overlay_user::sources::{self, ControlSource};
+use overlay_user::sources::names::server::{bind_sockets, NamesServer, Settings};
+use overlay_user::sources::plugin::{PluginSource, Settings as PluginSettings};
+use overlay_user::sources::{self, ControlSource, NetworkDirectory};
 use overlay_user::sys::netlink::{Netlink, RtNetlink};
 
 /// The overlay agent: connects this host's containers to other hosts' over VXLAN.
@@ -51,6 +55,8 @@ earlier through the API (kept in STATE_DIR/state.json), discovers the containers
 the bridge (at once on link and neighbour changes, and every second), follows Docker with a \
 [docker] section, with a [cluster] section leases its subnet in etcd and makes every other \
 host registered there a peer (source cluster; see overlayctl cluster and overlayctl hosts), \
+with [dns] (and [cluster]) answers the overlay networks' container names to the containers of \
+the same network and forwards other names upstream (docs/operations.md, \"Names across hosts\"), \
 and serves overlayctl on a Unix socket. It runs until SIGTERM or \
 SIGINT. Without --cleanup the dataplane keeps forwarding after it exits, and the next start \
 takes over.\n\n\
@@ -235,6 +241,14 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     let listener = api::bind(&args.socket)
         .await
         .map_err(|e| Failure::BadInput(e.into()))?;
+    // The names resolver's port too, before anything changes.
+    let dns_sockets = match cfg.dns.as_ref().map(|d| bind_sockets(d.listen)).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&args.socket);
+            return Err(Failure::BadInput(e.into()));
+        }
+    };
     // With [cluster], the subnet (and VNI, port) come from the lease, taken
     // before the dataplane starts.
     let lease = match join_cluster(&mut cfg, underlay_ip, &*net).await {
@@ -263,6 +277,7 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     core.restore(saved).await;
     // The cluster's last-known hosts too (other hosts' records become
     // peers; this host's record is kept current once it runs).
+    let me = lease.as_ref().map(|l| l.record.name.clone());
     let (mut cluster, cluster_view) = match lease {
         Some(lease) => {
             let (source, view) = ClusterSource::new(lease);
@@ -273,6 +288,28 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     if let Some(c) = cluster.as_mut() {
         c.install_cached(&core).await;
     }
+    // The names resolver reads the networks and endpoint records through
+    // the directory, which follows them in the store (cluster::netview).
+    let names = match (cluster.as_mut(), &cfg.dns, dns_sockets) {
+        (Some(c), Some(dns), Some((udp, tcp))) => {
+            let (view, follower) = netview::spawn(c.store());
+            c.set_view(view);
+            let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let settings = Settings::from_config(dns, &resolv);
+            let server = NamesServer::from_std(udp, tcp, settings, c.directory().subscribe_view())
+                .context("the names resolver")?;
+            if server.upstream().is_empty() {
+                log::warn!("dns: no upstream resolver (dns.upstream is empty, /etc/resolv.conf names none): names outside the overlay get SERVFAIL");
+            }
+            log::info!(
+                "dns: answering the overlay networks' names on {} (UDP and TCP); other names go to {:?}",
+                dns.listen,
+                server.upstream()
+            );
+            Some((server.spawn(), follower))
+        }
+        _ => None,
+    };
     // What an earlier run left that no source added again goes now, before
     // it forwards unlisted.
     core.forget_unowned().await;
@@ -286,9 +323,31 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
         cfg.vxlan_port,
         args.socket.display()
     );
+    // With [cluster], attach plumbs into the overlay networks too, and with
+    // [docker] plugin = true the Docker plugin ovl serves them to Docker.
+    let directory: Option<Arc<dyn NetworkDirectory>> = cluster
+        .as_ref()
+        .map(|c| Arc::new(c.directory()) as Arc<dyn NetworkDirectory>);
+    let attacher = match (&directory, &me) {
+        (Some(dir), Some(host)) => Attacher::with_networks(Networks {
+            dir: dir.clone(),
+            host: host.clone(),
+            underlay_ip,
+        }),
+        _ => Attacher::default(),
+    };
+    let plugin = match (&directory, &me, cfg.docker.plugin) {
+        (Some(dir), Some(host), true) => {
+            let settings = PluginSettings::new(&cfg, host.clone(), underlay_ip);
+            let source = PluginSource::new(dir.clone(), settings)
+                .map_err(|e| Failure::BadInput(anyhow::Error::new(e)))?;
+            Some(source)
+        }
+        _ => None,
+    };
     let mut api_source = ApiSource::new(
         listener,
-        Arc::new(Attacher),
+        Arc::new(attacher),
         api::Limits::from_config(&cfg.api),
     );
     if let Some(view) = &cluster_view {
@@ -299,6 +358,7 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
     }
     let server = sources::spawn(Box::new(api_source), core.clone());
     let cluster = cluster.map(|c| sources::spawn(Box::new(c), core.clone()));
+    let plugin = plugin.map(|p| sources::spawn(Box::new(p), core.clone()));
     // Containers join by themselves when [docker] is enabled.
     let watcher =
         Watcher::from_config(&cfg.docker, cfg.subnet).context("netlink for the Docker watcher")?;
@@ -336,9 +396,19 @@ async fn run(args: Args, mut cfg: Config) -> Result<(), Failure> {
 
     wait_for_signal(term, int).await;
 
-    for task in [Some(discovery), Some(server), docker, cluster, metrics]
-        .into_iter()
-        .flatten()
+    let (names, names_follower) = names.unzip();
+    for task in [
+        Some(discovery),
+        Some(server),
+        docker,
+        plugin,
+        cluster,
+        names,
+        names_follower,
+        metrics,
+    ]
+    .into_iter()
+    .flatten()
     {
         task.abort();
         let _ = task.await;

@@ -57,8 +57,11 @@ pub struct Attachment {
     pub gateway: Ipv4Addr,
     /// The host-side interface, a port of `bridge`.
     pub host_ifname: String,
-    /// The bridge.
+    /// The bridge (empty for an overlay network).
     pub bridge: String,
+    /// The overlay network (`attach --network`), if any.
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 /// What `detach` removed.
@@ -94,6 +97,20 @@ pub fn netns_ifname(name: &str) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{NETNS_PREFIX}{:011x}", h & 0xfff_ffff_ffff)
+}
+
+/// Host-side names of interfaces attached to overlay networks start with this.
+pub const NETWORK_PREFIX: &str = "ovn";
+
+/// The host-side name of a target on an overlay network, from its name on
+/// the bridge ([`container_ifname`], [`netns_ifname`]): `ovn` and the same
+/// 11 hex digits.
+pub fn network_ifname(bridge_ifname: &str) -> String {
+    let hex = bridge_ifname
+        .strip_prefix(CONTAINER_PREFIX)
+        .or_else(|| bridge_ifname.strip_prefix(NETNS_PREFIX))
+        .unwrap_or(bridge_ifname);
+    format!("{NETWORK_PREFIX}{hex}")
 }
 
 /// The Docker-style MAC for `ip`: 02:42 and the four address bytes.

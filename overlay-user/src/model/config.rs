@@ -3,6 +3,8 @@
 //! (`sources::config::load`). The `[cluster]` section is in [`cluster`].
 
 pub mod cluster;
+pub mod dns;
+pub mod docker;
 mod raw;
 
 use std::fmt;
@@ -18,6 +20,8 @@ use crate::model::validation::{
     check_network, check_peer_subnet, check_underlay_ip, parse_vtep_mac, InputError,
 };
 use cluster::ClusterConfig;
+use dns::DnsConfig;
+pub use docker::DockerConfig;
 
 /// Where the from-container program is attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,39 +109,6 @@ pub struct PeerConfig {
     pub vtep_mac: Option<String>,
 }
 
-/// The `[docker]` section: follow the Docker Engine API and register containers as endpoints.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DockerConfig {
-    /// Follow Docker's events (off unless set).
-    #[serde(default)]
-    pub enabled: bool,
-    /// The Docker Engine API socket.
-    #[serde(default = "default_docker_socket")]
-    pub socket: PathBuf,
-    /// The Docker networks whose endpoints join the overlay (by name, e.g. "bridge").
-    #[serde(default = "default_docker_networks")]
-    pub networks: Vec<String>,
-}
-
-impl Default for DockerConfig {
-    fn default() -> Self {
-        DockerConfig {
-            enabled: false,
-            socket: default_docker_socket(),
-            networks: default_docker_networks(),
-        }
-    }
-}
-
-fn default_docker_socket() -> PathBuf {
-    PathBuf::from("/var/run/docker.sock")
-}
-
-fn default_docker_networks() -> Vec<String> {
-    vec!["bridge".into()]
-}
-
 /// The whole file. With a `[cluster]` section, `subnet`, `vni` and
 /// `vxlan_port` may be left out: they are then [`Pending`] until the
 /// cluster gives them ([`Config::apply_cluster`]).
@@ -196,6 +167,9 @@ pub struct Config {
     /// The cluster store: lease the subnet and find the other hosts in etcd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
+    /// The names resolver for the overlay networks' containers (off unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsConfig>,
     /// Which of `subnet`, `vni` and `vxlan_port` the file left out, to come from the cluster.
     #[serde(skip)]
     pub pending: Pending,
@@ -303,10 +277,21 @@ impl Config {
             }
         }
         check_learn_limit(self.learn_limit, self.subnet)?;
-        self.docker.validate()?;
+        self.docker.validate(self.cluster.is_some())?;
         self.api.validate()?;
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
+        }
+        if let Some(dns) = &self.dns {
+            dns.validate()?;
+            if self.cluster.is_none() {
+                return Err(InputError::Dns {
+                    field: "listen",
+                    value: dns.listen.to_string(),
+                    problem: "is set without a [cluster] section",
+                    expected: "a [cluster] section too: the names come from the cluster store",
+                });
+            }
         }
         Ok(())
     }
@@ -332,30 +317,6 @@ impl Config {
     }
 }
 
-impl DockerConfig {
-    /// Check the section's values (also when disabled, so that enabling it later works).
-    pub fn validate(&self) -> Result<(), InputError> {
-        if self.socket.as_os_str().is_empty() {
-            return Err(InputError::DockerEmpty {
-                field: "socket",
-                value: String::new(),
-                expected: "the Docker API socket, like /var/run/docker.sock",
-            });
-        }
-        if self.networks.is_empty() {
-            return Err(InputError::DockerNoNetworks);
-        }
-        if let Some(n) = self.networks.iter().find(|n| n.trim().is_empty()) {
-            return Err(InputError::DockerEmpty {
-                field: "networks",
-                value: n.clone(),
-                expected: "Docker network names, like \"bridge\"",
-            });
-        }
-        Ok(())
-    }
-}
-
 fn check_ifname(field: &'static str, value: &str) -> Result<(), InputError> {
     let ok = !value.is_empty()
         && value.len() <= 15
@@ -375,215 +336,4 @@ fn check_ifname(field: &'static str, value: &str) -> Result<(), InputError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const EXAMPLE: &str = r#"
-underlay_interface = "eth1"
-subnet = "10.103.100.0/24"
-bridge = "docker0"
-vni = 42
-vxlan_port = 4789
-[[peers]]
-subnet = "10.103.200.0/24"
-underlay_ip = "192.168.56.5"
-"#;
-
-    fn example() -> Config {
-        Config::parse(EXAMPLE).unwrap()
-    }
-
-    fn err_of(edit: impl FnOnce(&mut Config)) -> String {
-        let mut cfg = example();
-        edit(&mut cfg);
-        cfg.validate().unwrap_err().to_string()
-    }
-
-    fn net(s: &str) -> Ipv4Net {
-        s.parse().unwrap()
-    }
-
-    fn peer(subnet: &str, ip: &str) -> PeerConfig {
-        PeerConfig {
-            subnet: net(subnet),
-            underlay_ip: ip.parse().unwrap(),
-            vtep_mac: None,
-        }
-    }
-
-    #[test]
-    fn parses_the_example() {
-        let cfg = example();
-        assert_eq!(cfg.underlay_interface, "eth1");
-        assert_eq!(cfg.underlay_ip, None);
-        assert_eq!(cfg.subnet, net("10.103.100.0/24"));
-        assert_eq!(cfg.bridge, "docker0");
-        assert_eq!(cfg.vni, 42);
-        assert_eq!(cfg.vxlan_port, 4789);
-        assert_eq!(cfg.pin_dir, PathBuf::from("/sys/fs/bpf/overlay"));
-        assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/overlay"));
-        assert_eq!(cfg.attach, AttachPoint::Veth);
-        assert_eq!(cfg.xdp, XdpMode::Off);
-        assert_eq!(cfg.learn_limit, 4);
-        assert_eq!(cfg.api, ApiConfig::default());
-        assert_eq!(cfg.peers, vec![peer("10.103.200.0/24", "192.168.56.5")]);
-        cfg.validate().unwrap();
-        assert_eq!(cfg.gateway(), Ipv4Addr::new(10, 103, 100, 1));
-    }
-
-    #[test]
-    fn defaults_port_and_accepts_all_fields() {
-        let cfg = Config::parse(
-            r#"
-underlay_interface = "eth1"
-underlay_ip = "192.168.56.4"
-subnet = "10.103.100.0/24"
-bridge = "br0"
-vni = 7
-pin_dir = "/tmp/pins"
-state_dir = "/tmp/state"
-attach = "bridge"
-xdp = "off"
-learn_limit = 0
-[api]
-idle_timeout_secs = 5
-max_connections = 8
-[[peers]]
-subnet = "10.103.200.0/24"
-underlay_ip = "192.168.56.5"
-vtep_mac = "02:aa:bb:cc:dd:ee"
-"#,
-        )
-        .unwrap();
-        cfg.validate().unwrap();
-        assert_eq!(cfg.vxlan_port, 4789);
-        assert_eq!(cfg.attach, AttachPoint::Bridge);
-        assert_eq!(cfg.xdp, XdpMode::Off);
-        assert_eq!(cfg.learn_limit, 0);
-        assert_eq!((cfg.api.idle_timeout_secs, cfg.api.max_connections), (5, 8));
-        assert_eq!(cfg.peers[0].vtep_mac.as_deref(), Some("02:aa:bb:cc:dd:ee"));
-    }
-
-    #[test]
-    fn validation_errors() {
-        assert_eq!(
-            err_of(|c| c.vni = 0),
-            "vni = 0 is out of range; expected 1..=16777215"
-        );
-        assert_eq!(
-            err_of(|c| c.vni = 16_777_216),
-            "vni = 16777216 is out of range; expected 1..=16777215"
-        );
-        assert_eq!(
-            err_of(|c| c.vxlan_port = 0),
-            "vxlan_port = 0 is not a usable UDP port; expected 1..=65535 (usually 4789)"
-        );
-        assert_eq!(
-            err_of(|c| c.underlay_interface = String::new()),
-            "underlay_interface = \"\" is not a valid interface name; expected 1 to 15 characters without '/', ':' or whitespace"
-        );
-        assert_eq!(
-            err_of(|c| c.bridge = "a-very-long-bridge".into()),
-            "bridge = \"a-very-long-bridge\" is not a valid interface name; expected 1 to 15 characters without '/', ':' or whitespace"
-        );
-        assert_eq!(
-            err_of(|c| c.subnet = net("10.103.100.5/24")),
-            "subnet: 10.103.100.5/24 has host bits set; expected a network address like 10.103.100.0/24"
-        );
-        assert_eq!(
-            err_of(|c| c.subnet = net("10.103.100.0/31")),
-            "subnet 10.103.100.0/31 is too small; expected a prefix of /30 or shorter, like 10.103.100.0/24"
-        );
-        assert_eq!(
-            err_of(|c| c.underlay_ip = Some(Ipv4Addr::new(127, 0, 0, 1))),
-            "underlay_ip: 127.0.0.1 is a loopback address; expected a host's unicast underlay address like 192.168.56.5"
-        );
-        assert_eq!(
-            err_of(|c| c.peers[0].subnet = net("10.103.200.9/24")),
-            "peers[0].subnet: 10.103.200.9/24 has host bits set; expected a network address like 10.103.200.0/24"
-        );
-        assert_eq!(
-            err_of(|c| c.peers[0].subnet = net("169.254.0.0/16")),
-            "peers[0].subnet: peer subnet 169.254.0.0/16 overlaps the link-local range 169.254.0.0/16; expected a container subnet outside 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4 and 255.255.255.255, like 10.103.200.0/24"
-        );
-        assert_eq!(
-            err_of(|c| c.peers[0].subnet = net("10.103.0.0/16")),
-            "peers[0].subnet 10.103.0.0/16 overlaps this host's subnet 10.103.100.0/24; expected a subnet disjoint from it"
-        );
-        assert_eq!(
-            err_of(|c| c.peers.push(peer("10.103.200.128/25", "192.168.56.6"))),
-            "peers[1].subnet 10.103.200.128/25 overlaps peers[0].subnet 10.103.200.0/24; expected disjoint peer subnets"
-        );
-        assert_eq!(
-            err_of(|c| c.peers.push(peer("10.103.200.0/24", "192.168.56.6"))),
-            "peers[1].subnet 10.103.200.0/24 overlaps peers[0].subnet 10.103.200.0/24; expected disjoint peer subnets"
-        );
-        assert_eq!(
-            err_of(|c| c.peers[0].underlay_ip = Ipv4Addr::UNSPECIFIED),
-            "peers[0].underlay_ip: 0.0.0.0 is an unspecified address; expected a host's unicast underlay address like 192.168.56.5"
-        );
-        assert_eq!(
-            err_of(|c| c.peers[0].underlay_ip = Ipv4Addr::new(239, 1, 1, 1)),
-            "peers[0].underlay_ip: 239.1.1.1 is a multicast address; expected a host's unicast underlay address like 192.168.56.5"
-        );
-        assert_eq!(
-            err_of(|c| c.peers[0].underlay_ip = Ipv4Addr::BROADCAST),
-            "peers[0].underlay_ip: 255.255.255.255 is a broadcast address; expected a host's unicast underlay address like 192.168.56.5"
-        );
-        assert_eq!(
-            err_of(|c| {
-                c.underlay_ip = Some(Ipv4Addr::new(192, 168, 56, 5));
-            }),
-            "peers[0].underlay_ip 192.168.56.5 is this host's own underlay address; expected the peer host's address"
-        );
-        assert_eq!(
-            err_of(|c| c.peers[0].vtep_mac = Some("02:aa:bb:cc:dd".into())),
-            "peers[0].vtep_mac: \"02:aa:bb:cc:dd\" is not a MAC address; expected six hex bytes like 02:2a:c0:a8:38:05"
-        );
-        assert_eq!(
-            err_of(|c| c.peers[0].vtep_mac = Some("01:00:5e:00:00:01".into())),
-            "peers[0].vtep_mac: 01:00:5e:00:00:01 is not a unicast MAC address; expected one like 02:2a:c0:a8:38:05 (first byte even, not all zeros)"
-        );
-        assert_eq!(
-            err_of(|c| c.learn_limit = 300),
-            "learn_limit = 300 is more than the 253 container addresses of subnet 10.103.100.0/24; expected 0 (no learning) to 253"
-        );
-        assert_eq!(
-            err_of(|c| c.api.max_connections = 0),
-            "api.max_connections = 0 is out of range; expected 1..=4096 connections (default 64)"
-        );
-        let e = Config::parse(&format!("learn_limit = -1\n{EXAMPLE}")).unwrap_err();
-        assert!(e.to_string().contains("learn_limit"), "{e}");
-    }
-
-    #[test]
-    fn docker_section() {
-        let cfg = example();
-        assert_eq!(cfg.docker, DockerConfig::default());
-        assert!(!cfg.docker.enabled);
-        assert_eq!(cfg.docker.socket, PathBuf::from("/var/run/docker.sock"));
-        assert_eq!(cfg.docker.networks, vec!["bridge".to_string()]);
-        let cfg = Config::parse(&format!(
-            "{EXAMPLE}\n[docker]\nenabled = true\nsocket = \"/run/d.sock\"\nnetworks = [\"bridge\", \"ovl\"]\n"
-        ))
-        .unwrap();
-        cfg.validate().unwrap();
-        assert!(cfg.docker.enabled);
-        assert_eq!(cfg.docker.socket, PathBuf::from("/run/d.sock"));
-        assert_eq!(cfg.docker.networks, vec!["bridge", "ovl"]);
-        let e = Config::parse(&format!("{EXAMPLE}\n[docker]\nenable = true\n")).unwrap_err();
-        assert!(e.to_string().contains("unknown field `enable`"), "{e}");
-        assert_eq!(
-            err_of(|c| c.docker.networks.clear()),
-            "docker.networks is empty; expected the Docker networks to watch, like [\"bridge\"]"
-        );
-        assert_eq!(
-            err_of(|c| c.docker.networks = vec![" ".into()]),
-            "docker.networks = \" \" is empty; expected Docker network names, like \"bridge\""
-        );
-        assert_eq!(
-            err_of(|c| c.docker.socket = PathBuf::new()),
-            "docker.socket = \"\" is empty; expected the Docker API socket, like /var/run/docker.sock"
-        );
-    }
-}
+mod tests;

@@ -97,3 +97,15 @@ pub struct EndpointRecord {
     #[serde(default)]
     pub aliases: Vec<String>,
 }
+
+/// Every network and endpoint record of the cluster as this host's watch of
+/// the store last saw them, this host's own records included: what the
+/// names resolver answers from (`sources::names`). While the store is
+/// unreachable the last view stays.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkView {
+    /// Every network, by name.
+    pub networks: Vec<NetworkSpec>,
+    /// Every endpoint record on every host.
+    pub endpoints: Vec<EndpointRecord>,
+}

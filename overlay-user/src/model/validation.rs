@@ -139,6 +139,18 @@ pub enum InputError {
         /// This host's subnet.
         subnet: Ipv4Net,
     },
+    /// A `[dns]` value is not acceptable.
+    #[error("dns.{field} = {value:?} {problem}; expected {expected}")]
+    Dns {
+        /// `listen` or `upstream`.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        problem: &'static str,
+        /// What is expected instead.
+        expected: &'static str,
+    },
     /// A field the file must have (without `[cluster]`, `subnet` and `vni`).
     #[error("missing field `{field}`; expected {expected}")]
     MissingField {
@@ -205,6 +217,12 @@ pub enum InputError {
     /// `[docker]` is enabled with no network to watch.
     #[error("docker.networks is empty; expected the Docker networks to watch, like [\"bridge\"]")]
     DockerNoNetworks,
+    /// `[docker] plugin_dir` is not an absolute directory.
+    #[error("docker.plugin_dir = {0:?} is not usable; expected an absolute directory like /run/docker/plugins, where dockerd looks for plugin sockets")]
+    DockerPluginDir(std::path::PathBuf),
+    /// `[docker] plugin = true` without a `[cluster]` section.
+    #[error("docker.plugin = true needs a [cluster] section; expected [cluster] with etcd, where the overlay networks live, or plugin = false")]
+    DockerPluginNeedsCluster,
     /// `[docker] socket` is empty or a network name is empty.
     #[error("docker.{field} = {value:?} is empty; expected {expected}")]
     DockerEmpty {

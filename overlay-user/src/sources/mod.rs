@@ -11,6 +11,8 @@
 //!   the other hosts as peers;
 //! - [`metrics`]: not a source of changes, but served beside them: the
 //!   Prometheus `/metrics` endpoint, read from the core at scrape time;
+//! - [`names`]: not a control source but the DNS resolver for the overlay
+//!   networks' container names, fed by [`NetworkDirectory::subscribe_view`];
 //! - room for the next ones (Docker's network and IPAM plugins): a new
 //!   module here implementing [`ControlSource`].
 //!
@@ -33,6 +35,8 @@ pub mod config;
 pub mod discovery;
 pub mod docker;
 pub mod metrics;
+pub mod names;
+pub mod plugin;
 
 #[cfg(test)]
 mod tests;
@@ -44,7 +48,7 @@ use std::sync::Arc;
 use crate::agent::handle::Core;
 use crate::model::attach::{Attachment, Detachment, Target};
 use crate::model::cluster::HostInfo;
-use crate::model::overlay_network::{EndpointRecord, NetworkRequest, NetworkSpec};
+use crate::model::overlay_network::{EndpointRecord, NetworkRequest, NetworkSpec, NetworkView};
 use crate::model::status::StoreStatus;
 
 /// A control source: learns what the overlay should carry and reports it
@@ -100,7 +104,18 @@ pub trait Plumber: Send + Sync {
         mtu: Option<u32>,
     ) -> Result<Attachment, SourceError>;
 
-    /// Undo [`Plumber::attach`].
+    /// Plug `target` into the overlay network `network` with `ip` (else an
+    /// address from its IPAM), report it and publish its record.
+    async fn attach_network(
+        &self,
+        core: &Core,
+        target: Target,
+        network: &str,
+        ip: Option<Ipv4Addr>,
+        mtu: Option<u32>,
+    ) -> Result<Attachment, SourceError>;
+
+    /// Undo [`Plumber::attach`] or [`Plumber::attach_network`].
     async fn detach(&self, core: &Core, target: Target) -> Result<Detachment, SourceError>;
 }
 
@@ -158,6 +173,16 @@ pub trait NetworkDirectory: Send + Sync {
 
     /// Withdraw this host's endpoint at `ip` on `network`.
     async fn withdraw_endpoint(&self, network: &str, ip: Ipv4Addr) -> Result<(), SourceError>;
+
+    /// Every network and endpoint record (this host's too) as the store's
+    /// watch last saw them; the receiver is told at once of every change
+    /// (the names resolver, `sources::names`, rebuilds its table from it).
+    /// While the store is unreachable the last view stays. The default, for
+    /// directories without a store (test fakes), is an empty view that
+    /// never changes.
+    fn subscribe_view(&self) -> tokio::sync::watch::Receiver<Arc<NetworkView>> {
+        tokio::sync::watch::channel(Arc::default()).1
+    }
 }
 
 /// An error one source passes to another through these interfaces.

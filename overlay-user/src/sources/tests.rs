@@ -97,7 +97,7 @@ async fn attach_needs_one_target_and_a_prefix() {
     let (core, dp, _) = core(temp_dir("api-attach")).await;
     let agent = Api {
         core,
-        plumber: Arc::new(Attacher),
+        plumber: Arc::new(Attacher::default()),
         cluster: None,
         networks: None,
     };
@@ -106,6 +106,7 @@ async fn attach_needs_one_target_and_a_prefix() {
         netns: Some("ns1".into()),
         address: "10.103.100.50/24".into(),
         mtu: None,
+        network: None,
     };
     assert_eq!(
         handle(&agent, both).await,
@@ -124,6 +125,7 @@ async fn attach_needs_one_target_and_a_prefix() {
         netns: Some("ns1".into()),
         address: "10.103.100.50".into(),
         mtu: None,
+        network: None,
     };
     assert_eq!(
         handle(&agent, no_prefix).await,
@@ -134,6 +136,7 @@ async fn attach_needs_one_target_and_a_prefix() {
         netns: Some("ns1".into()),
         address: "10.103.100.1/24".into(),
         mtu: None,
+        network: None,
     };
     assert_eq!(
         handle(&agent, gateway).await,
@@ -144,6 +147,7 @@ async fn attach_needs_one_target_and_a_prefix() {
         netns: Some("ns1".into()),
         address: "10.103.100.50/16".into(),
         mtu: None,
+        network: None,
     };
     assert_eq!(
         handle(&agent, wrong_prefix).await,

@@ -48,9 +48,49 @@ pub async fn create_pair(handle: &Handle, host: &str, temp: &str) -> Result<(), 
         .map_err(plumbing(format!("creating veth pair {host}/{temp}")))
 }
 
+/// Makes the pair `host` / `temp` for a container runtime that moves
+/// `temp` into the container itself (Docker after a network driver's
+/// `Join`): `temp` gets `mac`, both ends `mtu`, `host` is brought up.
+/// Returns `host`'s ifindex; on a failure the pair is deleted again.
+pub async fn create_unplugged(
+    handle: &Handle,
+    host: &str,
+    temp: &str,
+    mac: [u8; 6],
+    mtu: u32,
+) -> Result<u32, SysError> {
+    create_pair(handle, host, temp).await?;
+    let made = async {
+        let host_link = netlink::link_by_name(handle, host).await?;
+        let peer = netlink::link_by_name(handle, temp).await?;
+        handle
+            .link()
+            .set(peer.index)
+            .mtu(mtu)
+            .address(mac.to_vec())
+            .execute()
+            .await
+            .map_err(plumbing(format!("setting MTU and MAC of {temp}")))?;
+        handle
+            .link()
+            .set(host_link.index)
+            .mtu(mtu)
+            .up()
+            .execute()
+            .await
+            .map_err(plumbing(format!("bringing {host} up")))?;
+        Ok::<_, SysError>(host_link.index)
+    }
+    .await;
+    if made.is_err() {
+        remove_link(handle, host).await;
+    }
+    made
+}
+
 /// Moves the pair's far end `temp` into the namespace at `ns_path` (open as
 /// `ns_file`), configures it as `inside`, and plugs the host end `host` into
-/// the bridge with ifindex `bridge_index`.
+/// the bridge with ifindex `bridge_index` (if any) and brings it up.
 pub async fn plumb(
     handle: &Handle,
     ns_path: &Path,
@@ -58,7 +98,7 @@ pub async fn plumb(
     host: &str,
     temp: &str,
     inside: &Inside,
-    bridge_index: u32,
+    bridge_index: Option<u32>,
 ) -> Result<(), SysError> {
     let host_link = netlink::link_by_name(handle, host).await?;
     let peer = netlink::link_by_name(handle, temp).await?;
@@ -94,13 +134,15 @@ pub async fn plumb(
         .execute()
         .await
         .map_err(plumbing(format!("setting MTU of {host}")))?;
-    handle
-        .link()
-        .set(host_link.index)
-        .controller(bridge_index)
-        .execute()
-        .await
-        .map_err(plumbing(format!("plugging {host} into the bridge")))?;
+    if let Some(bridge_index) = bridge_index {
+        handle
+            .link()
+            .set(host_link.index)
+            .controller(bridge_index)
+            .execute()
+            .await
+            .map_err(plumbing(format!("plugging {host} into the bridge")))?;
+    }
     handle
         .link()
         .set(host_link.index)

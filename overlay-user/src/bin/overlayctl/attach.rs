@@ -23,15 +23,22 @@ through the container's PID from the Docker API) as eth0 with ADDRESS, a Docker-
 default route via this host's gateway, and plugs the other end (ovlc... or ovln...) into the \
 bridge. The address must be a free container address of this host's subnet, with the subnet's \
 prefix length. The endpoint is kept across restarts of overlayd; it is removed when the \
-container stops (with [docker] enabled) or by `overlayctl detach`.",
+container stops (with [docker] enabled) or by `overlayctl detach`.\n\n\
+With --network NAME (overlayd with [cluster]) the container joins that overlay network of the \
+cluster instead: its address comes from the network's IPAM, unique across hosts (or --ip), the \
+default route goes via the network's gateway, the host end (ovn...) is served by the dataplane \
+and the endpoint is published in the store so that every host reaches it. Give no ADDRESS then.",
     after_help = "Examples:\n  \
 docker run -d --network none --name web busybox httpd -f\n  \
 overlayctl attach web 10.103.100.50/24\n  \
-overlayctl attach --netns blue 10.103.100.51/24 --mtu 1400"
+overlayctl attach --netns blue 10.103.100.51/24 --mtu 1400\n  \
+overlayctl attach web --network front\n  \
+overlayctl attach --netns blue --network front --ip 10.103.240.9"
 )]
 pub struct AttachArgs {
-    /// CONTAINER (name or ID) and ADDRESS (e.g. 10.103.100.50/24); with --netns, ADDRESS only.
-    #[arg(value_name = "CONTAINER ADDRESS", num_args = 1..=2, required = true)]
+    /// CONTAINER (name or ID) and ADDRESS (e.g. 10.103.100.50/24); with --netns, ADDRESS only;
+    /// with --network, CONTAINER only (nothing with --netns).
+    #[arg(value_name = "CONTAINER ADDRESS", num_args = 0..=2)]
     args: Vec<String>,
     /// Attach the named network namespace (/run/netns/NAME) instead of a container.
     #[arg(long, value_name = "NAME")]
@@ -39,6 +46,16 @@ pub struct AttachArgs {
     /// The interface's MTU (default: the underlay interface's MTU minus 50).
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(68..=65535))]
     mtu: Option<u32>,
+    /// Join this overlay network of the cluster instead of the bridge.
+    #[arg(long, value_name = "NAME")]
+    network: Option<String>,
+    /// With --network: this address instead of one from the network's IPAM.
+    #[arg(long, value_name = "IP", requires = "network", value_parser = parse_ip)]
+    ip: Option<std::net::Ipv4Addr>,
+}
+
+fn parse_ip(value: &str) -> Result<std::net::Ipv4Addr, String> {
+    overlay_user::model::validation::parse_ipv4(value).map_err(|e| e.to_string())
 }
 
 fn usage(message: &str) -> ! {
@@ -53,20 +70,37 @@ fn usage(message: &str) -> ! {
 
 /// Run `overlayctl attach ...`.
 pub async fn attach(ctx: &Ctx, args: AttachArgs) -> Result<(), CtlError> {
-    let (container, address) = match (&args.netns, args.args.as_slice()) {
-        (Some(_), [address]) => (None, address.clone()),
-        (None, [container, address]) => (Some(container.clone()), address.clone()),
-        (Some(_), _) => usage("with --netns NAME, give only ADDRESS (e.g. 10.103.100.50/24)"),
-        (None, _) => usage("give CONTAINER and ADDRESS (e.g. web 10.103.100.50/24)"),
-    };
-    if let Err(e) = parse_address(&address) {
-        usage(&e.to_string());
-    }
-    let req = Request::Attach {
-        container,
-        netns: args.netns,
-        address,
-        mtu: args.mtu,
+    let req = if let Some(network) = args.network {
+        let container = match (&args.netns, args.args.as_slice()) {
+            (Some(_), []) => None,
+            (None, [container]) => Some(container.clone()),
+            (Some(_), _) => usage("with --netns NAME --network NET, give no CONTAINER or ADDRESS"),
+            (None, _) => usage("with --network NET, give only CONTAINER (the address comes from the network, or --ip)"),
+        };
+        Request::Attach {
+            container,
+            netns: args.netns,
+            address: args.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            mtu: args.mtu,
+            network: Some(network),
+        }
+    } else {
+        let (container, address) = match (&args.netns, args.args.as_slice()) {
+            (Some(_), [address]) => (None, address.clone()),
+            (None, [container, address]) => (Some(container.clone()), address.clone()),
+            (Some(_), _) => usage("with --netns NAME, give only ADDRESS (e.g. 10.103.100.50/24)"),
+            (None, _) => usage("give CONTAINER and ADDRESS (e.g. web 10.103.100.50/24)"),
+        };
+        if let Err(e) = parse_address(&address) {
+            usage(&e.to_string());
+        }
+        Request::Attach {
+            container,
+            netns: args.netns,
+            address,
+            mtu: args.mtu,
+            network: None,
+        }
     };
     match ctx.request(req).await? {
         Response::Attached(a) if ctx.json => print_json(&a),
@@ -81,6 +115,19 @@ fn target(t: &Target) -> String {
 }
 
 fn describe_attach(a: &Attachment) -> String {
+    if let Some(network) = &a.network {
+        return format!(
+            "attached {} to network {network}: {} {}/{} mac {} mtu {} gateway {}; host side {}",
+            target(&a.target),
+            a.ifname,
+            a.ip,
+            a.prefix,
+            a.mac,
+            a.mtu,
+            a.gateway,
+            a.host_ifname
+        );
+    }
     format!(
         "attached {}: {} {}/{} mac {} mtu {} gateway {}; host side {} on {}",
         target(&a.target),
@@ -110,6 +157,7 @@ mod tests {
             mtu: 1450,
             gateway: "10.103.100.1".parse().unwrap(),
             host_ifname: "ovlc3ffd421aa32".into(),
+            network: None,
             bridge: "docker0".into(),
         };
         assert_eq!(

@@ -208,12 +208,15 @@ pub(crate) async fn set_gateway(
         match ip {
             Some(ip) if (ip, len) == (addr, prefix) => present = true,
             // Another gateway or prefix, left by an earlier spec of the network.
-            _ => handle
-                .address()
-                .del(msg)
-                .execute()
-                .await
-                .map_err(request(format!("removing {ip:?}/{len} from {name}")))?,
+            _ => {
+                let ip = ip.map_or_else(|| "an address".to_string(), |ip| ip.to_string());
+                handle
+                    .address()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .map_err(request(format!("removing {ip}/{len} from {name}")))?
+            }
         }
     }
     if !present {

@@ -171,13 +171,22 @@ impl KernelDataplane {
                     ifindex: *ifindex,
                 };
                 let bridge = self.networks[&ep.vni].bridge;
-                self.enslave(&port, bridge).await?;
+                self.enslave(&port, bridge, true).await?;
                 self.forget_remote(ep.vni, ep.ip).await?;
-                self.network_mut(ep.vni, ep.ip)?.locals.insert(ep.ip, port);
+                // The same address behind another veth (a restarted container): the old one leaves.
+                let old = self
+                    .network_mut(ep.vni, ep.ip)?
+                    .locals
+                    .insert(ep.ip, port.clone());
+                if let Some(old) = old.filter(|o| *o != port) {
+                    self.release(&old, bridge).await?;
+                }
             }
             NetLocation::Remote { host } => {
-                if let Some(port) = self.network_mut(ep.vni, ep.ip)?.locals.remove(&ep.ip) {
-                    self.release(&port).await?;
+                let net = self.network_mut(ep.vni, ep.ip)?;
+                let bridge = net.bridge;
+                if let Some(port) = net.locals.remove(&ep.ip) {
+                    self.release(&port, bridge).await?;
                 }
                 let net = &self.networks[&ep.vni];
                 let old = net.remotes.get(&ep.ip).copied();
@@ -206,8 +215,9 @@ impl KernelDataplane {
         let Some(net) = self.networks.get_mut(&vni) else {
             return Ok(());
         };
+        let bridge = net.bridge;
         if let Some(port) = net.locals.remove(&ip) {
-            self.release(&port).await?;
+            self.release(&port, bridge).await?;
         }
         self.forget_remote(vni, ip).await?;
         self.sync_filter().await;
@@ -243,10 +253,15 @@ impl KernelDataplane {
         }
     }
 
-    /// Puts a local endpoint's veth into `bridge` and up. Routes and
-    /// permanent neighbours on it (the BPF dataplane's, from a run in that
-    /// mode) go: in a bridge, the port carries no IP of its own.
-    async fn enslave(&self, port: &LocalPort, bridge: u32) -> Result<(), DataplaneError> {
+    /// Puts a local endpoint's veth into `bridge` and up. With `clean`,
+    /// routes and permanent neighbours on it (the BPF dataplane's, from a
+    /// run in that mode) go: in a bridge, the port carries no IP of its own.
+    async fn enslave(
+        &self,
+        port: &LocalPort,
+        bridge: u32,
+        clean: bool,
+    ) -> Result<(), DataplaneError> {
         let link = netlink::link_by_index(&self.handle, port.ifindex)
             .await
             .map_err(|e| DataplaneError::Interface {
@@ -262,6 +277,27 @@ impl KernelDataplane {
                 ),
             });
         }
+        if clean {
+            self.clean_port(port).await?;
+        }
+        if link.master != Some(bridge) || !link.up {
+            self.handle
+                .link()
+                .set(port.ifindex)
+                .controller(bridge)
+                .up()
+                .execute()
+                .await
+                .map_err(request(format!(
+                    "enslaving {} to its network's bridge",
+                    port.ifname
+                )))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the /32 routes and permanent neighbours on a local endpoint's veth.
+    async fn clean_port(&self, port: &LocalPort) -> Result<(), DataplaneError> {
         for (route, msg) in main_routes(&self.handle).await? {
             if route.oif == Some(port.ifindex) && route.dst.prefix_len() == 32 {
                 if let Err(e) = self.handle.route().del(msg).execute().await {
@@ -288,28 +324,16 @@ impl KernelDataplane {
         {
             on_port.del_neighbour(n.ip).await?;
         }
-        if link.master != Some(bridge) || !link.up {
-            self.handle
-                .link()
-                .set(port.ifindex)
-                .controller(bridge)
-                .up()
-                .execute()
-                .await
-                .map_err(request(format!(
-                    "enslaving {} to its network's bridge",
-                    port.ifname
-                )))?;
-        }
         Ok(())
     }
 
-    /// Takes a local endpoint's veth out of its bridge, if it is still there.
-    async fn release(&self, port: &LocalPort) -> Result<(), DataplaneError> {
+    /// Takes a local endpoint's veth out of its network's `bridge`, if it
+    /// is still there.
+    async fn release(&self, port: &LocalPort, bridge: u32) -> Result<(), DataplaneError> {
         let Ok(link) = netlink::link_by_index(&self.handle, port.ifindex).await else {
             return Ok(()); // gone with its container
         };
-        if link.name != port.ifname || link.master.is_none() {
+        if link.name != port.ifname || link.master != Some(bridge) {
             return Ok(());
         }
         match self
@@ -352,7 +376,7 @@ impl KernelDataplane {
             }
             let net = &self.networks[&vni];
             for port in net.locals.values() {
-                if let Err(e) = self.enslave(port, net.bridge).await {
+                if let Err(e) = self.enslave(port, net.bridge, false).await {
                     log::debug!("network vni {vni}: {e}");
                 }
             }

@@ -8,6 +8,7 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 
 use super::cluster::ClusterConfig;
+use super::dns::DnsConfig;
 use super::{
     de_opt_net, AttachPoint, Config, DataplaneChoice, DockerConfig, EncapMode, PeerConfig, Pending,
     XdpMode,
@@ -75,6 +76,7 @@ pub(super) struct RawConfig {
     cluster: Option<ClusterConfig>,
     #[serde(default)]
     metrics_address: Option<String>,
+    dns: Option<DnsConfig>,
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -131,6 +133,7 @@ impl TryFrom<RawConfig> for Config {
                 vxlan_port: clustered && raw.vxlan_port.is_none(),
             },
             cluster: raw.cluster,
+            dns: raw.dns,
         })
     }
 }

@@ -135,12 +135,28 @@ pub async fn handle(api: &Api, req: Request) -> Response {
             netns,
             address,
             mtu,
+            network,
         } => {
             let target = match attach_target(container, netns) {
                 Ok(t) => t,
                 Err(e) => return e,
             };
-            match api.plumber.attach(core, target, &address, mtu).await {
+            let attached = match network {
+                Some(network) => {
+                    let ip = match address.as_str() {
+                        "" => None,
+                        a => match parse_ipv4(a.split('/').next().unwrap_or_default()) {
+                            Ok(ip) => Some(ip),
+                            Err(e) => return Response::error(e),
+                        },
+                    };
+                    api.plumber
+                        .attach_network(core, target, &network, ip, mtu)
+                        .await
+                }
+                None => api.plumber.attach(core, target, &address, mtu).await,
+            };
+            match attached {
                 Ok(a) => Response::Attached(Box::new(a)),
                 Err(e) => Response::error(e),
             }

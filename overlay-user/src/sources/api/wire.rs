@@ -72,11 +72,16 @@ pub enum Request {
         /// The named network namespace.
         #[serde(default)]
         netns: Option<String>,
-        /// Address and prefix, e.g. "10.103.100.50/24".
+        /// Address and prefix, e.g. "10.103.100.50/24"; with `network`, an
+        /// address ("10.103.240.9") or empty for one from its IPAM.
+        #[serde(default)]
         address: String,
         /// MTU; default: the underlay's minus 50.
         #[serde(default)]
         mtu: Option<u32>,
+        /// The overlay network to join instead of the bridge.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
     },
     /// Undo `attach`.
     Detach {
@@ -410,6 +415,7 @@ mod tests {
                 netns: None,
                 address: "10.103.100.50/24".into(),
                 mtu: None,
+                network: None,
             },
             r#"{"attach":{"container":"web","netns":null,"address":"10.103.100.50/24","mtu":null}}"#,
         );

@@ -13,7 +13,7 @@ use etcd_client::{GetOptions, Txn, TxnResponse};
 use ipnet::Ipv4Net;
 
 use crate::model::cluster::ClusterSettings;
-use crate::model::overlay_network::{EndpointRecord, NetworkRequest, NetworkSpec};
+use crate::model::overlay_network::{EndpointRecord, NetworkRequest, NetworkSpec, NetworkView};
 use crate::sources::cluster::client::Store;
 use crate::sources::cluster::keeper::LeaseState;
 use crate::sources::cluster::lease::Lease;
@@ -41,6 +41,9 @@ pub struct Directory {
     /// Addresses this host's requests are trying to take right now, so
     /// that concurrent requests of one host do not race for the same one.
     pub(super) trying: Arc<Mutex<std::collections::BTreeSet<(String, Ipv4Addr)>>>,
+    /// Every network and endpoint record, as [`super::netview`] follows
+    /// them (empty until [`Directory::set_view`]).
+    pub(super) view: tokio::sync::watch::Receiver<Arc<NetworkView>>,
 }
 
 /// The endpoint records this host published, and the etcd lease they are bound to.
@@ -75,7 +78,14 @@ impl Directory {
             network_pool: lease.network_pool,
             published: Arc::default(),
             trying: Arc::default(),
+            view: tokio::sync::watch::channel(Arc::default()).1,
         }
+    }
+
+    /// Answer [`NetworkDirectory::subscribe_view`] with `view` (from
+    /// [`super::netview::spawn`]).
+    pub fn set_view(&mut self, view: tokio::sync::watch::Receiver<Arc<NetworkView>>) {
+        self.view = view;
     }
 
     /// The key prefix.
@@ -216,5 +226,9 @@ impl NetworkDirectory for Directory {
 
     async fn withdraw_endpoint(&self, network: &str, ip: Ipv4Addr) -> Result<(), SourceError> {
         self.withdraw(network, ip).await.map_err(boxed)
+    }
+
+    fn subscribe_view(&self) -> tokio::sync::watch::Receiver<Arc<NetworkView>> {
+        self.view.clone()
     }
 }

@@ -30,12 +30,17 @@
 //!   interface; `overlayctl cluster init` writes the settings through
 //!   [`client::Store`].
 //!
+//! - [`netview`] follows the overlay networks and every host's endpoint
+//!   records for the names resolver (a watch channel of
+//!   [`NetworkView`](crate::model::overlay_network::NetworkView)).
+//!
 //! Owns: the etcd client with its TLS settings and error explanations
 //! ([`client`]), leasing ([`lease`]) and keeping the lease alive
 //! ([`keeper`]), the saved lease ([`saved`]), the
 //! registry and its watch ([`registry`], networks in [`netwatch`]), the
-//! API's view ([`view`]) and the networks' directory ([`directory`],
-//! [`networks`], [`ipam`], [`endpoints`]).
+//! API's view ([`view`]), the networks' directory ([`directory`],
+//! [`networks`], [`ipam`], [`endpoints`]) and the networks' view for names
+//! ([`netview`]).
 //! Must not touch: the dataplane (peers go through the core) and the other
 //! sources.
 
@@ -45,6 +50,7 @@ pub mod endpoints;
 pub mod ipam;
 pub mod keeper;
 pub mod lease;
+pub mod netview;
 pub mod netwatch;
 pub mod networks;
 pub mod registry;

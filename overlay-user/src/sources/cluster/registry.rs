@@ -128,6 +128,21 @@ impl ClusterSource {
         self.directory.clone()
     }
 
+    /// The store's client (for [`super::netview::spawn`]).
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    /// The view of networks and endpoint records the directory hands out
+    /// ([`NetworkDirectory::subscribe_view`](crate::sources::NetworkDirectory::subscribe_view)),
+    /// from [`super::netview::spawn`].
+    pub fn set_view(
+        &mut self,
+        view: tokio::sync::watch::Receiver<Arc<crate::model::overlay_network::NetworkView>>,
+    ) {
+        self.directory.set_view(view);
+    }
+
     /// Installs the last-known hosts (from the saved lease) as peers now.
     /// overlayd calls it at start before the core removes what no source
     /// added again, so a restart keeps forwarding to them; [`Self::follow`]

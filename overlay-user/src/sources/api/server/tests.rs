@@ -26,6 +26,16 @@ impl Plumber for NoPlumbing {
     ) -> Result<Attachment, SourceError> {
         unreachable!("no attach in these tests")
     }
+    async fn attach_network(
+        &self,
+        _core: &Core,
+        _target: Target,
+        _network: &str,
+        _ip: Option<Ipv4Addr>,
+        _mtu: Option<u32>,
+    ) -> Result<Attachment, SourceError> {
+        unreachable!("no attach in these tests")
+    }
     async fn detach(&self, _core: &Core, _target: Target) -> Result<Detachment, SourceError> {
         unreachable!("no detach in these tests")
     }

@@ -16,34 +16,59 @@
 //! Any failure after the pair exists deletes the pair again: a failed attach
 //! leaves nothing behind.
 //!
+//! With `--network NAME` ([`network`]) the target joins an overlay network
+//! of the cluster instead of the bridge: its address comes from the
+//! network's IPAM (or `--ip`), the host end (`ovn` + 11 hex digits) stays
+//! unplugged, the endpoint is reported as a network endpoint and its record
+//! published so that every host installs it.
+//!
 //! The API asks for it through the [`Plumber`] interface; the veth
 //! plumbing itself is [`crate::sys::veth`], the container lookup
 //! [`crate::sys::docker`], the naming [`crate::model::attach`].
+//!
+//! Owns: plumbing targets into the bridge or an overlay network.
+//! Must not touch: the other sources (the store is reached through
+//! [`NetworkDirectory`](crate::sources::NetworkDirectory)) and the dataplane.
+
+pub mod network;
+pub mod target;
+
+use target::resolve;
+pub use target::{parse_address, AttachError};
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
-use crate::agent::error::AgentError;
 use crate::agent::handle::Core;
 use crate::model::attach::{
-    container_ifname, mac_for, netns_ifname, Attachment, Detachment, Target, CONTAINER_IFNAME,
-    CONTAINER_PREFIX, TEMP_PREFIX, VXLAN_OVERHEAD,
+    mac_for, netns_ifname, Attachment, Detachment, Target, CONTAINER_IFNAME, CONTAINER_PREFIX,
+    TEMP_PREFIX, VXLAN_OVERHEAD,
 };
 use crate::model::change::Change;
 use crate::model::source::Source;
 use crate::model::validation::format_mac;
 use crate::sources::{Plumber, SourceError};
-use crate::sys::docker;
 use crate::sys::error::SysError;
 use crate::sys::netlink;
 use crate::sys::netns;
 use crate::sys::veth::{self, Inside};
 
-/// The attach source: plumbs containers when the API asks.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Attacher;
+/// The attach source: plumbs containers when the API asks; with a network
+/// directory (`[cluster]`) also into overlay networks.
+#[derive(Clone, Default)]
+pub struct Attacher {
+    networks: Option<network::Networks>,
+}
+
+impl Attacher {
+    /// An attacher that also plumbs into the overlay networks of `networks`.
+    pub fn with_networks(networks: network::Networks) -> Attacher {
+        Attacher {
+            networks: Some(networks),
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl Plumber for Attacher {
@@ -59,119 +84,35 @@ impl Plumber for Attacher {
         attach(core, target, addr, mtu).await.map_err(plumbing)
     }
 
-    async fn detach(&self, core: &Core, target: Target) -> Result<Detachment, SourceError> {
-        detach(core, target)
+    async fn attach_network(
+        &self,
+        core: &Core,
+        target: Target,
+        network: &str,
+        ip: Option<Ipv4Addr>,
+        mtu: Option<u32>,
+    ) -> Result<Attachment, SourceError> {
+        let plumbing = |e: AttachError| SourceError::Plumbing(Box::new(e));
+        let networks = self
+            .networks
+            .as_ref()
+            .ok_or_else(|| plumbing(AttachError::NoCluster))?;
+        network::attach(networks, core, target, network, ip, mtu)
             .await
-            .map_err(|e| SourceError::Plumbing(Box::new(e)))
+            .map_err(plumbing)
     }
-}
 
-/// Errors of attach and detach; the messages are shown to users as is.
-#[derive(Debug, thiserror::Error)]
-pub enum AttachError {
-    /// The address is not of the form a.b.c.d/len.
-    #[error("{0:?} is not an address with a prefix length; expected one like 10.103.100.50/24")]
-    BadAddress(String),
-    /// The prefix length differs from this host's subnet's.
-    #[error("{given} does not match this host's subnet {subnet}; expected {ip}/{}", subnet.prefix_len())]
-    WrongPrefix {
-        /// What was given.
-        given: Ipv4Net,
-        /// The address.
-        ip: Ipv4Addr,
-        /// This host's subnet.
-        subnet: Ipv4Net,
-    },
-    /// The MTU is out of range.
-    #[error("MTU {0} is out of range; expected 68 to 65535")]
-    BadMtu(u32),
-    /// The address is unusable (not in the subnet, reserved).
-    #[error(transparent)]
-    Agent(#[from] AgentError),
-    /// The address is already an endpoint.
-    #[error("{ip} is already an endpoint on {dev} ({by}); detach or delete it first, or choose another address")]
-    InUse {
-        /// The address.
-        ip: Ipv4Addr,
-        /// Its interface.
-        dev: String,
-        /// Who added it.
-        by: Source,
-    },
-    /// The target already has our interface.
-    #[error("{target} is already attached (host interface {host_ifname} exists); detach it first")]
-    AlreadyAttached {
-        /// The target.
-        target: Target,
-        /// Our host-side interface.
-        host_ifname: String,
-    },
-    /// The target already has an interface with the name we would use.
-    #[error("{target} already has an interface {ifname}; attach is for containers started with --network none")]
-    HasInterface {
-        /// The target.
-        target: Target,
-        /// The name.
-        ifname: String,
-    },
-    /// The target is not attached.
-    #[error("{target} is not attached (no host interface {host_ifname}, no endpoint on it)")]
-    NotAttached {
-        /// The target.
-        target: Target,
-        /// The host-side name it would have.
-        host_ifname: String,
-    },
-    /// The named network namespace does not exist.
-    #[error("no network namespace named {0} (expected /run/netns/{0})")]
-    NoNetns(String),
-    /// The container could not be found or does not run, its namespace could
-    /// not be entered, a netlink query failed or a change was refused
-    /// (whatever was made was removed again).
-    #[error(transparent)]
-    Sys(#[from] SysError),
-}
-
-/// Parse "a.b.c.d/len" (host bits expected: it is an interface address).
-pub fn parse_address(value: &str) -> Result<Ipv4Net, AttachError> {
-    let v = value.trim();
-    if !v.contains('/') {
-        return Err(AttachError::BadAddress(value.to_owned()));
-    }
-    v.parse()
-        .map_err(|_| AttachError::BadAddress(value.to_owned()))
-}
-
-/// The target's namespace file, its host-side interface name, and a label.
-struct Resolved {
-    ns_path: PathBuf,
-    host_ifname: String,
-}
-
-async fn resolve(target: &Target, socket: &std::path::Path) -> Result<Resolved, AttachError> {
-    match target {
-        Target::Container(name) => {
-            let client = docker::connect(socket).await?;
-            let inspect = docker::inspect(&client, socket, name)
-                .await?
-                .ok_or_else(|| SysError::NoContainer(name.clone()))?;
-            let info = docker::container(&inspect);
-            let pid = info.pid.ok_or_else(|| SysError::NotRunning(name.clone()))?;
-            Ok(Resolved {
-                ns_path: netns::of_pid(pid),
-                host_ifname: container_ifname(&info.id),
-            })
-        }
-        Target::Netns(name) => {
-            let path = netns::named(name);
-            if name.is_empty() || name.contains('/') || !path.exists() {
-                return Err(AttachError::NoNetns(name.clone()));
+    async fn detach(&self, core: &Core, target: Target) -> Result<Detachment, SourceError> {
+        let plumbing = |e: AttachError| SourceError::Plumbing(Box::new(e));
+        if let Some(networks) = &self.networks {
+            if let Some(d) = network::detach(networks, core, &target)
+                .await
+                .map_err(plumbing)?
+            {
+                return Ok(d);
             }
-            Ok(Resolved {
-                ns_path: path,
-                host_ifname: netns_ifname(name),
-            })
         }
+        detach(core, target).await.map_err(plumbing)
     }
 }
 
@@ -257,7 +198,7 @@ pub async fn attach(
         &host_ifname,
         &temp,
         &inside,
-        bridge.index,
+        Some(bridge.index),
     )
     .await
     .map_err(AttachError::from);
@@ -293,6 +234,7 @@ pub async fn attach(
         gateway,
         host_ifname,
         bridge: cfg.bridge,
+        network: None,
     })
 }
 
