@@ -22,8 +22,8 @@ use overlay_common::{
         arp, NetEndpointValue, NetKey, NetPortValue, NetValue, MAX_NETWORKS, MAX_NET_ENDPOINTS,
         MAX_NET_PORTS,
     },
-    vxlan::{ETH_P_ARP, ETH_P_IP, IPPROTO_UDP},
     observe::Hook,
+    vxlan::{ETH_P_ARP, ETH_P_IP, IPPROTO_UDP},
     Counter, DropReason, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD,
 };
 
