@@ -318,7 +318,10 @@ fn each_breakage_is_diagnosed_with_its_fix() {
     let pin = c
         .lab
         .bpffs_dir()
-        .join("h1/v2/links/underlay-tc")
+        .join(format!(
+            "h1/v{}/links/underlay-tc",
+            overlay_common::MAPS_VERSION
+        ))
         .display()
         .to_string();
     let link_id = bpftool(&["-j", "link", "show", "pinned", &pin]);

@@ -131,7 +131,10 @@ fn status_health_summary() {
     );
 
     // A program detached behind overlayd's back shows at once.
-    let pin = c.lab.bpffs_dir().join("h1/v2/links/underlay-tc");
+    let pin = c.lab.bpffs_dir().join(format!(
+        "h1/v{}/links/underlay-tc",
+        overlay_common::MAPS_VERSION
+    ));
     // From this namespace: `ip netns exec` remounts /sys, hiding the pins.
     let out = std::process::Command::new("bpftool")
         .args(["link", "detach", "pinned", &pin.display().to_string()])

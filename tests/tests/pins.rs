@@ -12,7 +12,7 @@ use overlay_lab::{
     Overlayd,
 };
 
-const MAPS_VERSION: u32 = 2;
+use overlay_common::MAPS_VERSION;
 
 fn lab() -> Lab {
     Lab::new(LabSpec {

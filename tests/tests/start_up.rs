@@ -169,7 +169,10 @@ fn a_failed_start_leaves_the_previous_run_forwarding() {
     let (config, socket) = (c.agent(1).config.clone(), c.agent(1).socket.clone());
     let peers = overlay_tests::peer_table(c.agent(1));
     c.agents[0].proc.stop().unwrap();
-    let links_dir = c.lab.bpffs_dir().join("h1/v3/links");
+    let links_dir = c
+        .lab
+        .bpffs_dir()
+        .join(format!("h1/v{}/links", overlay_common::MAPS_VERSION));
     let links = entries(&links_dir);
     assert!(links.contains(&"underlay-tc".to_string()), "{links:?}");
 
@@ -240,7 +243,9 @@ fn a_port_that_vanishes_during_the_start_is_skipped() {
     run_batch(&batch("add"));
     let del = batch("del");
     // The ports go away as soon as the first one has its program.
-    let links_dir = lab.bpffs_dir().join("h1/v3/links");
+    let links_dir = lab
+        .bpffs_dir()
+        .join(format!("h1/v{}/links", overlay_common::MAPS_VERSION));
     let deleter = {
         let (links_dir, ns) = (links_dir.clone(), h.ns.clone());
         std::thread::spawn(move || {
@@ -358,7 +363,9 @@ fn what_no_source_owns_any_more_is_removed_at_start() {
         &c2.host_veth,
     ])
     .unwrap();
-    let maps = lab.bpffs_dir().join("h1/v3/maps");
+    let maps = lab
+        .bpffs_dir()
+        .join(format!("h1/v{}/maps", overlay_common::MAPS_VERSION));
     let (peers, hosts, endpoints) = (
         maps.join("OVL_PEERS"),
         maps.join("OVL_PEER_HOSTS"),

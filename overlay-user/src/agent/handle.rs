@@ -59,10 +59,7 @@ impl Core {
 
     /// Report one change from `source`; on an error nothing was changed.
     pub async fn apply(&self, source: Source, change: Change) -> Result<(), AgentError> {
-        let span = reconcile_span(source, &change);
-        async { self.lock().await.agent.apply(source, change).await }
-            .instrument(span)
-            .await
+        self.lock().await.apply(source, change).await
     }
 
     /// Re-apply the peers and endpoints of the state file (after the
