@@ -5,6 +5,9 @@
 //! cleanup, so the pinned programs (or the kernel devices) forward on
 //! their own.
 //! With `--cleanup`, removes everything instead.
+//! Run it in the host's network namespace only (`nsenter --net=...`), not
+//! with `ip netns exec`: that also gives it a private mount namespace whose
+//! fresh /sys gets a bpffs of its own, and the pins die with the process.
 //!
 //! Usage: netsetup --config FILE [--network VNI,SUBNET,GATEWAY]...
 //!   [--local VNI,IP,MAC,IFNAME,IFINDEX]... [--remote VNI,IP,MAC,HOST]... [--cleanup]

@@ -9,7 +9,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
-use overlay_lab::{agent_config, exec, exec_ok, AgentOptions, Lab};
+use overlay_lab::{agent_config, exec_ok, nsenter_command, AgentOptions, Lab};
 
 const VNI: u32 = 4096;
 const SUBNET: &str = "10.103.240.0/24";
@@ -117,8 +117,16 @@ pub(super) fn setup(lab: &mut Lab, dataplane: &str) -> Result<(String, String, I
                 ));
             }
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = exec(&lab.host(host).ns, &args)?;
+        // In the host's network namespace only (nsenter --net): `ip netns
+        // exec` would also give netsetup a private mount namespace with a
+        // fresh /sys, where the dataplane mounts its own bpffs; the pins
+        // (and with them the attached programs) would vanish when netsetup
+        // exits.
+        let out = nsenter_command(&lab.host(host).ns, &args[0])
+            .args(&args[1..])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("running netsetup on host {host}"))?;
         if !out.status.success() {
             bail!(
                 "netsetup on host {host}: {}",
