@@ -26,6 +26,9 @@ use crate::sys::netlink;
 /// How often the store and Docker are compared (networks appear on every
 /// host's Docker within this and one Engine API call).
 pub const SYNC_EVERY: Duration = Duration::from_millis(500);
+/// How soon an endpoint Docker has not tied to its container yet is looked
+/// at again.
+const NAME_RETRY: Duration = Duration::from_millis(50);
 /// How long Docker gets to show a network it is creating.
 const NAME_WAIT: Duration = Duration::from_secs(10);
 
@@ -34,13 +37,14 @@ pub async fn run(plugin: &Plugin) {
     let mut recovered = false;
     let mut last_problem = String::new();
     loop {
+        let mut waiting = 0;
         let result = async {
             if !recovered {
                 plugin.recover().await?;
                 recovered = true;
             }
             plugin.rename_pending().await?;
-            plugin.name_endpoints().await?;
+            waiting = plugin.name_endpoints().await?;
             plugin.sync_networks().await
         }
         .await;
@@ -54,8 +58,11 @@ pub async fn run(plugin: &Plugin) {
                 }
             }
         }
+        // An endpoint waiting for its container is asked for again soon:
+        // its name and aliases resolve from that moment.
+        let next = if waiting > 0 { NAME_RETRY } else { SYNC_EVERY };
         tokio::select! {
-            _ = tokio::time::sleep(SYNC_EVERY) => {}
+            _ = tokio::time::sleep(next) => {}
             _ = plugin.wake.notified() => {}
         }
     }
@@ -144,8 +151,9 @@ impl Plugin {
     }
 
     /// Give the records of joined endpoints their container's name and
-    /// aliases, from the Engine API.
-    pub async fn name_endpoints(&self) -> Result<(), PluginError> {
+    /// aliases, from the Engine API. Returns how many joined endpoints
+    /// Docker has not tied to their container yet (named at a later call).
+    pub async fn name_endpoints(&self) -> Result<usize, PluginError> {
         let todo: Vec<LocalEndpoint> = self
             .state()
             .endpoints
@@ -154,10 +162,11 @@ impl Plugin {
             .cloned()
             .collect();
         if todo.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let docker = self.docker().await?;
         let socket = self.settings.docker_socket.clone();
+        let mut waiting = 0;
         for ep in todo {
             let net = docker
                 .inspect_network(&ep.docker_network, None)
@@ -169,22 +178,40 @@ impl Plugin {
                 .into_iter()
                 .find(|(_, r)| r.endpoint_id.as_deref() == Some(ep.endpoint_id.as_str()));
             let Some((cid, res)) = found else {
+                waiting += 1;
                 continue;
+            };
+            // While Docker is still tying the endpoint to its container,
+            // the network lists it under `ep-<endpoint id>`, which is no
+            // container: the aliases cannot be read yet, so ask again soon
+            // rather than publish the name without them.
+            let container = match docker.inspect_container(&cid, None).await {
+                Ok(c) => c,
+                Err(e) => {
+                    log::debug!(
+                        "plugin: endpoint {} not tied to a container yet: {e}",
+                        ep.ip
+                    );
+                    waiting += 1;
+                    continue;
+                }
             };
             let name = res.name.unwrap_or_default();
             let netname = net.name.unwrap_or_default();
-            let aliases: Vec<String> = match docker.inspect_container(&cid, None).await {
-                Ok(c) => c
-                    .network_settings
-                    .and_then(|s| s.networks)
-                    .and_then(|mut n| n.remove(&netname))
-                    .and_then(|s| s.aliases)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|a| a != &name && !cid.starts_with(a.as_str()))
-                    .collect(),
-                Err(_) => Vec::new(),
+            let Some(settings) = container
+                .network_settings
+                .and_then(|s| s.networks)
+                .and_then(|mut n| n.remove(&netname))
+            else {
+                waiting += 1;
+                continue;
             };
+            let aliases: Vec<String> = settings
+                .aliases
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| a != &name && !cid.starts_with(a.as_str()))
+                .collect();
             let record = self.record(&ep, &name, &aliases);
             self.dir.publish_endpoint(&record).await?;
             if let Some(e) = self.state().endpoints.get_mut(&ep.endpoint_id) {
@@ -196,7 +223,7 @@ impl Plugin {
                 ep.network.name
             );
         }
-        Ok(())
+        Ok(waiting)
     }
 
     /// Create the store's networks on Docker; remove Docker's `ovl`
@@ -334,6 +361,6 @@ impl Plugin {
         if found > 0 {
             log::info!("plugin: {found} endpoints of running containers found again");
         }
-        self.name_endpoints().await
+        self.name_endpoints().await.map(|_| ())
     }
 }
