@@ -13,7 +13,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -23,7 +23,7 @@ use overlay_user::sources::names::server::{NamesServer, Settings};
 
 #[path = "common/dns.rs"]
 mod dns;
-use dns::{ask, ask_tcp, Answer, FakeUpstream};
+use dns::{a_from, ask_from, ask_tcp, until_a, FakeUpstream};
 
 fn network(name: &str, subnet: &str, vni: u32) -> NetworkSpec {
     let subnet: ipnet::Ipv4Net = subnet.parse().unwrap();
@@ -48,38 +48,17 @@ fn record(network: &str, ip: Ipv4Addr, name: &str, aliases: &[&str]) -> Endpoint
     }
 }
 
-/// Ask from inside namespace `ns`.
-fn ask_from(ns: &str, server: SocketAddr, name: &str, qtype: RecordType) -> Answer {
-    let name2 = name.to_string();
-    run_in_netns(ns, move || ask(server, &name2, qtype))
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{ns} asking {name}: {e}"))
-}
-
 fn a(ns: &str, server: SocketAddr, name: &str) -> (ResponseCode, Vec<Ipv4Addr>) {
-    let r = ask_from(ns, server, name, RecordType::A);
-    (r.code, r.addresses)
+    a_from(ns, server, name)
 }
 
-/// Polls until `name` answers `want` from `ns`; returns how long it took.
 fn until(
     ns: &str,
     server: SocketAddr,
     name: &str,
     want: (ResponseCode, Vec<Ipv4Addr>),
 ) -> Duration {
-    let started = Instant::now();
-    loop {
-        let got = a(ns, server, name);
-        if got == want {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "{name} from {ns}: still {got:?}, expected {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until_a(ns, server, name, want, Duration::from_secs(3))
 }
 
 #[test]

@@ -12,10 +12,9 @@
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType;
 use overlay_lab::{
     need_etcd_or_skip, run_in_netns, Binaries, Etcd, EtcdOptions, Lab, LabSpec, Overlayd,
 };
@@ -23,7 +22,7 @@ use overlay_tests::{cluster_init, cluster_opts, wait_cluster_peers};
 
 #[path = "../../overlay-user/tests/common/dns.rs"]
 mod dns;
-use dns::{ask, FakeUpstream};
+use dns::{a_from, until_a, FakeUpstream};
 
 const UPSTREAM_PORT: u16 = 5353;
 
@@ -51,11 +50,7 @@ impl Drop for NetnsResolvConf {
 }
 
 fn a(ns: &str, server: SocketAddr, name: &str) -> (ResponseCode, Vec<Ipv4Addr>) {
-    let n = name.to_string();
-    let r = run_in_netns(ns, move || ask(server, &n, RecordType::A))
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{ns} asking {name}: {e}"));
-    (r.code, r.addresses)
+    a_from(ns, server, name)
 }
 
 fn until(
@@ -64,18 +59,7 @@ fn until(
     name: &str,
     want: (ResponseCode, Vec<Ipv4Addr>),
 ) -> Duration {
-    let started = Instant::now();
-    loop {
-        let got = a(ns, server, name);
-        if got == want {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{name} from {ns}: still {got:?}, expected {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until_a(ns, server, name, want, Duration::from_secs(5))
 }
 
 fn network_json(name: &str, vni: u32, subnet: &str, gateway: &str) -> String {

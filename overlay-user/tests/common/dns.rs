@@ -183,3 +183,41 @@ impl Drop for FakeUpstream {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// The answer to `name` of type `qtype`, asked from inside namespace `ns`
+/// (so the question comes from that namespace's address).
+pub fn ask_from(ns: &str, server: SocketAddr, name: &str, qtype: RecordType) -> Answer {
+    let name2 = name.to_string();
+    overlay_lab::run_in_netns(ns, move || ask(server, &name2, qtype))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{ns} asking {name}: {e}"))
+}
+
+/// The response code and A addresses for `name`, asked from `ns`.
+pub fn a_from(ns: &str, server: SocketAddr, name: &str) -> (ResponseCode, Vec<Ipv4Addr>) {
+    let r = ask_from(ns, server, name, RecordType::A);
+    (r.code, r.addresses)
+}
+
+/// Asks for `name` from `ns` every 20 ms until the answer is `want`;
+/// returns how long that took, and panics once `limit` has passed.
+pub fn until_a(
+    ns: &str,
+    server: SocketAddr,
+    name: &str,
+    want: (ResponseCode, Vec<Ipv4Addr>),
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = a_from(ns, server, name);
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{name} from {ns}: still {got:?}, expected {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
