@@ -22,20 +22,29 @@ pub struct Maps {
     port_learned: HashMap<MapData, u32, u64>,
 }
 
-fn err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
+/// Turns a map error into the dataplane's, naming the map.
+pub(super) fn err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
     move |source| DataplaneError::Map { map, source }
+}
+
+/// Takes map `name` out of a loaded object.
+pub(super) fn take_map(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+) -> Result<aya::maps::Map, DataplaneError> {
+    ebpf.take_map(name)
+        .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))
+}
+
+/// The LPM trie key of `subnet`.
+pub(super) fn lpm(subnet: Ipv4Net) -> Key<[u8; 4]> {
+    Key::new(u32::from(subnet.prefix_len()), subnet.network().octets())
 }
 
 impl Maps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DataplaneError> {
-        fn take(
-            ebpf: &mut aya::Ebpf,
-            name: &'static str,
-        ) -> Result<aya::maps::Map, DataplaneError> {
-            ebpf.take_map(name)
-                .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))
-        }
+        let take = take_map;
         Ok(Self {
             config: Array::try_from(take(ebpf, names::CONFIG)?).map_err(err(names::CONFIG))?,
             peers: LpmTrie::try_from(take(ebpf, names::PEERS)?).map_err(err(names::PEERS))?,
@@ -63,14 +72,14 @@ impl Maps {
 
     /// Routes `subnet` to a remote host.
     pub fn add_peer(&mut self, subnet: Ipv4Net, value: &PeerValue) -> Result<(), DataplaneError> {
-        let key = Key::new(u32::from(subnet.prefix_len()), subnet.network().octets());
-        self.peers.insert(&key, value, 0).map_err(err(names::PEERS))
+        self.peers
+            .insert(&lpm(subnet), value, 0)
+            .map_err(err(names::PEERS))
     }
 
     /// Removes `subnet`; absent is fine.
     pub fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
-        let key = Key::new(u32::from(subnet.prefix_len()), subnet.network().octets());
-        ignore_missing(self.peers.remove(&key)).map_err(err(names::PEERS))
+        ignore_missing(self.peers.remove(&lpm(subnet))).map_err(err(names::PEERS))
     }
 
     /// The peer entries now in the map.
@@ -200,7 +209,10 @@ impl Maps {
     }
 }
 
-fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+/// A removal of an absent key is fine.
+pub(super) fn ignore_missing(
+    r: Result<(), aya::maps::MapError>,
+) -> Result<(), aya::maps::MapError> {
     match r {
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(aya::maps::MapError::SyscallError(e))

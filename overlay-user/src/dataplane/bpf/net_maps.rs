@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, MapData};
+use aya::maps::{HashMap, LpmTrie, MapData};
 use ipnet::Ipv4Net;
 use overlay_common::net::{maps as names, NetEndpointValue, NetKey, NetPortValue, NetValue};
 
+use super::maps::{err, ignore_missing, lpm, take_map};
 use crate::dataplane::DataplaneError;
 use crate::model::overlay_network::{NetEndpointSpec, NetworkSpec};
 
@@ -23,10 +24,6 @@ pub struct NetMaps {
     ports: HashMap<MapData, u32, NetPortValue>,
 }
 
-fn err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
-    move |source| DataplaneError::Map { map, source }
-}
-
 fn key(vni: u32, ip: Ipv4Addr) -> NetKey {
     NetKey {
         vni,
@@ -34,20 +31,10 @@ fn key(vni: u32, ip: Ipv4Addr) -> NetKey {
     }
 }
 
-fn lpm(subnet: Ipv4Net) -> Key<[u8; 4]> {
-    Key::new(u32::from(subnet.prefix_len()), subnet.network().octets())
-}
-
 impl NetMaps {
     /// Takes the network maps out of a loaded object.
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DataplaneError> {
-        fn take(
-            ebpf: &mut aya::Ebpf,
-            name: &'static str,
-        ) -> Result<aya::maps::Map, DataplaneError> {
-            ebpf.take_map(name)
-                .ok_or_else(|| DataplaneError::Other(format!("map {name} missing from the object")))
-        }
+        let take = take_map;
         Ok(Self {
             networks: HashMap::try_from(take(ebpf, names::NETWORKS)?)
                 .map_err(err(names::NETWORKS))?,
@@ -192,17 +179,5 @@ impl NetState {
             inherited_networks,
             inherited_endpoints,
         })
-    }
-}
-
-fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
-    match r {
-        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e))
-            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-        {
-            Ok(())
-        }
-        other => other,
     }
 }
