@@ -70,7 +70,7 @@ pub use lab::{
 pub use netns::{
     exec, exec_ok, netns_path, nsenter_command, run_in_netns, sysctl, sysctl_get, NETNS_DIR,
 };
-pub use perf::tcp_rr;
+pub use perf::{percentile, tcp_rr, tcp_rr_stats, RrStats};
 pub use ping::{first_reply, ping, PingResult, PING_DEFAULT_SIZE, PING_INTERVAL};
 pub use process::{Proc, STOP_GRACE};
 pub use sweep::{ensure_bpffs, sweep_stale, BPFFS_MOUNT, BPFFS_ROOT};

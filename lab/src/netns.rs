@@ -25,12 +25,23 @@ pub fn netns_path(ns: &str) -> PathBuf {
 /// fresh `/sys`, which hides the bpffs mounted at `/sys/fs/bpf`; use
 /// [`nsenter_command`] (or [`crate::Lab::spawn`]) for anything that needs
 /// pinned BPF objects.
+///
+/// `ns` may also be a path such as a container's `/proc/PID/ns/net`, which
+/// `ip netns exec` does not take: the command then runs through
+/// [`nsenter_command`] (network namespace only, the caller's /sys).
 pub fn exec(ns: &str, args: &[&str]) -> Result<Output> {
     if args.is_empty() {
         bail!("exec in {ns}: empty command");
     }
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]).args(args);
+    let mut cmd = if ns.starts_with('/') {
+        let mut c = nsenter_command(ns, args[0]);
+        c.args(&args[1..]);
+        c
+    } else {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).args(args);
+        c
+    };
     cmd.stdin(Stdio::null());
     cmd.output()
         .with_context(|| format!("running `ip netns exec {ns} {}`", args.join(" ")))

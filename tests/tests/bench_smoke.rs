@@ -1,6 +1,6 @@
-//! `cargo xtask bench --quick` runs end to end (two modes, one round, one
-//! second per measurement) and reports numbers; the per-packet benchmark
-//! runs too. No thresholds here: timing belongs to the benchmark itself.
+//! `cargo xtask bench --quick` runs end to end (three modes, one round, one
+//! second per measurement) and reports numbers, TCP_RR percentiles and
+//! ratios to host to host included; the per-packet benchmark runs too. No thresholds here: timing belongs to the benchmark itself.
 
 use std::process::Command;
 
@@ -27,7 +27,7 @@ fn bench_quick_reports_every_metric() {
             "--seconds",
             "1",
             "--modes",
-            "plain,ebpf",
+            "host,plain,ebpf",
         ])
         .args(["--no-docs", "--no-progbench", "--debug", "--json"])
         .arg(&json)
@@ -40,25 +40,42 @@ fn bench_quick_reports_every_metric() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("| ebpf |") && stdout.contains("Ratio to plain routing"),
+        stdout.contains("| ebpf |")
+            && stdout.contains("Ratio to plain routing")
+            && stdout.contains("Ratio to host to host"),
         "{stdout}"
     );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let _ = std::fs::remove_file(&json);
-    for mode in ["plain", "ebpf"] {
+    for mode in ["host", "plain", "ebpf"] {
         for metric in [
             "tcp_1_stream_gbps",
             "tcp_4_streams_gbps",
             "tcp_rr_tps",
+            "tcp_rr_p50_us",
+            "tcp_rr_p99_us",
             "udp_64b_kpps",
             "cpu_s_per_gb",
+            "underlay_rx_bytes_per_frame",
         ] {
             let m = v["modes"][mode][metric]["median"].as_f64();
             assert!(m.is_some_and(|x| x > 0.0), "{mode} {metric}: {m:?}");
         }
+        let (p50, p99) = (
+            v["modes"][mode]["tcp_rr_p50_us"]["median"]
+                .as_f64()
+                .unwrap(),
+            v["modes"][mode]["tcp_rr_p99_us"]["median"]
+                .as_f64()
+                .unwrap(),
+        );
+        assert!(p50 <= p99, "{mode}: p50 {p50} > p99 {p99}");
     }
-    let r = v["modes"]["ebpf"]["tcp_1_stream_gbps"]["ratio_to_plain"].as_f64();
-    assert!(r.is_some_and(|x| x > 0.0), "ratio {r:?}");
+    for base in ["plain", "host"] {
+        let key = format!("ratio_to_{base}");
+        let r = v["modes"]["ebpf"]["tcp_1_stream_gbps"][&key].as_f64();
+        assert!(r.is_some_and(|x| x > 0.0), "{key} {r:?}");
+    }
     let peer_add = v["peer_add_to_first_packet_ms"]
         .as_array()
         .expect("peer add latency measured");

@@ -39,13 +39,15 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Measure the BPF dataplane against plain routing, Docker-style iptables and kernel VXLAN.
+    /// Measure the BPF dataplane against host to host, plain routing, Docker-style iptables,
+    /// kernel VXLAN and Docker's own overlay driver.
     ///
     /// Builds a two-host lab per mode and round, interleaves the modes, and
-    /// reports medians and ratios as markdown (also into docs/benchmarks.md,
-    /// with an SVG chart). Needs root. A full run takes about 15 minutes.
+    /// reports medians and ratios (to host to host, plain routing, kernel
+    /// VXLAN and Docker's overlay) as markdown (also into docs/benchmarks.md,
+    /// with an SVG chart). Needs root. A full run takes about 30 minutes.
     Bench {
-        /// A short run (under 3 minutes): 1 round, 1 s per measurement.
+        /// A short run (under 10 minutes with every mode): 1 round, 1 s per measurement.
         #[arg(long)]
         quick: bool,
         /// Rounds (default 5; 1 with --quick).
@@ -54,7 +56,7 @@ enum Cmd {
         /// Seconds per traffic measurement (default 5; 1 with --quick).
         #[arg(long)]
         seconds: Option<u32>,
-        /// Comma-separated modes: plain, iptables, kernel, ebpf, ebpf-xdp-generic, ebpf-xdp-native, ebpf-bridge, ebpf-encap-device, ebpf-net, kernel-net (a container pair on one overlay network).
+        /// Comma-separated modes: host (host to host, no containers), plain, iptables, kernel, ebpf, ebpf-xdp-generic, ebpf-xdp-native, ebpf-bridge, ebpf-encap-device, ebpf-net, kernel-net (a container pair on one overlay network), docker-overlay (Docker's overlay driver in swarm mode).
         #[arg(long)]
         modes: Option<String>,
         /// Also write the results as JSON to FILE.
@@ -66,6 +68,13 @@ enum Cmd {
         /// Skip the per-packet BPF_PROG_TEST_RUN measurement.
         #[arg(long)]
         no_progbench: bool,
+        /// A NIC-like underlay: `ethtool -K eth1 tso off gso off
+        /// tx-udp_tnl-segmentation off` on both hosts in every mode's lab, so
+        /// that receivers see MTU-sized frames as from a real NIC rather than
+        /// the veth's 64 KB GSO packets. The results go to a section of their
+        /// own in docs/benchmarks.md (and docs/benchmarks-nic-like.svg).
+        #[arg(long)]
+        nic_like: bool,
         /// Use the debug binaries in target/debug instead of building release ones.
         #[arg(long)]
         debug: bool,
@@ -127,6 +136,7 @@ fn main() -> Result<()> {
             json,
             no_docs,
             no_progbench,
+            nic_like,
             debug,
             cluster,
         } => {
@@ -152,6 +162,7 @@ fn main() -> Result<()> {
                 json,
                 no_docs,
                 no_progbench,
+                nic_like,
                 bins,
                 command: command.trim().to_string(),
             })
@@ -167,6 +178,15 @@ fn main() -> Result<()> {
             setup::ensure()?;
             test(&args)
         }
+    }
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace
+/// root) when set, otherwise `target` in the workspace root.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => root().join(d),
+        _ => root().join("target"),
     }
 }
 
@@ -198,7 +218,7 @@ fn build_release() -> Result<PathBuf> {
     let mut c = cargo();
     c.args(["build", "--release", "-p", "overlay-user", "--bins"]);
     run(c)?;
-    Ok(root().join("target").join("release"))
+    Ok(target_dir().join("release"))
 }
 
 /// Builds the binaries in debug mode and returns their directory.
@@ -206,7 +226,7 @@ fn build_debug() -> Result<PathBuf> {
     let mut c = cargo();
     c.args(["build", "-p", "overlay-user", "--bins"]);
     run(c)?;
-    Ok(root().join("target").join("debug"))
+    Ok(target_dir().join("debug"))
 }
 
 fn test(extra: &[String]) -> Result<()> {

@@ -43,7 +43,6 @@ fn rss_kib(pid: u32) -> Result<u64> {
 }
 
 fn build_example(release: bool) -> Result<PathBuf> {
-    let root = crate::root();
     let mut cmd = crate::cargo();
     cmd.args(["build", "-p", "overlay-user", "--example", "clusterbench"]);
     if release {
@@ -51,8 +50,7 @@ fn build_example(release: bool) -> Result<PathBuf> {
     }
     crate::run(cmd).context("building the clusterbench example")?;
     let profile = if release { "release" } else { "debug" };
-    Ok(root
-        .join("target")
+    Ok(crate::target_dir()
         .join(profile)
         .join("examples/clusterbench"))
 }

@@ -154,7 +154,7 @@ pub(super) fn progbench(runs: u32) -> Result<serde_json::Value> {
     if !status.success() {
         bail!("building progbench failed");
     }
-    let out = std::process::Command::new(root.join("target/release/examples/progbench"))
+    let out = std::process::Command::new(crate::target_dir().join("release/examples/progbench"))
         .args(["--runs", &runs.to_string()])
         .output()?;
     if !out.status.success() {
@@ -174,5 +174,17 @@ pub(super) fn median(v: &[f64]) -> f64 {
         s[n / 2]
     } else {
         (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
     }
 }

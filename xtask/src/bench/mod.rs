@@ -1,7 +1,9 @@
-//! `cargo xtask bench`: the BPF dataplane against plain routing (the limit),
-//! Docker's bridge with iptables port mapping, and the kernel VXLAN device,
-//! on the same two-host lab; modes interleaved over rounds, medians and
-//! ratios reported as markdown, JSON and an SVG chart.
+//! `cargo xtask bench`: the BPF dataplane against host to host (the limit),
+//! plain routing, Docker's bridge with iptables port mapping, the kernel
+//! VXLAN device and Docker's own overlay driver, on the same two-host lab;
+//! modes interleaved over rounds, medians and ratios reported as markdown,
+//! JSON and an SVG chart. `--nic-like` turns segmentation offloads off on
+//! the underlay first.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -9,23 +11,28 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use overlay_lab::{exec_ok, tcp_rr, AgentOptions, Binaries, Lab, LabSpec, Overlayd};
+use overlay_lab::{exec_ok, tcp_rr_stats, AgentOptions, Binaries, Lab, LabSpec, Overlayd};
 
-/// Ports the server container listens on.
 pub mod cluster;
+mod docker_overlay;
 mod measure;
 mod netmode;
 mod report;
+mod underlay;
 
 use measure::{cpu_busy_seconds, iperf_tcp, iperf_udp64, peer_add_latency, progbench};
 use report::{write_section, Report};
+use underlay::FeatureState;
 
+/// Ports the server listens on.
 const IPERF_PORT: u16 = 5201;
 const RR_PORT: u16 = 7001;
 
 /// One way of carrying the client container's traffic to the server container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Mode {
+    /// Host to host over the underlay, no containers: the limit.
+    Host,
     /// No encapsulation: each host routes the other's container subnet via its underlay address.
     Plain,
     /// Docker's default without an overlay: DNAT to a published port, MASQUERADE out.
@@ -46,10 +53,13 @@ pub enum Mode {
     EbpfNet,
     /// The same pair on the kernel dataplane's network (bridge + VXLAN device per VNI).
     KernelNet,
+    /// Docker's own overlay driver (swarm mode), a container pair across the hosts.
+    DockerOverlay,
 }
 
 impl Mode {
-    const ALL: [Mode; 10] = [
+    const ALL: [Mode; 12] = [
+        Mode::Host,
         Mode::Plain,
         Mode::Iptables,
         Mode::Kernel,
@@ -60,10 +70,12 @@ impl Mode {
         Mode::EbpfEncapDevice,
         Mode::EbpfNet,
         Mode::KernelNet,
+        Mode::DockerOverlay,
     ];
 
     fn name(self) -> &'static str {
         match self {
+            Mode::Host => "host",
             Mode::Plain => "plain",
             Mode::Iptables => "iptables",
             Mode::Kernel => "kernel",
@@ -74,12 +86,14 @@ impl Mode {
             Mode::EbpfEncapDevice => "ebpf-encap-device",
             Mode::EbpfNet => "ebpf-net",
             Mode::KernelNet => "kernel-net",
+            Mode::DockerOverlay => "docker-overlay",
         }
     }
 
     fn describe(self) -> &'static str {
         match self {
-            Mode::Plain => "plain routing, no encapsulation (the limit)",
+            Mode::Host => "host to host over the underlay, no containers (the limit)",
+            Mode::Plain => "plain routing between the containers, no encapsulation",
             Mode::Iptables => "Docker-style bridge + iptables DNAT/MASQUERADE, no overlay",
             Mode::Kernel => "overlay, kernel VXLAN device (dataplane = \"kernel\")",
             Mode::Ebpf => "overlay, BPF dataplane, default configuration (attach = \"veth\", xdp = \"off\", encap = \"bpf\")",
@@ -94,6 +108,9 @@ impl Mode {
             }
             Mode::KernelNet => {
                 "overlay network (VNI 4096), kernel: bridge ovb4096 + VXLAN device ovx4096 (Docker's layout)"
+            }
+            Mode::DockerOverlay => {
+                "Docker's own overlay driver: swarm mode (dockerd 20.10 per host), attachable overlay network, one container per host"
             }
         }
     }
@@ -118,7 +135,12 @@ impl Mode {
             ..Default::default()
         };
         match self {
-            Mode::Plain | Mode::Iptables | Mode::EbpfNet | Mode::KernelNet => None,
+            Mode::Host
+            | Mode::Plain
+            | Mode::Iptables
+            | Mode::EbpfNet
+            | Mode::KernelNet
+            | Mode::DockerOverlay => None,
             Mode::Kernel => Some(o("kernel", None, None)),
             Mode::Ebpf => Some(o("ebpf", None, None)),
             Mode::EbpfXdpGeneric => Some(o("ebpf", Some("generic"), None)),
@@ -138,15 +160,35 @@ enum Metric {
     Tcp1,
     Tcp4,
     Rr,
+    RrP50,
+    RrP99,
     Udp64,
     CpuPerGb,
+    /// Mean size of the frames host 2's underlay received during the
+    /// 1-stream TCP run: shows whether the receiver sees GSO packets or
+    /// MTU-sized frames (not a ratio).
+    UnderlayFrame,
 }
 
 impl Metric {
-    const ALL: [Metric; 5] = [
+    const ALL: [Metric; 8] = [
         Metric::Tcp1,
         Metric::Tcp4,
         Metric::Rr,
+        Metric::RrP50,
+        Metric::RrP99,
+        Metric::Udp64,
+        Metric::CpuPerGb,
+        Metric::UnderlayFrame,
+    ];
+
+    /// The metrics compared as ratios.
+    const RATIOS: [Metric; 7] = [
+        Metric::Tcp1,
+        Metric::Tcp4,
+        Metric::Rr,
+        Metric::RrP50,
+        Metric::RrP99,
         Metric::Udp64,
         Metric::CpuPerGb,
     ];
@@ -156,8 +198,11 @@ impl Metric {
             Metric::Tcp1 => "tcp_1_stream_gbps",
             Metric::Tcp4 => "tcp_4_streams_gbps",
             Metric::Rr => "tcp_rr_tps",
+            Metric::RrP50 => "tcp_rr_p50_us",
+            Metric::RrP99 => "tcp_rr_p99_us",
             Metric::Udp64 => "udp_64b_kpps",
             Metric::CpuPerGb => "cpu_s_per_gb",
+            Metric::UnderlayFrame => "underlay_rx_bytes_per_frame",
         }
     }
 
@@ -166,8 +211,11 @@ impl Metric {
             Metric::Tcp1 => "TCP 1 stream (Gbit/s)",
             Metric::Tcp4 => "TCP 4 streams (Gbit/s)",
             Metric::Rr => "TCP_RR (trans/s)",
+            Metric::RrP50 => "TCP_RR p50 (µs)",
+            Metric::RrP99 => "TCP_RR p99 (µs)",
             Metric::Udp64 => "UDP 64 B (kpps received)",
             Metric::CpuPerGb => "CPU s per GB (1 stream)",
+            Metric::UnderlayFrame => "underlay B/frame (host 2 rx, 1 stream)",
         }
     }
 }
@@ -175,7 +223,7 @@ impl Metric {
 /// Command-line settings of the benchmark.
 #[derive(Debug, Clone)]
 pub struct Opts {
-    /// Short run (under 3 minutes).
+    /// Short run (under 10 minutes with every mode).
     pub quick: bool,
     /// Rounds (default 5, quick 1).
     pub rounds: Option<u32>,
@@ -189,6 +237,8 @@ pub struct Opts {
     pub no_docs: bool,
     /// Skip the BPF_PROG_TEST_RUN per-packet measurement.
     pub no_progbench: bool,
+    /// Segmentation offloads off on every host's underlay (NIC-like).
+    pub nic_like: bool,
     /// Where overlayd and overlayctl are.
     pub bins: PathBuf,
     /// The command line, for the report.
@@ -196,6 +246,9 @@ pub struct Opts {
 }
 
 type Samples = BTreeMap<Mode, BTreeMap<Metric, Vec<f64>>>;
+/// With `--nic-like`: per mode, per host, which features were turned off
+/// (as read back from `ethtool -k` in the mode's first lab).
+type NicStates = BTreeMap<Mode, Vec<FeatureState>>;
 
 pub fn run(opts: &Opts) -> Result<()> {
     overlay_lab::require_root().context("the benchmark builds network namespaces")?;
@@ -211,22 +264,30 @@ pub fn run(opts: &Opts) -> Result<()> {
     };
     let started = Instant::now();
     let mut samples: Samples = BTreeMap::new();
+    let mut nic: NicStates = BTreeMap::new();
     for round in 1..=rounds {
         for &mode in &modes {
             eprint!("bench: round {round}/{rounds} {:<16}", mode.name());
             let t = Instant::now();
-            let m = measure_mode(mode, &bins, Duration::from_secs(secs.into()))
+            let m = measure_mode(mode, &bins, Duration::from_secs(secs.into()), opts.nic_like)
                 .with_context(|| format!("round {round}, mode {}", mode.name()))?;
+            let v = &m.metrics;
             eprintln!(
-                " {:>6.2} Gbit/s, {:>6.2} Gbit/s x4, {:>8.0} rr/s, {:>7.1} kpps, {:>5.2} CPU s/GB  ({:.0} s)",
-                m[&Metric::Tcp1],
-                m[&Metric::Tcp4],
-                m[&Metric::Rr],
-                m[&Metric::Udp64],
-                m[&Metric::CpuPerGb],
+                " {:>6.2} Gbit/s, {:>6.2} Gbit/s x4, {:>8.0} rr/s (p50 {:.1} µs, p99 {:.1} µs), {:>7.1} kpps, {:>5.2} CPU s/GB, {:>6.0} B/frame  ({:.0} s)",
+                v[&Metric::Tcp1],
+                v[&Metric::Tcp4],
+                v[&Metric::Rr],
+                v[&Metric::RrP50],
+                v[&Metric::RrP99],
+                v[&Metric::Udp64],
+                v[&Metric::CpuPerGb],
+                v[&Metric::UnderlayFrame],
                 t.elapsed().as_secs_f64()
             );
-            for (k, v) in m {
+            if let Some(st) = m.nic {
+                nic.entry(mode).or_insert(st);
+            }
+            for (k, v) in m.metrics {
                 samples
                     .entry(mode)
                     .or_default()
@@ -249,11 +310,17 @@ pub fn run(opts: &Opts) -> Result<()> {
         Some(progbench(if opts.quick { 200_000 } else { 1_000_000 })?)
     };
     let elapsed = started.elapsed();
+    eprintln!(
+        "bench: total {:.0} s ({:.1} min)",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() / 60.0
+    );
     let report = Report {
         opts: opts.clone(),
         rounds,
         secs,
         samples,
+        nic: opts.nic_like.then_some(nic),
         peer_add,
         progbench,
         elapsed,
@@ -266,34 +333,63 @@ pub fn run(opts: &Opts) -> Result<()> {
     }
     if !opts.no_docs {
         let docs = crate::root().join("docs");
-        std::fs::write(docs.join("benchmarks.svg"), report.svg())?;
-        write_section(&docs.join("benchmarks.md"), &md)?;
-        eprintln!("bench: docs/benchmarks.md and docs/benchmarks.svg updated");
+        std::fs::write(docs.join(report.svg_name()), report.svg())?;
+        write_section(&docs.join("benchmarks.md"), opts.nic_like, &md)?;
+        eprintln!(
+            "bench: docs/benchmarks.md and docs/{} updated",
+            report.svg_name()
+        );
     }
     Ok(())
 }
 
+/// What one lab gave.
+struct Measured {
+    metrics: BTreeMap<Metric, f64>,
+    /// With `--nic-like`: per host, the features read back as off.
+    nic: Option<Vec<FeatureState>>,
+}
+
 /// One lab, one mode, every metric.
-fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration) -> Result<BTreeMap<Metric, f64>> {
+fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration, nic_like: bool) -> Result<Measured> {
     let mut lab = Lab::new(LabSpec {
         hosts: 2,
-        containers_per_host: 1,
+        containers_per_host: match mode {
+            Mode::Host | Mode::DockerOverlay => 0,
+            _ => 1,
+        },
+        docker: mode == Mode::DockerOverlay,
         ..Default::default()
     })?;
+    // Before anything runs on the underlay, in every mode alike.
+    let nic = if nic_like {
+        Some(underlay::nic_like(&lab)?)
+    } else {
+        None
+    };
     let (h1, h2) = (lab.host(1).clone(), lab.host(2).clone());
-    let (client, server) = (lab.container(1, 1).clone(), lab.container(2, 1).clone());
-    let (mut client_ns, mut server_ns) = (client.ns.clone(), server.ns.clone());
+    // Dropped before the lab (declared after it): agents, dockerds.
     let mut _agents = Vec::new();
-    let target: Ipv4Addr = match mode {
+    let mut _docker = None;
+    let (client_ns, server_ns, target): (String, String, Ipv4Addr) = match mode {
+        Mode::Host => (h1.ns.clone(), h2.ns.clone(), h2.underlay_ip),
+        Mode::DockerOverlay => {
+            let pair = docker_overlay::setup(&lab)?;
+            let r = (
+                pair.client_ns.clone(),
+                pair.server_ns.clone(),
+                pair.server_ip,
+            );
+            _docker = Some(pair);
+            r
+        }
         Mode::EbpfNet | Mode::KernelNet => {
             let dp = if mode == Mode::EbpfNet {
                 "ebpf"
             } else {
                 "kernel"
             };
-            let (c, s, ip) = netmode::setup(&mut lab, dp)?;
-            (client_ns, server_ns) = (c, s);
-            ip
+            netmode::setup(&mut lab, dp)?
         }
         Mode::Plain => {
             exec_ok(
@@ -318,9 +414,11 @@ fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration) -> Result<BTreeMap<M
                     &h1.underlay_ip.to_string(),
                 ],
             )?;
-            server.ip
+            let (c, s) = (lab.container(1, 1), lab.container(2, 1));
+            (c.ns.clone(), s.ns.clone(), s.ip)
         }
         Mode::Iptables => {
+            let server = lab.container(2, 1).clone();
             for (proto, port) in [("tcp", IPERF_PORT), ("udp", IPERF_PORT), ("tcp", RR_PORT)] {
                 let dest = format!("{}:{port}", server.ip);
                 exec_ok(
@@ -360,7 +458,7 @@ fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration) -> Result<BTreeMap<M
                     "MASQUERADE",
                 ],
             )?;
-            h2.underlay_ip
+            (lab.container(1, 1).ns.clone(), server.ns, h2.underlay_ip)
         }
         _ => {
             let opts = mode.agent().expect("overlay mode");
@@ -370,7 +468,8 @@ fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration) -> Result<BTreeMap<M
             for a in &_agents {
                 a.add_lab_peers(&lab)?;
             }
-            server.ip
+            let (c, s) = (lab.container(1, 1), lab.container(2, 1));
+            (c.ns.clone(), s.ns.clone(), s.ip)
         }
     };
     // Reachability first: a mode that does not work is an error, not a slow result.
@@ -385,22 +484,28 @@ fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration) -> Result<BTreeMap<M
     )?;
     std::thread::sleep(Duration::from_millis(300));
     let mut m = BTreeMap::new();
+    let rx0 = underlay::rx_counters(&h2.ns, &h2.underlay_if)?;
     let cpu0 = cpu_busy_seconds()?;
     let (gbps1, bytes1) = iperf_tcp(&client_ns, target, 1, dur)?;
     let cpu = cpu_busy_seconds()? - cpu0;
+    let rx1 = underlay::rx_counters(&h2.ns, &h2.underlay_if)?;
     m.insert(Metric::Tcp1, gbps1);
     m.insert(Metric::CpuPerGb, cpu / (bytes1 / 1e9));
+    m.insert(
+        Metric::UnderlayFrame,
+        (rx1.0 - rx0.0) as f64 / (rx1.1 - rx0.1).max(1) as f64,
+    );
     m.insert(Metric::Tcp4, iperf_tcp(&client_ns, target, 4, dur)?.0);
     m.insert(Metric::Udp64, iperf_udp64(&client_ns, target, dur)? / 1e3);
-    m.insert(
-        Metric::Rr,
-        tcp_rr(
-            &client_ns,
-            &server_ns,
-            RR_PORT,
-            SocketAddr::from((target, RR_PORT)),
-            dur,
-        )?,
-    );
-    Ok(m)
+    let rr = tcp_rr_stats(
+        &client_ns,
+        &server_ns,
+        RR_PORT,
+        SocketAddr::from((target, RR_PORT)),
+        dur,
+    )?;
+    m.insert(Metric::Rr, rr.tps);
+    m.insert(Metric::RrP50, rr.p50_us);
+    m.insert(Metric::RrP99, rr.p99_us);
+    Ok(Measured { metrics: m, nic })
 }

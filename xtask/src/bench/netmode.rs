@@ -34,7 +34,7 @@ fn build() -> Result<std::path::PathBuf> {
     if !status.success() {
         bail!("building netsetup failed");
     }
-    Ok(root.join("target/release/examples/netsetup"))
+    Ok(crate::target_dir().join("release/examples/netsetup"))
 }
 
 struct Member {

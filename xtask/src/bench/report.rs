@@ -7,13 +7,19 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::measure::median;
-use super::{Metric, Mode, Opts, Samples};
+use super::underlay::NIC_LIKE_FEATURES;
+use super::{Metric, Mode, NicStates, Opts, Samples};
+
+/// The modes other modes are compared with, each in a ratio table of its own.
+const BASES: [Mode; 4] = [Mode::Host, Mode::Plain, Mode::Kernel, Mode::DockerOverlay];
 
 pub(super) struct Report {
     pub(super) opts: Opts,
     pub(super) rounds: u32,
     pub(super) secs: u32,
     pub(super) samples: Samples,
+    /// With `--nic-like`: what `ethtool -K` turned off, per mode and host.
+    pub(super) nic: Option<NicStates>,
     pub(super) peer_add: Option<Vec<f64>>,
     pub(super) progbench: Option<serde_json::Value>,
     pub(super) elapsed: Duration,
@@ -29,8 +35,74 @@ impl Report {
         (b > 0.0).then(|| a / b)
     }
 
+    /// The chart's file name in docs/.
+    pub(super) fn svg_name(&self) -> &'static str {
+        if self.nic.is_some() {
+            "benchmarks-nic-like.svg"
+        } else {
+            "benchmarks.svg"
+        }
+    }
+
+    /// The first of host to host and plain routing that was measured: the chart's 1.0.
+    fn chart_base(&self) -> Mode {
+        if self.samples.contains_key(&Mode::Host) {
+            Mode::Host
+        } else {
+            Mode::Plain
+        }
+    }
+
+    /// One sentence on the NIC-like underlay: what was set, and where not.
+    fn nic_summary(&self) -> Option<String> {
+        let nic = self.nic.as_ref()?;
+        let cmd = format!(
+            "ethtool -K eth1 {}",
+            NIC_LIKE_FEATURES.map(|(f, _)| format!("{f} off")).join(" ")
+        );
+        let mut off_everywhere = Vec::new();
+        let mut not_off = Vec::new();
+        for (i, (feature, _)) in NIC_LIKE_FEATURES.iter().enumerate() {
+            let missing: Vec<String> = nic
+                .iter()
+                .flat_map(|(mode, hosts)| {
+                    hosts
+                        .iter()
+                        .enumerate()
+                        .filter(move |(_, st)| !st.get(i).is_some_and(|(_, off)| *off))
+                        .map(move |(h, _)| format!("{} host {}", mode.name(), h + 1))
+                })
+                .collect();
+            if missing.is_empty() {
+                off_everywhere.push(format!("`{feature}`"));
+            } else {
+                not_off.push(format!("`{feature}` still on in {}", missing.join(", ")));
+            }
+        }
+        let mut s = format!(
+            "Underlay: NIC-like: `{cmd}` in both hosts of every mode's lab, before anything else runs, so that receivers see MTU-sized frames instead of 64 KB GSO packets. Read back with `ethtool -k`: off on every host in every mode: {}.",
+            if off_everywhere.is_empty() {
+                "none".to_string()
+            } else {
+                off_everywhere.join(", ")
+            }
+        );
+        if !not_off.is_empty() {
+            let _ = write!(s, " Could not be turned off: {}.", not_off.join("; "));
+        }
+        Some(s)
+    }
+
     pub(super) fn markdown(&self) -> String {
         let mut s = String::new();
+        if self.nic.is_some() {
+            let _ = writeln!(
+                s,
+                "## Dataplane comparison, NIC-like underlay (segmentation offloads off)\n"
+            );
+        } else {
+            let _ = writeln!(s, "## Dataplane comparison\n");
+        }
         let _ = writeln!(s, "Command: `{}`  ", self.opts.command);
         let _ = writeln!(s, "Date: {}  ", now_utc());
         let _ = writeln!(s, "Kernel: {}  ", uname_r());
@@ -42,7 +114,10 @@ impl Report {
             self.secs,
             self.elapsed.as_secs_f64()
         );
-        let _ = writeln!(s, "Topology: two lab hosts (network namespaces on one machine, veth underlay through a bridge, MTU 1500), one client container on host 1, one server container on host 2 (MTU 1450). iperf3 for TCP and UDP, a 1-byte TCP request/response loop for TCP_RR, /proc/stat for CPU (both hosts share the machine).\n");
+        let _ = writeln!(s, "Topology: two lab hosts (network namespaces on one machine, veth underlay through a bridge, MTU 1500), one client container on host 1, one server container on host 2 (MTU 1450); in mode `host` the two hosts' namespaces themselves, over the underlay. iperf3 for TCP and UDP; TCP_RR is a 1-byte TCP request/response loop, one transaction in flight, each transaction timed (p50 and p99 of its round trip); /proc/stat for CPU (both hosts share the machine); the frame size is host 2's `eth1` received bytes over frames during the 1-stream TCP run.\n");
+        if let Some(nic) = self.nic_summary() {
+            let _ = writeln!(s, "{nic}\n");
+        }
         let modes: Vec<Mode> = self.samples.keys().copied().collect();
         let _ = writeln!(
             s,
@@ -57,23 +132,23 @@ impl Report {
                 .collect();
             let _ = writeln!(s, "| {} | {} |", m.name(), cells.join(" | "));
         }
-        for base in [Mode::Plain, Mode::Kernel] {
+        for base in BASES {
             if !self.samples.contains_key(&base) {
                 continue;
             }
             let _ = writeln!(
                 s,
-                "\nRatio to {} (higher is better; for CPU, lower):\n",
+                "\nRatio to {} (higher is better; for latency and CPU, lower):\n",
                 base.describe()
             );
             let _ = writeln!(
                 s,
                 "| mode | {} |",
-                Metric::ALL.map(|m| m.header()).join(" | ")
+                Metric::RATIOS.map(|m| m.header()).join(" | ")
             );
-            let _ = writeln!(s, "|---|{}", "---:|".repeat(Metric::ALL.len()));
+            let _ = writeln!(s, "|---|{}", "---:|".repeat(Metric::RATIOS.len()));
             for &m in &modes {
-                let cells: Vec<String> = Metric::ALL
+                let cells: Vec<String> = Metric::RATIOS
                     .iter()
                     .map(|&k| {
                         self.ratio(m, base, k)
@@ -184,7 +259,12 @@ impl Report {
                 pb["load_endpoints_ms"].as_f64().unwrap_or(f64::NAN)
             );
         }
-        let _ = writeln!(s, "\n![ratios to plain routing](benchmarks.svg)");
+        let _ = writeln!(
+            s,
+            "\n![ratios to {}]({})",
+            self.chart_base().name(),
+            self.svg_name()
+        );
         s
     }
 
@@ -193,12 +273,14 @@ impl Report {
         for (mode, metrics) in &self.samples {
             let mut o = serde_json::Map::new();
             for (k, v) in metrics {
-                o.insert(
-                    k.name().into(),
-                    serde_json::json!({ "median": median(v), "samples": v,
-                        "ratio_to_plain": self.ratio(*mode, Mode::Plain, *k),
-                        "ratio_to_kernel": self.ratio(*mode, Mode::Kernel, *k) }),
-                );
+                let mut e = serde_json::json!({ "median": median(v), "samples": v });
+                if Metric::RATIOS.contains(k) {
+                    for base in BASES {
+                        e[format!("ratio_to_{}", base.name().replace('-', "_"))] =
+                            serde_json::json!(self.ratio(*mode, base, *k));
+                    }
+                }
+                o.insert(k.name().into(), e);
             }
             modes.insert(mode.name().into(), o.into());
         }
@@ -209,19 +291,38 @@ impl Report {
             "cpu": cpu_model(),
             "rounds": self.rounds,
             "seconds": self.secs,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "nic_like": self.nic.as_ref().map(|nic| {
+                nic.iter()
+                    .map(|(mode, hosts)| {
+                        let hosts: Vec<serde_json::Value> = hosts
+                            .iter()
+                            .map(|st| {
+                                st.iter()
+                                    .map(|(f, off)| (f.clone(), serde_json::Value::Bool(*off)))
+                                    .collect::<serde_json::Map<_, _>>()
+                                    .into()
+                            })
+                            .collect();
+                        (mode.name().to_string(), serde_json::Value::from(hosts))
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+            }),
             "modes": modes,
             "peer_add_to_first_packet_ms": self.peer_add,
             "progbench": self.progbench,
         })
     }
 
-    /// Grouped horizontal bars: per metric, each mode's ratio to plain routing.
+    /// Grouped horizontal bars: per metric, each mode's ratio to host to
+    /// host (or to plain routing when `host` was not measured).
     pub(super) fn svg(&self) -> String {
+        let base = self.chart_base();
         let modes: Vec<Mode> = self
             .samples
             .keys()
             .copied()
-            .filter(|m| *m != Mode::Plain)
+            .filter(|m| *m != base)
             .collect();
         let metrics = [Metric::Tcp1, Metric::Tcp4, Metric::Rr, Metric::Udp64];
         let colors = [
@@ -238,8 +339,14 @@ impl Report {
         let mut s = format!(
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="10" y="22" font-size="15" font-weight="bold">Throughput and rate relative to plain routing (1.0 = the limit; higher is better)</text>
-"#
+<text x="10" y="22" font-size="15" font-weight="bold">Throughput and rate relative to {} (1.0; higher is better){}</text>
+"#,
+            base.name(),
+            if self.nic.is_some() {
+                ", NIC-like underlay"
+            } else {
+                ""
+            }
         );
         let mut y = top;
         for metric in metrics {
@@ -251,7 +358,7 @@ impl Report {
             );
             y += 18.0;
             for &m in &modes {
-                let r = self.ratio(m, Mode::Plain, metric).unwrap_or(0.0);
+                let r = self.ratio(m, base, metric).unwrap_or(0.0);
                 let w = (r.min(1.5) * scale).max(1.0);
                 let color =
                     colors[(Mode::ALL.iter().position(|x| *x == m).unwrap_or(0)) % colors.len()];
@@ -273,9 +380,10 @@ impl Report {
         let x1 = left + scale;
         let _ = writeln!(
             s,
-            r#"<line x1="{x1}" y1="{top}" x2="{x1}" y2="{}" stroke="black" stroke-dasharray="4 3"/><text x="{x1}" y="{}" text-anchor="middle">1.0 = plain routing</text>"#,
+            r#"<line x1="{x1}" y1="{top}" x2="{x1}" y2="{}" stroke="black" stroke-dasharray="4 3"/><text x="{x1}" y="{}" text-anchor="middle">1.0 = {}</text>"#,
             y,
-            y + 16.0
+            y + 16.0,
+            base.name()
         );
         s.push_str("</svg>\n");
         s
@@ -285,28 +393,60 @@ impl Report {
 pub(super) fn fmt_num(m: Metric, v: f64) -> String {
     match m {
         Metric::Rr => format!("{v:.0}"),
-        Metric::Udp64 => format!("{v:.0}"),
+        Metric::Udp64 | Metric::UnderlayFrame => format!("{v:.0}"),
+        Metric::RrP50 | Metric::RrP99 => format!("{v:.1}"),
         _ => format!("{v:.2}"),
     }
 }
 
+/// The markers around a generated section of docs/benchmarks.md: the
+/// default run's, or the NIC-like run's (a section of its own, so that
+/// both runs stay recorded).
+fn markers(nic_like: bool) -> (&'static str, &'static str) {
+    if nic_like {
+        (
+            "<!-- cargo xtask bench --nic-like: start (generated, do not edit) -->",
+            "<!-- cargo xtask bench --nic-like: end -->",
+        )
+    } else {
+        (
+            "<!-- cargo xtask bench: start (generated, do not edit) -->",
+            "<!-- cargo xtask bench: end -->",
+        )
+    }
+}
+
 /// Replaces the generated part of docs/benchmarks.md, keeping other sections.
-pub(super) fn write_section(path: &Path, body: &str) -> Result<()> {
-    const START: &str = "<!-- cargo xtask bench: start (generated, do not edit) -->";
-    const END: &str = "<!-- cargo xtask bench: end -->";
+pub(super) fn write_section(path: &Path, nic_like: bool, body: &str) -> Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let section = format!("{START}\n## Dataplane comparison\n\n{body}\n{END}");
-    let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], section, &old[b + END.len()..]),
-        _ => {
-            let mut lines = old.splitn(2, '\n');
-            let head = lines.next().unwrap_or("# Benchmarks");
-            let rest = lines.next().unwrap_or("");
-            format!("{head}\n\n{section}\n{rest}")
-        }
-    };
-    std::fs::write(path, new)?;
+    std::fs::write(path, replace_section(&old, nic_like, body))?;
     Ok(())
+}
+
+/// `old` with the generated section replaced by `body` (a new NIC-like
+/// section goes right after the default one, a new default one after the
+/// title).
+pub(super) fn replace_section(old: &str, nic_like: bool, body: &str) -> String {
+    let (start, end) = markers(nic_like);
+    let section = format!("{start}\n{body}\n{end}");
+    match (old.find(start), old.find(end)) {
+        (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], section, &old[b + end.len()..]),
+        _ => {
+            let (_, default_end) = markers(false);
+            match old.find(default_end).filter(|_| nic_like) {
+                Some(b) => {
+                    let at = b + default_end.len();
+                    format!("{}\n\n{section}{}", &old[..at], &old[at..])
+                }
+                None => {
+                    let mut lines = old.splitn(2, '\n');
+                    let head = lines.next().unwrap_or("# Benchmarks");
+                    let rest = lines.next().unwrap_or("");
+                    format!("{head}\n\n{section}\n{rest}")
+                }
+            }
+        }
+    }
 }
 
 pub(super) fn uname_r() -> String {
@@ -339,4 +479,176 @@ pub(super) fn now_utc() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn opts(nic_like: bool) -> Opts {
+        Opts {
+            quick: true,
+            rounds: None,
+            seconds: None,
+            modes: None,
+            json: None,
+            no_docs: true,
+            no_progbench: true,
+            nic_like,
+            bins: "/nonexistent".into(),
+            command: "cargo xtask bench --quick".into(),
+        }
+    }
+
+    /// host: 20 Gbit/s, 10 µs p50; plain: 16, 12.5 µs; ebpf: 18, 11 µs
+    /// (two rounds each, medians as given).
+    fn report(nic: Option<NicStates>) -> Report {
+        let mut samples: Samples = BTreeMap::new();
+        for (mode, tcp1, p50, p99) in [
+            (Mode::Host, [19.0, 21.0], [10.0, 10.0], [30.0, 40.0]),
+            (Mode::Plain, [16.0, 16.0], [12.0, 13.0], [50.0, 50.0]),
+            (Mode::Ebpf, [17.0, 19.0], [11.0, 11.0], [35.0, 35.0]),
+        ] {
+            let e = samples.entry(mode).or_default();
+            e.insert(Metric::Tcp1, tcp1.to_vec());
+            e.insert(Metric::RrP50, p50.to_vec());
+            e.insert(Metric::RrP99, p99.to_vec());
+            e.insert(Metric::UnderlayFrame, vec![1514.0]);
+        }
+        Report {
+            opts: opts(nic.is_some()),
+            rounds: 2,
+            secs: 1,
+            samples,
+            nic,
+            peer_add: None,
+            progbench: None,
+            elapsed: Duration::from_secs(61),
+        }
+    }
+
+    /// The row of `mode` in the table that follows the line starting with `title`.
+    fn row(md: &str, title: &str, mode: &str) -> Vec<String> {
+        let at = md
+            .find(title)
+            .unwrap_or_else(|| panic!("no {title:?} in\n{md}"));
+        md[at..]
+            .lines()
+            .find(|l| l.starts_with(&format!("| {mode} |")))
+            .unwrap_or_else(|| panic!("no row {mode} after {title:?}"))
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn ratios_to_host_and_plain_with_latency() {
+        let r = report(None);
+        let md = r.markdown();
+        assert!(md.starts_with("## Dataplane comparison\n"), "{md}");
+        // Main table: TCP 1, TCP 4, TCP_RR, p50, p99, UDP, CPU, frame.
+        assert_eq!(
+            row(&md, "| mode |", "ebpf"),
+            ["ebpf", "18.00", "-", "-", "11.0", "35.0", "-", "-", "1514"]
+        );
+        // Ratio tables: TCP 1, TCP 4, TCP_RR, p50, p99, UDP, CPU.
+        let host = "Ratio to host to host over the underlay, no containers (the limit)";
+        assert_eq!(
+            row(&md, host, "ebpf"),
+            ["ebpf", "0.90", "-", "-", "1.10", "1.00", "-", "-"]
+        );
+        assert_eq!(
+            row(&md, host, "plain"),
+            ["plain", "0.80", "-", "-", "1.25", "1.43", "-", "-"]
+        );
+        let plain = "Ratio to plain routing between the containers";
+        assert_eq!(
+            row(&md, plain, "ebpf"),
+            ["ebpf", "1.12", "-", "-", "0.88", "0.70", "-", "-"]
+        );
+        assert_eq!(
+            row(&md, plain, "host"),
+            ["host", "1.25", "-", "-", "0.80", "0.70", "-", "-"]
+        );
+        // No kernel or docker-overlay table without those modes.
+        assert!(!md.contains("Ratio to overlay, kernel VXLAN"), "{md}");
+        assert!(!md.contains("Ratio to Docker's own overlay"), "{md}");
+        assert!(md.contains("![ratios to host](benchmarks.svg)"), "{md}");
+        assert!(!md.contains("NIC-like"), "{md}");
+
+        let j = r.json();
+        let e = &j["modes"]["ebpf"]["tcp_1_stream_gbps"];
+        assert_eq!(e["median"], 18.0);
+        assert!((e["ratio_to_host"].as_f64().unwrap() - 0.9).abs() < 1e-9);
+        assert!((e["ratio_to_plain"].as_f64().unwrap() - 1.125).abs() < 1e-9);
+        assert!(e["ratio_to_kernel"].is_null());
+        assert!(e["ratio_to_docker_overlay"].is_null());
+        assert_eq!(j["modes"]["plain"]["tcp_rr_p50_us"]["median"], 12.5);
+        // The frame size is no ratio.
+        assert!(j["modes"]["ebpf"]["underlay_rx_bytes_per_frame"]
+            .get("ratio_to_host")
+            .is_none());
+        assert!(j["nic_like"].is_null());
+        assert!(r.svg().contains("1.0 = host"));
+    }
+
+    #[test]
+    fn nic_like_heading_says_what_was_set() {
+        let all_off: Vec<(String, bool)> = NIC_LIKE_FEATURES
+            .iter()
+            .map(|(f, _)| (f.to_string(), true))
+            .collect();
+        let mut gso_on = all_off.clone();
+        gso_on[1].1 = false;
+        let mut nic = NicStates::new();
+        nic.insert(Mode::Host, vec![all_off.clone(), all_off.clone()]);
+        nic.insert(Mode::Ebpf, vec![all_off.clone(), gso_on]);
+        let r = report(Some(nic));
+        let md = r.markdown();
+        assert!(
+            md.starts_with(
+                "## Dataplane comparison, NIC-like underlay (segmentation offloads off)\n"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("`ethtool -K eth1 tso off gso off tx-udp_tnl-segmentation off`"));
+        assert!(
+            md.contains("off on every host in every mode: `tso`, `tx-udp_tnl-segmentation`."),
+            "{md}"
+        );
+        assert!(
+            md.contains("Could not be turned off: `gso` still on in ebpf host 2."),
+            "{md}"
+        );
+        assert_eq!(r.svg_name(), "benchmarks-nic-like.svg");
+        assert!(md.contains("](benchmarks-nic-like.svg)"));
+        assert_eq!(r.json()["nic_like"]["ebpf"][1]["gso"], false);
+        assert_eq!(r.json()["nic_like"]["host"][0]["tso"], true);
+    }
+
+    #[test]
+    fn sections_are_replaced_in_place() {
+        let doc = "# Benchmarks\n\nintro\n";
+        let one = replace_section(doc, false, "A");
+        assert_eq!(
+            one,
+            "# Benchmarks\n\n<!-- cargo xtask bench: start (generated, do not edit) -->\nA\n<!-- cargo xtask bench: end -->\n\nintro\n"
+        );
+        // The NIC-like section goes after the default one, and each is
+        // replaced on its own.
+        let two = replace_section(&one, true, "N");
+        assert!(two.contains(
+            "<!-- cargo xtask bench: end -->\n\n<!-- cargo xtask bench --nic-like: start (generated, do not edit) -->\nN\n<!-- cargo xtask bench --nic-like: end -->\n\nintro\n"
+        ), "{two}");
+        let three = replace_section(&two, false, "B");
+        assert!(three
+            .contains("start (generated, do not edit) -->\nB\n<!-- cargo xtask bench: end -->"));
+        assert!(three.contains("-->\nN\n<!--"));
+        assert!(!three.contains("\nA\n"));
+        let four = replace_section(&three, true, "M");
+        assert!(four.contains("-->\nM\n<!--") && four.contains("-->\nB\n<!--"));
+        assert!(four.ends_with("\n\nintro\n"));
+    }
 }
