@@ -18,8 +18,8 @@ use overlay_common::{
     observe::{EventKind, Hook},
     rules,
     vxlan::{self, off, ETH_P_IP, IPPROTO_UDP},
-    Config, Counter, DropReason, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS,
-    CONFIG_F_PER_PORT, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD,
+    Config, Counter, DropReason, EndpointValue, PeerValue, XdpDecapMeta, CONFIG_F_LEARN_ENDPOINTS,
+    CONFIG_F_PER_PORT, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD, XDP_DECAP_MAGIC,
 };
 
 use crate::{
@@ -378,6 +378,10 @@ fn encapsulate_via_device(
 
 #[inline(always)]
 fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
+    if let Some(ifindex) = xdp_decapsulated(ctx) {
+        // SAFETY: plain helper call; the target is a veth whose peer is the container's.
+        return Ok(Verdict::Redirect(unsafe { bpf_redirect_peer(ifindex, 0) }));
+    }
     let Some(cfg) = maps::config() else {
         return Ok(Verdict::Next);
     };
@@ -387,7 +391,9 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
             return Ok(Verdict::Next);
         }
         Underlay::Vxlan { inner_dst, peer } => (inner_dst.to_ne_bytes(), peer),
-        Underlay::Net { ifindex, mac } => return crate::net::deliver(ctx, ifindex, mac),
+        Underlay::Net { ifindex, mac, peer } => {
+            return crate::net::deliver(ctx, ifindex, mac, peer)
+        }
     };
     // SAFETY: the value is copied out before the packet changes.
     let endpoint = unsafe { ENDPOINTS.get(&inner_dst) }.copied();
@@ -395,31 +401,9 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
     if endpoint.is_none() && !local {
         return Err(DropReason::NotLocal);
     }
-    let inner_len = u64::from(ctx.len()) - (ETH_HLEN + IPV4_HLEN + 16) as u64;
-    if ctx
-        .adjust_room(
-            -(VXLAN_OVERHEAD as i32),
-            BPF_ADJ_ROOM_MAC,
-            BPF_F_ADJ_ROOM_FIXED_GSO as u64,
-        )
-        .is_err()
-    {
-        return Err(DropReason::DecapAdjustFailed);
-    }
-    // SAFETY: ptr_at checked the Ethernet header of the resized packet.
-    let Some(eth) = ctx.ptr_at::<[u8; ETH_HLEN]>(0) else {
-        return Err(DropReason::HeaderWriteFailed);
-    };
-    // SAFETY: in bounds (checked above), byte array.
+    let (eth, inner_len) = strip_outer(ctx, peer)?;
+    // SAFETY: `eth` is the Ethernet header strip_outer checked.
     let eth = unsafe { &mut *eth };
-    observe::count_rx(peer, inner_len);
-    observe::trace_event(
-        ctx,
-        Hook::FromUnderlay,
-        EventKind::Decap,
-        peer,
-        Layout::Tunnelled,
-    );
     match endpoint {
         Some(ep) => {
             if ep.mac != [0; 6] {
@@ -441,4 +425,55 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
             Ok(Verdict::Kernel)
         }
     }
+}
+
+/// The endpoint's host-side veth when `ovl_xdp_underlay` has decapsulated
+/// this frame already (`xdp = "decap"`): our magic in the skb's metadata,
+/// which only the underlay's XDP and tc programs can write.
+#[inline(always)]
+fn xdp_decapsulated(ctx: &TcContext) -> Option<u32> {
+    // SAFETY: reading a field of the program's own context.
+    let meta = unsafe { (*ctx.skb.skb).data_meta } as usize;
+    if meta + core::mem::size_of::<XdpDecapMeta>() > ctx.data() {
+        return None;
+    }
+    // SAFETY: the metadata checked above lies before the packet's data.
+    let m = unsafe { core::ptr::read_unaligned(meta as *const XdpDecapMeta) };
+    (m.magic == XDP_DECAP_MAGIC).then_some(m.ifindex)
+}
+
+/// Removes the 50 bytes of outer IPv4, UDP and VXLAN headers and inner
+/// Ethernet header of a checked VXLAN frame from peer host `peer`
+/// (`adjust_room` at the MAC layer keeps the outer Ethernet header), and
+/// counts it for that peer. Returns the Ethernet header for the caller to
+/// address, and the inner frame's length.
+#[inline(always)]
+pub(crate) fn strip_outer(
+    ctx: &TcContext,
+    peer: u32,
+) -> Result<(*mut [u8; ETH_HLEN], u64), DropReason> {
+    let inner_len = u64::from(ctx.len()) - (ETH_HLEN + IPV4_HLEN + 16) as u64;
+    if ctx
+        .adjust_room(
+            -(VXLAN_OVERHEAD as i32),
+            BPF_ADJ_ROOM_MAC,
+            BPF_F_ADJ_ROOM_FIXED_GSO as u64,
+        )
+        .is_err()
+    {
+        return Err(DropReason::DecapAdjustFailed);
+    }
+    // SAFETY: ptr_at checked the Ethernet header of the resized packet.
+    let Some(eth) = ctx.ptr_at::<[u8; ETH_HLEN]>(0) else {
+        return Err(DropReason::HeaderWriteFailed);
+    };
+    observe::count_rx(peer, inner_len);
+    observe::trace_event(
+        ctx,
+        Hook::FromUnderlay,
+        EventKind::Decap,
+        peer,
+        Layout::Tunnelled,
+    );
+    Ok((eth, inner_len))
 }

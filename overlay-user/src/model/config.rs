@@ -79,6 +79,12 @@ pub enum XdpMode {
     /// Native (driver) mode: drops hostile VXLAN before an skb exists. On a
     /// veth it turns off the large-packet path (measured: 0.36 x plain).
     Native,
+    /// Native mode, and the XDP program decapsulates VXLAN for local
+    /// endpoints itself before the driver's GRO, which then merges the
+    /// inner TCP segments (what the kernel's VXLAN device gets from its GRO
+    /// cells); tc only redirects the merged frame into the container. For
+    /// underlays that deliver MTU-sized frames (real NICs; docs/benchmarks.md).
+    Decap,
     /// No XDP program; the tc program makes the same checks with the same
     /// drop reasons. The default: fastest in `cargo xtask bench` (docs/benchmarks.md).
     #[default]
@@ -90,6 +96,7 @@ impl fmt::Display for XdpMode {
         f.write_str(match self {
             XdpMode::Generic => "generic",
             XdpMode::Native => "native",
+            XdpMode::Decap => "decap",
             XdpMode::Off => "off",
         })
     }
