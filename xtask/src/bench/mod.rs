@@ -38,6 +38,8 @@ pub enum Mode {
     EbpfXdpGeneric,
     /// BPF with XDP in native (driver) mode.
     EbpfXdpNative,
+    /// BPF with `xdp = "decap"` (XDP decapsulates before GRO), GRO on the underlay.
+    EbpfXdpDecap,
     /// BPF with the from-container program on the bridge instead of each veth.
     EbpfBridge,
     /// BPF setting a tunnel key and redirecting to a collect-metadata VXLAN device.
@@ -49,13 +51,14 @@ pub enum Mode {
 }
 
 impl Mode {
-    const ALL: [Mode; 10] = [
+    const ALL: [Mode; 11] = [
         Mode::Plain,
         Mode::Iptables,
         Mode::Kernel,
         Mode::Ebpf,
         Mode::EbpfXdpGeneric,
         Mode::EbpfXdpNative,
+        Mode::EbpfXdpDecap,
         Mode::EbpfBridge,
         Mode::EbpfEncapDevice,
         Mode::EbpfNet,
@@ -70,6 +73,7 @@ impl Mode {
             Mode::Ebpf => "ebpf",
             Mode::EbpfXdpGeneric => "ebpf-xdp-generic",
             Mode::EbpfXdpNative => "ebpf-xdp-native",
+            Mode::EbpfXdpDecap => "ebpf-xdp-decap",
             Mode::EbpfBridge => "ebpf-bridge",
             Mode::EbpfEncapDevice => "ebpf-encap-device",
             Mode::EbpfNet => "ebpf-net",
@@ -85,6 +89,9 @@ impl Mode {
             Mode::Ebpf => "overlay, BPF dataplane, default configuration (attach = \"veth\", xdp = \"off\", encap = \"bpf\")",
             Mode::EbpfXdpGeneric => "overlay, BPF, xdp = \"generic\"",
             Mode::EbpfXdpNative => "overlay, BPF, xdp = \"native\"",
+            Mode::EbpfXdpDecap => {
+                "overlay, BPF, xdp = \"decap\" (XDP decapsulates before GRO; GRO on the underlay, as on a NIC)"
+            }
             Mode::EbpfBridge => "overlay, BPF, attach = \"bridge\"",
             Mode::EbpfEncapDevice => {
                 "overlay, BPF, encap = \"device\" (tunnel key + collect-metadata VXLAN device)"
@@ -123,6 +130,7 @@ impl Mode {
             Mode::Ebpf => Some(o("ebpf", None, None)),
             Mode::EbpfXdpGeneric => Some(o("ebpf", Some("generic"), None)),
             Mode::EbpfXdpNative => Some(o("ebpf", Some("native"), None)),
+            Mode::EbpfXdpDecap => Some(o("ebpf", Some("decap"), None)),
             Mode::EbpfBridge => Some(o("ebpf", None, Some("bridge"))),
             Mode::EbpfEncapDevice => Some(AgentOptions {
                 extra: "encap = \"device\"\n".into(),
@@ -364,6 +372,12 @@ fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration) -> Result<BTreeMap<M
         }
         _ => {
             let opts = mode.agent().expect("overlay mode");
+            if mode == Mode::EbpfXdpDecap {
+                // GRO is off by default on veth (on by default on NICs).
+                for h in [&h1, &h2] {
+                    exec_ok(&h.ns, &["ethtool", "-K", "eth1", "gro", "on"])?;
+                }
+            }
             for h in 1..=2 {
                 _agents.push(Overlayd::start(&lab, h, bins, &opts)?);
             }
