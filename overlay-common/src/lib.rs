@@ -146,6 +146,11 @@ pub const CONFIG_F_PER_PORT: u32 = 4;
 /// ([`XdpDecapMeta`]), where `ovl_from_underlay` redirects it into the
 /// container.
 pub const CONFIG_F_XDP_DECAP: u32 = 8;
+/// `Config::flags` (`deliver = "veth"`): decapsulated packets go to the
+/// endpoint's host-side veth with `bpf_redirect` (its transmit path, where
+/// the container side's NAPI can merge them: GRO) instead of
+/// `bpf_redirect_peer`.
+pub const CONFIG_F_DELIVER_VETH: u32 = 16;
 
 /// The XDP metadata in front of a frame that `ovl_xdp_underlay` has
 /// decapsulated (`xdp = "decap"`): tc redirects it into the container

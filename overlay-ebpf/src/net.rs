@@ -23,14 +23,15 @@ use overlay_common::{
     },
     observe::Hook,
     vxlan::{ETH_P_ARP, ETH_P_IP, IPPROTO_UDP},
-    Counter, DropReason, ETH_HLEN, IPV4_HLEN,
+    Config, Counter, DropReason, ETH_HLEN, IPV4_HLEN,
 };
 
 use crate::{
     maps::{self, count},
     packet::Packet,
     tc::{
-        flow_hash, push_headers, send_encapsulated, strip_outer, to_vxlan_port, verdict, Verdict,
+        flow_hash, into_container, push_headers, send_encapsulated, strip_outer, to_vxlan_port,
+        verdict, Verdict,
     },
     underlay::{Underlay, INNER_ETH},
 };
@@ -247,6 +248,7 @@ pub fn classify<P: Packet>(p: &P, vni: u32, outer_src: [u8; 4]) -> Result<Underl
 #[inline(always)]
 pub fn deliver(
     ctx: &TcContext,
+    cfg: &Config,
     ifindex: u32,
     mac: [u8; 6],
     peer: u32,
@@ -266,6 +268,5 @@ pub fn deliver(
     eth[6..12].copy_from_slice(&src_mac);
     count(Counter::DecapPackets, 1);
     count(Counter::DecapBytes, inner_len);
-    // SAFETY: plain helper call; the target is a veth whose peer is the container's.
-    Ok(Verdict::Redirect(unsafe { bpf_redirect_peer(ifindex, 0) }))
+    Ok(into_container(cfg, ifindex))
 }

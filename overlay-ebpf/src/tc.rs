@@ -18,8 +18,9 @@ use overlay_common::{
     observe::{EventKind, Hook},
     rules,
     vxlan::{self, off, ETH_P_IP, IPPROTO_UDP},
-    Config, Counter, DropReason, EndpointValue, PeerValue, XdpDecapMeta, CONFIG_F_LEARN_ENDPOINTS,
-    CONFIG_F_PER_PORT, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD, XDP_DECAP_MAGIC,
+    Config, Counter, DropReason, EndpointValue, PeerValue, XdpDecapMeta, CONFIG_F_DELIVER_VETH,
+    CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD,
+    XDP_DECAP_MAGIC,
 };
 
 use crate::{
@@ -392,7 +393,7 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
         }
         Underlay::Vxlan { inner_dst, peer } => (inner_dst.to_ne_bytes(), peer),
         Underlay::Net { ifindex, mac, peer } => {
-            return crate::net::deliver(ctx, ifindex, mac, peer)
+            return crate::net::deliver(ctx, cfg, ifindex, mac, peer)
         }
     };
     // SAFETY: the value is copied out before the packet changes.
@@ -412,10 +413,7 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
             eth[6..12].copy_from_slice(&cfg.gateway_mac);
             count(Counter::DecapPackets, 1);
             count(Counter::DecapBytes, inner_len);
-            // SAFETY: plain helper call; the target is a veth whose peer is the container's.
-            Ok(Verdict::Redirect(unsafe {
-                bpf_redirect_peer(ep.ifindex, 0)
-            }))
+            Ok(into_container(cfg, ep.ifindex))
         }
         None => {
             // A local address the agent has not learned yet: let the kernel
@@ -425,6 +423,22 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
             Ok(Verdict::Kernel)
         }
     }
+}
+
+/// Hands a decapsulated packet to the container behind host-side veth
+/// `ifindex`: into its namespace (`bpf_redirect_peer`), or with
+/// `deliver = "veth"` out of the host-side veth (`bpf_redirect`), whose
+/// peer's NAPI merges the frames of a flow when GRO is on in the container.
+#[inline(always)]
+pub(crate) fn into_container(cfg: &Config, ifindex: u32) -> Verdict {
+    let ret = if cfg.flags & CONFIG_F_DELIVER_VETH != 0 {
+        // SAFETY: plain helper call with an ifindex and no flags (egress).
+        unsafe { bpf_redirect(ifindex, 0) }
+    } else {
+        // SAFETY: plain helper call; the target is a veth whose peer is the container's.
+        unsafe { bpf_redirect_peer(ifindex, 0) }
+    };
+    Verdict::Redirect(ret)
 }
 
 /// The endpoint's host-side veth when `ovl_xdp_underlay` has decapsulated

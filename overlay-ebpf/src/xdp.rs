@@ -64,7 +64,7 @@ fn decap_host(
     peer: u32,
 ) -> Result<u32, DropReason> {
     // SAFETY: the value is copied out before the packet changes.
-    let endpoint = unsafe { ENDPOINTS.get(&inner_dst) }.copied();
+    let endpoint = unsafe { ENDPOINTS.get(inner_dst) }.copied();
     match endpoint {
         Some(ep) => {
             let mac = (ep.mac != [0; 6]).then_some(ep.mac);

@@ -3,12 +3,14 @@
 //! metadata for tc, the inner frame addressed as tc's decapsulation does),
 //! hands local addresses without an endpoint to the kernel, and drops
 //! truncated and hostile frames under the same reasons as without the
-//! flag. Needs root (fails loudly in CI without).
+//! flag; and `deliver = "veth"`, which redirects the same bytes after the
+//! same checks. Needs root (fails loudly in CI without).
 
 use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
 use overlay_common::observe::{maps as names, PeerStats};
 use overlay_common::{
-    programs, XdpDecapMeta, CONFIG_F_XDP_DECAP, CONFIG_F_XDP_VALIDATES, XDP_DECAP_MAGIC,
+    programs, XdpDecapMeta, CONFIG_F_DELIVER_VETH, CONFIG_F_XDP_DECAP, CONFIG_F_XDP_VALIDATES,
+    XDP_DECAP_MAGIC,
 };
 
 #[path = "common/packets.rs"]
@@ -161,4 +163,43 @@ fn tc_without_metadata_still_checks_everything() {
     );
     assert_eq!(ret, TC_ACT_REDIRECT);
     assert_eq!(&out[0..6], &C1_MAC);
+}
+
+#[test]
+fn deliver_veth_redirects_the_same_bytes_and_drops_the_same_frames() {
+    // `deliver = "veth"`: bpf_redirect to the host-side veth instead of
+    // bpf_redirect_peer; verdict, bytes and every check are unchanged.
+    let Some(mut peer) = fixture(0) else { return };
+    let Some(mut veth) = fixture(CONFIG_F_DELIVER_VETH) else {
+        return;
+    };
+    let good = vxlan_frame(PEER, VNI, 0x08, &inner_frame(C1));
+    let (r1, o1) = peer.run_tc(programs::FROM_UNDERLAY, &good);
+    let (r2, o2) = veth.run_tc(programs::FROM_UNDERLAY, &good);
+    assert_eq!((r1, r2), (TC_ACT_REDIRECT, TC_ACT_REDIRECT));
+    assert_eq!(o1, o2, "the same decapsulated frame");
+    assert_eq!(veth.counter("decap_packets"), 1);
+    for (input, reason) in [
+        (
+            vxlan_frame(STRANGER, VNI, 0x08, &inner_frame(C1)),
+            "unknown_peer",
+        ),
+        (
+            vxlan_frame(PEER, VNI, 0x08, &inner_frame([10, 9, 9, 9])),
+            "not_local",
+        ),
+        (good[..70].to_vec(), "truncated_inner"),
+    ] {
+        let (ret, _) = veth.run_tc(programs::FROM_UNDERLAY, &input);
+        assert_eq!(ret, TC_ACT_SHOT, "{reason}");
+        assert_eq!(veth.drops(reason), 1, "{reason}");
+    }
+    let (ret, _) = veth.run_tc(
+        programs::FROM_UNDERLAY,
+        &vxlan_frame(PEER, VNI, 0x08, &inner_frame(C_UNKNOWN)),
+    );
+    assert_eq!(
+        ret, TC_ACT_OK,
+        "no endpoint: the kernel routes it, as before"
+    );
 }

@@ -69,6 +69,31 @@ pub enum EncapMode {
     Device,
 }
 
+/// How the BPF dataplane hands a decapsulated packet to its container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliverMode {
+    /// `bpf_redirect_peer`: straight into the container's namespace, no
+    /// queue, no GRO (each underlay frame reaches the container's stack on
+    /// its own).
+    #[default]
+    Peer,
+    /// `bpf_redirect` to the host-side veth: through the veth's transmit
+    /// path, so the container side's NAPI merges the frames of a flow (GRO)
+    /// when GRO is on in the container (`ethtool -K eth0 gro on`); without
+    /// it, through the backlog queue.
+    Veth,
+}
+
+impl fmt::Display for DeliverMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeliverMode::Peer => "peer",
+            DeliverMode::Veth => "veth",
+        })
+    }
+}
+
 /// How the XDP program is attached to the underlay interface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -155,6 +180,9 @@ pub struct Config {
     /// How the BPF dataplane builds the outer headers.
     #[serde(default)]
     pub encap: EncapMode,
+    /// How the BPF dataplane hands decapsulated packets to containers.
+    #[serde(default)]
+    pub deliver: DeliverMode,
     /// How many endpoints the from-container program may learn on one port
     /// (`attach = "veth"`); 0 turns learning off.
     #[serde(default = "default_learn_limit")]

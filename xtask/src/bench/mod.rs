@@ -40,6 +40,9 @@ pub enum Mode {
     EbpfXdpNative,
     /// BPF with `xdp = "decap"` (XDP decapsulates before GRO), GRO on the underlay.
     EbpfXdpDecap,
+    /// BPF with `deliver = "veth"` (through the veth's NAPI), GRO on in the
+    /// containers, TSO off on the host-side veths.
+    EbpfDeliverVeth,
     /// BPF with the from-container program on the bridge instead of each veth.
     EbpfBridge,
     /// BPF setting a tunnel key and redirecting to a collect-metadata VXLAN device.
@@ -51,7 +54,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    const ALL: [Mode; 11] = [
+    const ALL: [Mode; 12] = [
         Mode::Plain,
         Mode::Iptables,
         Mode::Kernel,
@@ -59,6 +62,7 @@ impl Mode {
         Mode::EbpfXdpGeneric,
         Mode::EbpfXdpNative,
         Mode::EbpfXdpDecap,
+        Mode::EbpfDeliverVeth,
         Mode::EbpfBridge,
         Mode::EbpfEncapDevice,
         Mode::EbpfNet,
@@ -74,6 +78,7 @@ impl Mode {
             Mode::EbpfXdpGeneric => "ebpf-xdp-generic",
             Mode::EbpfXdpNative => "ebpf-xdp-native",
             Mode::EbpfXdpDecap => "ebpf-xdp-decap",
+            Mode::EbpfDeliverVeth => "ebpf-deliver-veth",
             Mode::EbpfBridge => "ebpf-bridge",
             Mode::EbpfEncapDevice => "ebpf-encap-device",
             Mode::EbpfNet => "ebpf-net",
@@ -91,6 +96,9 @@ impl Mode {
             Mode::EbpfXdpNative => "overlay, BPF, xdp = \"native\"",
             Mode::EbpfXdpDecap => {
                 "overlay, BPF, xdp = \"decap\" (XDP decapsulates before GRO; GRO on the underlay, as on a NIC)"
+            }
+            Mode::EbpfDeliverVeth => {
+                "overlay, BPF, deliver = \"veth\" (bpf_redirect through the veth's NAPI; GRO on in the containers, TSO off on the host-side veths)"
             }
             Mode::EbpfBridge => "overlay, BPF, attach = \"bridge\"",
             Mode::EbpfEncapDevice => {
@@ -131,6 +139,10 @@ impl Mode {
             Mode::EbpfXdpGeneric => Some(o("ebpf", Some("generic"), None)),
             Mode::EbpfXdpNative => Some(o("ebpf", Some("native"), None)),
             Mode::EbpfXdpDecap => Some(o("ebpf", Some("decap"), None)),
+            Mode::EbpfDeliverVeth => Some(AgentOptions {
+                extra: "deliver = \"veth\"\n".into(),
+                ..o("ebpf", None, None)
+            }),
             Mode::EbpfBridge => Some(o("ebpf", None, Some("bridge"))),
             Mode::EbpfEncapDevice => Some(AgentOptions {
                 extra: "encap = \"device\"\n".into(),
@@ -376,6 +388,14 @@ fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration) -> Result<BTreeMap<M
                 // GRO is off by default on veth (on by default on NICs).
                 for h in [&h1, &h2] {
                     exec_ok(&h.ns, &["ethtool", "-K", "eth1", "gro", "on"])?;
+                }
+            }
+            if mode == Mode::EbpfDeliverVeth {
+                // GRO (and with it NAPI) on the container side of each veth;
+                // veth uses it only for skbs from a device without TSO.
+                for (c, h) in [(&client, &h1), (&server, &h2)] {
+                    exec_ok(&c.ns, &["ethtool", "-K", &c.iface, "gro", "on"])?;
+                    exec_ok(&h.ns, &["ethtool", "-K", &c.host_veth, "tso", "off"])?;
                 }
             }
             for h in 1..=2 {

@@ -141,6 +141,9 @@ impl BpfDataplane {
         if cfg.xdp == XdpMode::Decap {
             flags |= overlay_common::CONFIG_F_XDP_DECAP;
         }
+        if cfg.deliver == crate::model::config::DeliverMode::Veth {
+            flags |= overlay_common::CONFIG_F_DELIVER_VETH;
+        }
         if cfg.attach == AttachPoint::Veth {
             flags |= CONFIG_F_LEARN_ENDPOINTS | overlay_common::CONFIG_F_PER_PORT;
         }
