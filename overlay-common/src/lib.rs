@@ -139,6 +139,34 @@ pub const CONFIG_F_LEARN_ENDPOINTS: u32 = 2;
 /// the port it came in on. Without it (`attach = "bridge"`) the source must
 /// lie in this host's subnet and match the endpoint's MAC where known.
 pub const CONFIG_F_PER_PORT: u32 = 4;
+/// `Config::flags` (`xdp = "decap"`): the XDP program on the underlay
+/// decapsulates VXLAN for local endpoints itself (`bpf_xdp_adjust_head`)
+/// and passes the inner frame on, so the driver's GRO merges the inner
+/// TCP segments; the endpoint's ifindex travels to tc in the XDP metadata
+/// ([`XdpDecapMeta`]), where `ovl_from_underlay` redirects it into the
+/// container.
+pub const CONFIG_F_XDP_DECAP: u32 = 8;
+/// `Config::flags` (`deliver = "veth"`): decapsulated packets go to the
+/// endpoint's host-side veth with `bpf_redirect` (its transmit path, where
+/// the container side's NAPI can merge them: GRO) instead of
+/// `bpf_redirect_peer`.
+pub const CONFIG_F_DELIVER_VETH: u32 = 16;
+
+/// The XDP metadata in front of a frame that `ovl_xdp_underlay` has
+/// decapsulated (`xdp = "decap"`): tc redirects it into the container
+/// behind host-side veth `ifindex`. Only XDP and tc programs of the
+/// underlay can write metadata; `magic` tells ours from another tool's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpDecapMeta {
+    /// [`XDP_DECAP_MAGIC`].
+    pub magic: u32,
+    /// The host-side veth of the container the frame is for.
+    pub ifindex: u32,
+}
+
+/// [`XdpDecapMeta::magic`]: "ovl1" in ASCII.
+pub const XDP_DECAP_MAGIC: u32 = 0x6f76_6c31;
 
 /// Value of the `OVL_PEERS` LPM trie: where a remote subnet lives, and the
 /// outer headers to put in front of packets for it.
@@ -455,6 +483,7 @@ mod tests {
         assert_eq!(core::mem::align_of::<PeerValue>(), 8);
         assert_eq!(size_of::<EndpointValue>(), 12);
         assert_eq!(size_of::<PeerKey>(), 4);
+        assert_eq!(size_of::<XdpDecapMeta>(), 8);
         assert_eq!(ENCAP_HLEN, 64);
         assert_eq!(VXLAN_OVERHEAD as usize, ENCAP_HLEN - ETH_HLEN);
     }

@@ -10,8 +10,7 @@
 //! dropped (isolation); to outside every network -> the host stack (NAT).
 
 use aya_ebpf::{
-    bindings::BPF_F_ADJ_ROOM_FIXED_GSO,
-    bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_NO_PREALLOC},
+    bindings::BPF_F_NO_PREALLOC,
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
     maps::{lpm_trie::Key, HashMap, LpmTrie},
@@ -24,13 +23,16 @@ use overlay_common::{
     },
     observe::Hook,
     vxlan::{ETH_P_ARP, ETH_P_IP, IPPROTO_UDP},
-    Counter, DropReason, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD,
+    Config, Counter, DropReason, ETH_HLEN, IPV4_HLEN,
 };
 
 use crate::{
     maps::{self, count},
     packet::Packet,
-    tc::{flow_hash, push_headers, send_encapsulated, to_vxlan_port, verdict, Verdict},
+    tc::{
+        flow_hash, into_container, push_headers, send_encapsulated, strip_outer, to_vxlan_port,
+        verdict, Verdict,
+    },
     underlay::{Underlay, INNER_ETH},
 };
 
@@ -234,16 +236,23 @@ pub fn classify<P: Packet>(p: &P, vni: u32, outer_src: [u8; 4]) -> Result<Underl
         Some(ep) if ep.is_local() => Ok(Underlay::Net {
             ifindex: ep.ifindex,
             mac: ep.mac,
+            peer: u32::from_ne_bytes(outer_src),
         }),
         _ => Err(DropReason::NoEndpoint),
     }
 }
 
-/// Decapsulates a checked network frame and redirects it into the
-/// container behind `ifindex`, addressed to its `mac` (the inner source
-/// MAC stays the sender's).
+/// Decapsulates a checked network frame from peer host `peer` and
+/// redirects it into the container behind `ifindex`, addressed to its
+/// `mac` (the inner source MAC stays the sender's).
 #[inline(always)]
-pub fn deliver(ctx: &TcContext, ifindex: u32, mac: [u8; 6]) -> Result<Verdict, DropReason> {
+pub fn deliver(
+    ctx: &TcContext,
+    cfg: &Config,
+    ifindex: u32,
+    mac: [u8; 6],
+    peer: u32,
+) -> Result<Verdict, DropReason> {
     // Shrinking at the MAC layer keeps the outer Ethernet header and drops
     // the inner one: its source MAC (the sender's) is copied first.
     // SAFETY: ptr_at checked the 6 bytes of the inner source MAC.
@@ -252,27 +261,12 @@ pub fn deliver(ctx: &TcContext, ifindex: u32, mac: [u8; 6]) -> Result<Verdict, D
     };
     // SAFETY: in bounds (checked above), byte array, copied out.
     let src_mac = unsafe { *src_mac };
-    let inner_len = u64::from(ctx.len()) - (ETH_HLEN + IPV4_HLEN + 16) as u64;
-    if ctx
-        .adjust_room(
-            -(VXLAN_OVERHEAD as i32),
-            BPF_ADJ_ROOM_MAC,
-            BPF_F_ADJ_ROOM_FIXED_GSO as u64,
-        )
-        .is_err()
-    {
-        return Err(DropReason::DecapAdjustFailed);
-    }
-    // SAFETY: ptr_at checked the Ethernet header of the resized packet.
-    let Some(eth) = ctx.ptr_at::<[u8; ETH_HLEN]>(0) else {
-        return Err(DropReason::HeaderWriteFailed);
-    };
-    // SAFETY: in bounds (checked above), byte array.
+    let (eth, inner_len) = strip_outer(ctx, peer)?;
+    // SAFETY: `eth` is the Ethernet header strip_outer checked.
     let eth = unsafe { &mut *eth };
     eth[0..6].copy_from_slice(&mac);
     eth[6..12].copy_from_slice(&src_mac);
     count(Counter::DecapPackets, 1);
     count(Counter::DecapBytes, inner_len);
-    // SAFETY: plain helper call; the target is a veth whose peer is the container's.
-    Ok(Verdict::Redirect(unsafe { bpf_redirect_peer(ifindex, 0) }))
+    Ok(into_container(cfg, ifindex))
 }

@@ -18,8 +18,9 @@ use overlay_common::{
     observe::{EventKind, Hook},
     rules,
     vxlan::{self, off, ETH_P_IP, IPPROTO_UDP},
-    Config, Counter, DropReason, EndpointValue, PeerValue, CONFIG_F_LEARN_ENDPOINTS,
-    CONFIG_F_PER_PORT, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD,
+    Config, Counter, DropReason, EndpointValue, PeerValue, XdpDecapMeta, CONFIG_F_DELIVER_VETH,
+    CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD,
+    XDP_DECAP_MAGIC,
 };
 
 use crate::{
@@ -378,6 +379,10 @@ fn encapsulate_via_device(
 
 #[inline(always)]
 fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
+    if let Some(ifindex) = xdp_decapsulated(ctx) {
+        // SAFETY: plain helper call; the target is a veth whose peer is the container's.
+        return Ok(Verdict::Redirect(unsafe { bpf_redirect_peer(ifindex, 0) }));
+    }
     let Some(cfg) = maps::config() else {
         return Ok(Verdict::Next);
     };
@@ -387,7 +392,9 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
             return Ok(Verdict::Next);
         }
         Underlay::Vxlan { inner_dst, peer } => (inner_dst.to_ne_bytes(), peer),
-        Underlay::Net { ifindex, mac } => return crate::net::deliver(ctx, ifindex, mac),
+        Underlay::Net { ifindex, mac, peer } => {
+            return crate::net::deliver(ctx, cfg, ifindex, mac, peer)
+        }
     };
     // SAFETY: the value is copied out before the packet changes.
     let endpoint = unsafe { ENDPOINTS.get(&inner_dst) }.copied();
@@ -395,6 +402,70 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
     if endpoint.is_none() && !local {
         return Err(DropReason::NotLocal);
     }
+    let (eth, inner_len) = strip_outer(ctx, peer)?;
+    // SAFETY: `eth` is the Ethernet header strip_outer checked.
+    let eth = unsafe { &mut *eth };
+    match endpoint {
+        Some(ep) => {
+            if ep.mac != [0; 6] {
+                eth[0..6].copy_from_slice(&ep.mac);
+            }
+            eth[6..12].copy_from_slice(&cfg.gateway_mac);
+            count(Counter::DecapPackets, 1);
+            count(Counter::DecapBytes, inner_len);
+            Ok(into_container(cfg, ep.ifindex))
+        }
+        None => {
+            // A local address the agent has not learned yet: let the kernel
+            // route it to the bridge (which resolves it) until it has.
+            eth[0..6].copy_from_slice(&cfg.underlay_mac);
+            count(Counter::DecapToKernel, 1);
+            Ok(Verdict::Kernel)
+        }
+    }
+}
+
+/// Hands a decapsulated packet to the container behind host-side veth
+/// `ifindex`: into its namespace (`bpf_redirect_peer`), or with
+/// `deliver = "veth"` out of the host-side veth (`bpf_redirect`), whose
+/// peer's NAPI merges the frames of a flow when GRO is on in the container.
+#[inline(always)]
+pub(crate) fn into_container(cfg: &Config, ifindex: u32) -> Verdict {
+    let ret = if cfg.flags & CONFIG_F_DELIVER_VETH != 0 {
+        // SAFETY: plain helper call with an ifindex and no flags (egress).
+        unsafe { bpf_redirect(ifindex, 0) }
+    } else {
+        // SAFETY: plain helper call; the target is a veth whose peer is the container's.
+        unsafe { bpf_redirect_peer(ifindex, 0) }
+    };
+    Verdict::Redirect(ret)
+}
+
+/// The endpoint's host-side veth when `ovl_xdp_underlay` has decapsulated
+/// this frame already (`xdp = "decap"`): our magic in the skb's metadata,
+/// which only the underlay's XDP and tc programs can write.
+#[inline(always)]
+fn xdp_decapsulated(ctx: &TcContext) -> Option<u32> {
+    // SAFETY: reading a field of the program's own context.
+    let meta = unsafe { (*ctx.skb.skb).data_meta } as usize;
+    if meta + core::mem::size_of::<XdpDecapMeta>() > ctx.data() {
+        return None;
+    }
+    // SAFETY: the metadata checked above lies before the packet's data.
+    let m = unsafe { core::ptr::read_unaligned(meta as *const XdpDecapMeta) };
+    (m.magic == XDP_DECAP_MAGIC).then_some(m.ifindex)
+}
+
+/// Removes the 50 bytes of outer IPv4, UDP and VXLAN headers and inner
+/// Ethernet header of a checked VXLAN frame from peer host `peer`
+/// (`adjust_room` at the MAC layer keeps the outer Ethernet header), and
+/// counts it for that peer. Returns the Ethernet header for the caller to
+/// address, and the inner frame's length.
+#[inline(always)]
+pub(crate) fn strip_outer(
+    ctx: &TcContext,
+    peer: u32,
+) -> Result<(*mut [u8; ETH_HLEN], u64), DropReason> {
     let inner_len = u64::from(ctx.len()) - (ETH_HLEN + IPV4_HLEN + 16) as u64;
     if ctx
         .adjust_room(
@@ -410,8 +481,6 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
     let Some(eth) = ctx.ptr_at::<[u8; ETH_HLEN]>(0) else {
         return Err(DropReason::HeaderWriteFailed);
     };
-    // SAFETY: in bounds (checked above), byte array.
-    let eth = unsafe { &mut *eth };
     observe::count_rx(peer, inner_len);
     observe::trace_event(
         ctx,
@@ -420,25 +489,5 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
         peer,
         Layout::Tunnelled,
     );
-    match endpoint {
-        Some(ep) => {
-            if ep.mac != [0; 6] {
-                eth[0..6].copy_from_slice(&ep.mac);
-            }
-            eth[6..12].copy_from_slice(&cfg.gateway_mac);
-            count(Counter::DecapPackets, 1);
-            count(Counter::DecapBytes, inner_len);
-            // SAFETY: plain helper call; the target is a veth whose peer is the container's.
-            Ok(Verdict::Redirect(unsafe {
-                bpf_redirect_peer(ep.ifindex, 0)
-            }))
-        }
-        None => {
-            // A local address the agent has not learned yet: let the kernel
-            // route it to the bridge (which resolves it) until it has.
-            eth[0..6].copy_from_slice(&cfg.underlay_mac);
-            count(Counter::DecapToKernel, 1);
-            Ok(Verdict::Kernel)
-        }
-    }
+    Ok((eth, inner_len))
 }

@@ -30,8 +30,13 @@ pub enum Underlay {
     /// which the verifier refuses).
     Vxlan { inner_dst: u32, peer: u32 },
     /// VXLAN of an overlay network, checked: deliver to the local container
-    /// behind host-side veth `ifindex`, whose MAC is `mac`.
-    Net { ifindex: u32, mac: [u8; 6] },
+    /// behind host-side veth `ifindex`, whose MAC is `mac`; `peer` as in
+    /// `Vxlan`.
+    Net {
+        ifindex: u32,
+        mac: [u8; 6],
+        peer: u32,
+    },
 }
 
 /// Reads the outer headers and checks a VXLAN frame for this host: the VNI,

@@ -8,8 +8,13 @@
 
 use std::net::Ipv4Addr;
 
+use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use overlay_common::{net::NetEndpointValue, net::NetPortValue, programs, vtep_mac};
+use overlay_common::observe::{maps as names, PeerStats};
+use overlay_common::{
+    net::NetEndpointValue, net::NetPortValue, programs, vtep_mac, CONFIG_F_XDP_DECAP,
+    CONFIG_F_XDP_VALIDATES, XDP_DECAP_MAGIC,
+};
 use overlay_user::dataplane::bpf::{loader, net_maps::NetMaps};
 
 #[path = "common/packets.rs"]
@@ -349,6 +354,52 @@ fn a_network_frame_from_the_endpoints_host_is_delivered_into_the_container() {
     assert_eq!(ret, XDP_PASS);
     assert_eq!(n.counter("xdp_vxlan_pass"), 1);
     assert_eq!(n.total_drops(), 0);
+}
+
+#[test]
+fn network_decapsulation_counts_for_the_peer_host() {
+    let Some(mut n) = net_fixture() else { return };
+    let mut stats: PerCpuHashMap<MapData, [u8; 4], PeerStats> =
+        PerCpuHashMap::try_from(n.f.ebpf.take_map(names::PEER_STATS).unwrap()).unwrap();
+    let cpus = aya::util::nr_cpus().unwrap();
+    let zero = PerCpuValues::try_from(vec![PeerStats::default(); cpus]).unwrap();
+    stats.insert(PEER, zero, 0).unwrap();
+    let rx = |stats: &PerCpuHashMap<MapData, [u8; 4], PeerStats>| {
+        let v = stats.get(&PEER, 0).unwrap();
+        v.iter()
+            .fold((0, 0), |(p, b), s| (p + s.rx_packets, b + s.rx_bytes))
+    };
+    let inner = net_inner(MR, R, A);
+    let frame = vxlan_frame(PEER, WEB, 0x08, &inner);
+    assert_eq!(
+        n.f.run_tc(programs::FROM_UNDERLAY, &frame).0,
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(rx(&stats), (1, inner.len() as u64), "tc: counted for PEER");
+    // With xdp = "decap" the XDP program decapsulates and counts instead.
+    n.f.maps
+        .set_config(&host_config(CONFIG_F_XDP_VALIDATES | CONFIG_F_XDP_DECAP))
+        .unwrap();
+    let (ret, out) = n.f.run_xdp(&frame);
+    assert_eq!(ret, XDP_PASS);
+    assert_eq!(out.len(), 8 + inner.len(), "metadata, then the inner frame");
+    assert_eq!(
+        u32::from_ne_bytes(out[0..4].try_into().unwrap()),
+        XDP_DECAP_MAGIC
+    );
+    assert_eq!(u32::from_ne_bytes(out[4..8].try_into().unwrap()), PORT_A);
+    assert_eq!(&out[8..14], &MA, "to A's MAC");
+    assert_eq!(&out[14..20], &MR, "from R's own MAC");
+    assert_eq!(&out[20..], &inner[12..]);
+    assert_eq!(rx(&stats), (2, 2 * inner.len() as u64), "XDP: counted too");
+    assert_eq!(n.counter("decap_packets"), 2);
+    // A forged inner source is dropped by the decapsulating XDP as before.
+    both_drop(
+        &mut n,
+        &vxlan_frame(STRANGER, WEB, 0x08, &net_inner(MR, R, A)),
+        "net_inner_spoofed",
+    );
+    assert_eq!(rx(&stats).0, 2, "a drop is not traffic");
 }
 
 /// Runs `frame` through tc and XDP; both must drop it under `reason`.

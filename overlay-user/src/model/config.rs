@@ -69,6 +69,31 @@ pub enum EncapMode {
     Device,
 }
 
+/// How the BPF dataplane hands a decapsulated packet to its container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliverMode {
+    /// `bpf_redirect_peer`: straight into the container's namespace, no
+    /// queue, no GRO (each underlay frame reaches the container's stack on
+    /// its own).
+    #[default]
+    Peer,
+    /// `bpf_redirect` to the host-side veth: through the veth's transmit
+    /// path, so the container side's NAPI merges the frames of a flow (GRO)
+    /// when GRO is on in the container (`ethtool -K eth0 gro on`); without
+    /// it, through the backlog queue.
+    Veth,
+}
+
+impl fmt::Display for DeliverMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeliverMode::Peer => "peer",
+            DeliverMode::Veth => "veth",
+        })
+    }
+}
+
 /// How the XDP program is attached to the underlay interface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,6 +104,12 @@ pub enum XdpMode {
     /// Native (driver) mode: drops hostile VXLAN before an skb exists. On a
     /// veth it turns off the large-packet path (measured: 0.36 x plain).
     Native,
+    /// Native mode, and the XDP program decapsulates VXLAN for local
+    /// endpoints itself before the driver's GRO, which then merges the
+    /// inner TCP segments (what the kernel's VXLAN device gets from its GRO
+    /// cells); tc only redirects the merged frame into the container. For
+    /// underlays that deliver MTU-sized frames (real NICs; docs/benchmarks.md).
+    Decap,
     /// No XDP program; the tc program makes the same checks with the same
     /// drop reasons. The default: fastest in `cargo xtask bench` (docs/benchmarks.md).
     #[default]
@@ -90,6 +121,7 @@ impl fmt::Display for XdpMode {
         f.write_str(match self {
             XdpMode::Generic => "generic",
             XdpMode::Native => "native",
+            XdpMode::Decap => "decap",
             XdpMode::Off => "off",
         })
     }
@@ -148,6 +180,9 @@ pub struct Config {
     /// How the BPF dataplane builds the outer headers.
     #[serde(default)]
     pub encap: EncapMode,
+    /// How the BPF dataplane hands decapsulated packets to containers.
+    #[serde(default)]
+    pub deliver: DeliverMode,
     /// How many endpoints the from-container program may learn on one port
     /// (`attach = "veth"`); 0 turns learning off.
     #[serde(default = "default_learn_limit")]

@@ -45,6 +45,11 @@ pub enum Mode {
     EbpfXdpGeneric,
     /// BPF with XDP in native (driver) mode.
     EbpfXdpNative,
+    /// BPF with `xdp = "decap"` (XDP decapsulates before GRO), GRO on the underlay.
+    EbpfXdpDecap,
+    /// BPF with `deliver = "veth"` (through the veth's NAPI), GRO on in the
+    /// containers, TSO off on the host-side veths.
+    EbpfDeliverVeth,
     /// BPF with the from-container program on the bridge instead of each veth.
     EbpfBridge,
     /// BPF setting a tunnel key and redirecting to a collect-metadata VXLAN device.
@@ -58,7 +63,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    const ALL: [Mode; 12] = [
+    const ALL: [Mode; 14] = [
         Mode::Host,
         Mode::Plain,
         Mode::Iptables,
@@ -66,6 +71,8 @@ impl Mode {
         Mode::Ebpf,
         Mode::EbpfXdpGeneric,
         Mode::EbpfXdpNative,
+        Mode::EbpfXdpDecap,
+        Mode::EbpfDeliverVeth,
         Mode::EbpfBridge,
         Mode::EbpfEncapDevice,
         Mode::EbpfNet,
@@ -82,6 +89,8 @@ impl Mode {
             Mode::Ebpf => "ebpf",
             Mode::EbpfXdpGeneric => "ebpf-xdp-generic",
             Mode::EbpfXdpNative => "ebpf-xdp-native",
+            Mode::EbpfXdpDecap => "ebpf-xdp-decap",
+            Mode::EbpfDeliverVeth => "ebpf-deliver-veth",
             Mode::EbpfBridge => "ebpf-bridge",
             Mode::EbpfEncapDevice => "ebpf-encap-device",
             Mode::EbpfNet => "ebpf-net",
@@ -99,6 +108,12 @@ impl Mode {
             Mode::Ebpf => "overlay, BPF dataplane, default configuration (attach = \"veth\", xdp = \"off\", encap = \"bpf\")",
             Mode::EbpfXdpGeneric => "overlay, BPF, xdp = \"generic\"",
             Mode::EbpfXdpNative => "overlay, BPF, xdp = \"native\"",
+            Mode::EbpfXdpDecap => {
+                "overlay, BPF, xdp = \"decap\" (XDP decapsulates before GRO; GRO on the underlay, as on a NIC)"
+            }
+            Mode::EbpfDeliverVeth => {
+                "overlay, BPF, deliver = \"veth\" (bpf_redirect through the veth's NAPI; GRO on in the containers, TSO off on the host-side veths)"
+            }
             Mode::EbpfBridge => "overlay, BPF, attach = \"bridge\"",
             Mode::EbpfEncapDevice => {
                 "overlay, BPF, encap = \"device\" (tunnel key + collect-metadata VXLAN device)"
@@ -145,6 +160,11 @@ impl Mode {
             Mode::Ebpf => Some(o("ebpf", None, None)),
             Mode::EbpfXdpGeneric => Some(o("ebpf", Some("generic"), None)),
             Mode::EbpfXdpNative => Some(o("ebpf", Some("native"), None)),
+            Mode::EbpfXdpDecap => Some(o("ebpf", Some("decap"), None)),
+            Mode::EbpfDeliverVeth => Some(AgentOptions {
+                extra: "deliver = \"veth\"\n".into(),
+                ..o("ebpf", None, None)
+            }),
             Mode::EbpfBridge => Some(o("ebpf", None, Some("bridge"))),
             Mode::EbpfEncapDevice => Some(AgentOptions {
                 extra: "encap = \"device\"\n".into(),
@@ -462,6 +482,20 @@ fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration, nic_like: bool) -> R
         }
         _ => {
             let opts = mode.agent().expect("overlay mode");
+            if mode == Mode::EbpfXdpDecap {
+                // GRO is off by default on veth (on by default on NICs).
+                for h in [&h1, &h2] {
+                    exec_ok(&h.ns, &["ethtool", "-K", "eth1", "gro", "on"])?;
+                }
+            }
+            if mode == Mode::EbpfDeliverVeth {
+                // GRO (and with it NAPI) on the container side of each veth;
+                // veth uses it only for skbs from a device without TSO.
+                for (c, h) in [(&client, &h1), (&server, &h2)] {
+                    exec_ok(&c.ns, &["ethtool", "-K", &c.iface, "gro", "on"])?;
+                    exec_ok(&h.ns, &["ethtool", "-K", &c.host_veth, "tso", "off"])?;
+                }
+            }
             for h in 1..=2 {
                 _agents.push(Overlayd::start(&lab, h, bins, &opts)?);
             }

@@ -242,6 +242,11 @@ impl Report {
                     "ovl_xdp_underlay",
                     "same, one run with repeat = runs",
                 ),
+                (
+                    "xdp_underlay_decap_ns",
+                    "ovl_xdp_underlay",
+                    "VXLAN to an endpoint, xdp = \"decap\": decapsulate",
+                ),
             ] {
                 let _ = writeln!(
                     s,

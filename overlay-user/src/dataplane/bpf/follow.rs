@@ -95,7 +95,7 @@ impl BpfDataplane {
         match self.cfg.xdp {
             XdpMode::Off => {}
             mode => {
-                let mode = if mode == XdpMode::Native {
+                let mode = if mode != XdpMode::Generic {
                     aya::programs::XdpMode::Driver
                 } else {
                     aya::programs::XdpMode::Skb

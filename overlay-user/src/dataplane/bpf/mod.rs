@@ -138,6 +138,12 @@ impl BpfDataplane {
         if cfg.xdp != XdpMode::Off {
             flags |= CONFIG_F_XDP_VALIDATES;
         }
+        if cfg.xdp == XdpMode::Decap {
+            flags |= overlay_common::CONFIG_F_XDP_DECAP;
+        }
+        if cfg.deliver == crate::model::config::DeliverMode::Veth {
+            flags |= overlay_common::CONFIG_F_DELIVER_VETH;
+        }
         if cfg.attach == AttachPoint::Veth {
             flags |= CONFIG_F_LEARN_ENDPOINTS | overlay_common::CONFIG_F_PER_PORT;
         }
@@ -226,7 +232,7 @@ impl BpfDataplane {
         // XDP is re-attached from scratch: if it is gone now, tc must check
         // everything itself again.
         if !self.links.pinned().iter().any(|n| n == LINK_XDP) {
-            previous.flags &= !CONFIG_F_XDP_VALIDATES;
+            previous.flags &= !(CONFIG_F_XDP_VALIDATES | overlay_common::CONFIG_F_XDP_DECAP);
         }
         match self.maps.set_config(&previous) {
             Ok(()) => log::warn!(

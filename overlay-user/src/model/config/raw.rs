@@ -10,8 +10,8 @@ use serde::Deserialize;
 use super::cluster::ClusterConfig;
 use super::dns::DnsConfig;
 use super::{
-    de_opt_net, AttachPoint, Config, DataplaneChoice, DockerConfig, EncapMode, PeerConfig, Pending,
-    XdpMode,
+    de_opt_net, AttachPoint, Config, DataplaneChoice, DeliverMode, DockerConfig, EncapMode,
+    PeerConfig, Pending, XdpMode,
 };
 use crate::model::limits::{default_learn_limit, ApiConfig};
 use crate::model::validation::InputError;
@@ -64,6 +64,8 @@ pub(super) struct RawConfig {
     xdp: XdpMode,
     #[serde(default)]
     encap: EncapMode,
+    #[serde(default)]
+    deliver: DeliverMode,
     #[serde(default)]
     peers: Vec<PeerConfig>,
     #[serde(default)]
@@ -123,6 +125,7 @@ impl TryFrom<RawConfig> for Config {
             dataplane: raw.dataplane,
             xdp: raw.xdp,
             encap: raw.encap,
+            deliver: raw.deliver,
             peers: raw.peers,
             docker: raw.docker,
             learn_limit: raw.learn_limit,

@@ -48,6 +48,7 @@ fn parses_the_example() {
     assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/overlay"));
     assert_eq!(cfg.attach, AttachPoint::Veth);
     assert_eq!(cfg.xdp, XdpMode::Off);
+    assert_eq!(cfg.deliver, DeliverMode::Peer);
     assert_eq!(cfg.learn_limit, 4);
     assert_eq!(cfg.api, ApiConfig::default());
     assert_eq!(cfg.peers, vec![peer("10.103.200.0/24", "192.168.56.5")]);
@@ -276,4 +277,27 @@ fn dns_section_bad_values_are_named() {
     let alone = Config::parse(&format!("{DNS_BASE}[dns]\nlisten = \"1.2.3.4:53\"\n")).unwrap();
     let e = alone.validate().unwrap_err().to_string();
     assert_eq!(e, "dns.listen = \"1.2.3.4:53\" is set without a [cluster] section; expected a [cluster] section too: the names come from the cluster store");
+}
+
+#[test]
+fn gro_settings_parse_and_show() {
+    let cfg = Config::parse(&format!("{EXAMPLE}\n")).unwrap();
+    assert_eq!((cfg.xdp, cfg.deliver), (XdpMode::Off, DeliverMode::Peer));
+    let toml = EXAMPLE.replacen(
+        "vni = 42",
+        "vni = 42\nxdp = \"decap\"\ndeliver = \"veth\"",
+        1,
+    );
+    let cfg = Config::parse(&toml).unwrap();
+    assert_eq!((cfg.xdp, cfg.deliver), (XdpMode::Decap, DeliverMode::Veth));
+    assert_eq!(
+        (cfg.xdp.to_string(), cfg.deliver.to_string()),
+        ("decap".into(), "veth".into())
+    );
+    let bad = EXAMPLE.replacen("vni = 42", "vni = 42\ndeliver = \"tunnel\"", 1);
+    let e = Config::parse(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("unknown variant `tunnel`, expected `peer` or `veth`"),
+        "{e}"
+    );
 }
