@@ -491,6 +491,7 @@ fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration, nic_like: bool) -> R
             if mode == Mode::EbpfDeliverVeth {
                 // GRO (and with it NAPI) on the container side of each veth;
                 // veth uses it only for skbs from a device without TSO.
+                let (client, server) = (lab.container(1, 1).clone(), lab.container(2, 1).clone());
                 for (c, h) in [(&client, &h1), (&server, &h2)] {
                     exec_ok(&c.ns, &["ethtool", "-K", &c.iface, "gro", "on"])?;
                     exec_ok(&h.ns, &["ethtool", "-K", &c.host_veth, "tso", "off"])?;
