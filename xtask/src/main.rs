@@ -54,7 +54,7 @@ enum Cmd {
         /// Seconds per traffic measurement (default 5; 1 with --quick).
         #[arg(long)]
         seconds: Option<u32>,
-        /// Comma-separated modes: plain, iptables, kernel, ebpf, ebpf-xdp-generic, ebpf-xdp-native, ebpf-bridge, ebpf-encap-device, ebpf-net, kernel-net (a container pair on one overlay network).
+        /// Comma-separated modes: plain, iptables, kernel, ebpf, ebpf-xdp-generic, ebpf-xdp-native, ebpf-bridge, ebpf-encap-device, ebpf-net, kernel-net (a container pair on one overlay network), ebpf-clsact, ebpf-gro, ebpf-bigtcp (the endpoint hop's settings).
         #[arg(long)]
         modes: Option<String>,
         /// Also write the results as JSON to FILE.

@@ -46,10 +46,16 @@ pub enum Mode {
     EbpfNet,
     /// The same pair on the kernel dataplane's network (bridge + VXLAN device per VNI).
     KernelNet,
+    /// BPF with `tc_attach = "clsact"` (cls_bpf filters instead of TCX links).
+    EbpfClsact,
+    /// BPF with `veth_gro = true` (NAPI GRO on the host side of the endpoint veths).
+    EbpfGro,
+    /// BPF with `big_tcp = true` (IPv4 BIG TCP on the endpoint veths and the underlay).
+    EbpfBigTcp,
 }
 
 impl Mode {
-    const ALL: [Mode; 10] = [
+    const ALL: [Mode; 13] = [
         Mode::Plain,
         Mode::Iptables,
         Mode::Kernel,
@@ -60,6 +66,9 @@ impl Mode {
         Mode::EbpfEncapDevice,
         Mode::EbpfNet,
         Mode::KernelNet,
+        Mode::EbpfClsact,
+        Mode::EbpfGro,
+        Mode::EbpfBigTcp,
     ];
 
     fn name(self) -> &'static str {
@@ -74,6 +83,9 @@ impl Mode {
             Mode::EbpfEncapDevice => "ebpf-encap-device",
             Mode::EbpfNet => "ebpf-net",
             Mode::KernelNet => "kernel-net",
+            Mode::EbpfClsact => "ebpf-clsact",
+            Mode::EbpfGro => "ebpf-gro",
+            Mode::EbpfBigTcp => "ebpf-bigtcp",
         }
     }
 
@@ -94,6 +106,11 @@ impl Mode {
             }
             Mode::KernelNet => {
                 "overlay network (VNI 4096), kernel: bridge ovb4096 + VXLAN device ovx4096 (Docker's layout)"
+            }
+            Mode::EbpfClsact => "overlay, BPF, tc_attach = \"clsact\" (cls_bpf on a clsact qdisc, not TCX)",
+            Mode::EbpfGro => "overlay, BPF, veth_gro = true (NAPI GRO on the host-side veths)",
+            Mode::EbpfBigTcp => {
+                "overlay, BPF, big_tcp = true (gso/gro_ipv4_max_size 185000 on both veth ends and the underlay)"
             }
         }
     }
@@ -126,6 +143,18 @@ impl Mode {
             Mode::EbpfBridge => Some(o("ebpf", None, Some("bridge"))),
             Mode::EbpfEncapDevice => Some(AgentOptions {
                 extra: "encap = \"device\"\n".into(),
+                ..o("ebpf", None, None)
+            }),
+            Mode::EbpfClsact => Some(AgentOptions {
+                extra: "tc_attach = \"clsact\"\n".into(),
+                ..o("ebpf", None, None)
+            }),
+            Mode::EbpfGro => Some(AgentOptions {
+                extra: "veth_gro = true\n".into(),
+                ..o("ebpf", None, None)
+            }),
+            Mode::EbpfBigTcp => Some(AgentOptions {
+                extra: "big_tcp = true\n".into(),
                 ..o("ebpf", None, None)
             }),
         }
