@@ -127,6 +127,27 @@ impl fmt::Display for XdpMode {
     }
 }
 
+/// How the tc programs are attached (`tc_attach`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcAttach {
+    /// TCX links (kernel 6.6+), pinned in bpffs and replaced atomically on restart.
+    #[default]
+    Tcx,
+    /// The legacy way: a `clsact` qdisc with a direct-action cls_bpf filter
+    /// (netlink), not pinned: replaced by delete and add on restart.
+    Clsact,
+}
+
+impl fmt::Display for TcAttach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TcAttach::Tcx => "tcx",
+            TcAttach::Clsact => "clsact",
+        })
+    }
+}
+
 /// One `[[peers]]` entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,6 +204,16 @@ pub struct Config {
     /// How the BPF dataplane hands decapsulated packets to containers.
     #[serde(default)]
     pub deliver: DeliverMode,
+    /// How the tc programs are attached: TCX links or a clsact qdisc's filter.
+    #[serde(default)]
+    pub tc_attach: TcAttach,
+    /// NAPI GRO on the host side of every endpoint veth the BPF dataplane serves.
+    #[serde(default = "default_veth_gro")]
+    pub veth_gro: bool,
+    /// IPv4 BIG TCP: `gso_ipv4_max_size`/`gro_ipv4_max_size` raised to
+    /// [`BIG_TCP_SIZE`] on both ends of every endpoint veth and on the underlay.
+    #[serde(default = "default_big_tcp")]
+    pub big_tcp: bool,
     /// How many endpoints the from-container program may learn on one port
     /// (`attach = "veth"`); 0 turns learning off.
     #[serde(default = "default_learn_limit")]
@@ -208,6 +239,20 @@ pub struct Config {
     /// Which of `subnet`, `vni` and `vxlan_port` the file left out, to come from the cluster.
     #[serde(skip)]
     pub pending: Pending,
+}
+
+/// The IPv4 GSO/GRO size `big_tcp = true` sets (the kernel's BIG TCP
+/// documentation and Cilium use 185000 too).
+pub const BIG_TCP_SIZE: u32 = 185_000;
+
+/// `veth_gro`'s default.
+pub fn default_veth_gro() -> bool {
+    false
+}
+
+/// `big_tcp`'s default.
+pub fn default_big_tcp() -> bool {
+    false
 }
 
 /// Values the file left out because `[cluster]` provides them; until then

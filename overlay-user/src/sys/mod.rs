@@ -2,7 +2,8 @@
 //! main routing table in [`routes`]),
 //! netlink inside another network namespace ([`netns`]), a bridge's tables
 //! ([`bridge`]), veth plumbing into a namespace ([`veth`]), the Docker
-//! Engine API client ([`docker`]), read-only probes of the host for
+//! Engine API client ([`docker`]), the endpoint hop's offloads (GRO, IPv4
+//! BIG TCP sizes: [`offload`]), read-only probes of the host for
 //! `overlayctl doctor` ([`probe`]: sysctls, firewall rules, UDP sockets,
 //! VXLAN devices, ICMP echo, pinned BPF links), and their one error type
 //! ([`error`]).
@@ -17,6 +18,7 @@ pub mod docker;
 pub mod error;
 pub mod netlink;
 pub mod netns;
+pub mod offload;
 pub mod probe;
 pub mod routes;
 pub mod veth;

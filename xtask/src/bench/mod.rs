@@ -60,15 +60,24 @@ pub enum Mode {
     KernelNet,
     /// Docker's own overlay driver (swarm mode), a container pair across the hosts.
     DockerOverlay,
+    /// BPF with `tc_attach = "clsact"` (cls_bpf filters instead of TCX links).
+    EbpfClsact,
+    /// BPF with `veth_gro = true` (NAPI GRO on the host side of the endpoint veths).
+    EbpfGro,
+    /// BPF with `big_tcp = true` (IPv4 BIG TCP on the endpoint veths and the underlay).
+    EbpfBigTcp,
 }
 
 impl Mode {
-    const ALL: [Mode; 14] = [
+    const ALL: [Mode; 17] = [
         Mode::Host,
         Mode::Plain,
         Mode::Iptables,
         Mode::Kernel,
         Mode::Ebpf,
+        Mode::EbpfClsact,
+        Mode::EbpfGro,
+        Mode::EbpfBigTcp,
         Mode::EbpfXdpGeneric,
         Mode::EbpfXdpNative,
         Mode::EbpfXdpDecap,
@@ -96,6 +105,9 @@ impl Mode {
             Mode::EbpfNet => "ebpf-net",
             Mode::KernelNet => "kernel-net",
             Mode::DockerOverlay => "docker-overlay",
+            Mode::EbpfClsact => "ebpf-clsact",
+            Mode::EbpfGro => "ebpf-gro",
+            Mode::EbpfBigTcp => "ebpf-bigtcp",
         }
     }
 
@@ -126,6 +138,11 @@ impl Mode {
             }
             Mode::DockerOverlay => {
                 "Docker's own overlay driver: swarm mode (dockerd 20.10 per host), attachable overlay network, one container per host"
+            }
+            Mode::EbpfClsact => "overlay, BPF, tc_attach = \"clsact\" (cls_bpf on a clsact qdisc, not TCX)",
+            Mode::EbpfGro => "overlay, BPF, veth_gro = true (NAPI GRO on the host-side veths)",
+            Mode::EbpfBigTcp => {
+                "overlay, BPF, big_tcp = true (gso/gro_ipv4_max_size 185000 on the host-side veths and the underlay)"
             }
         }
     }
@@ -168,6 +185,18 @@ impl Mode {
             Mode::EbpfBridge => Some(o("ebpf", None, Some("bridge"))),
             Mode::EbpfEncapDevice => Some(AgentOptions {
                 extra: "encap = \"device\"\n".into(),
+                ..o("ebpf", None, None)
+            }),
+            Mode::EbpfClsact => Some(AgentOptions {
+                extra: "tc_attach = \"clsact\"\n".into(),
+                ..o("ebpf", None, None)
+            }),
+            Mode::EbpfGro => Some(AgentOptions {
+                extra: "veth_gro = true\n".into(),
+                ..o("ebpf", None, None)
+            }),
+            Mode::EbpfBigTcp => Some(AgentOptions {
+                extra: "big_tcp = true\n".into(),
                 ..o("ebpf", None, None)
             }),
         }

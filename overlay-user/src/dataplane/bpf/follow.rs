@@ -34,6 +34,7 @@ impl BpfDataplane {
                     );
                     self.attach_underlay()?;
                     self.underlay_index = link.index;
+                    self.prepare_underlay().await;
                 }
                 cfg.underlay_ifindex = link.index;
                 cfg.underlay_mac = link.mac;
@@ -106,6 +107,19 @@ impl BpfDataplane {
         }
         self.links
             .attach_tc(&mut self.ebpf, programs::FROM_UNDERLAY, name, LINK_UNDERLAY)
+    }
+
+    /// Prepares the underlay for the endpoint device (`big_tcp`); a
+    /// failure is logged, not fatal.
+    pub(super) async fn prepare_underlay(&self) {
+        let name = &self.cfg.underlay_interface;
+        if let Err(e) = self
+            .endpoint_dev
+            .prepare_underlay(&self.handle, self.underlay_index, name)
+            .await
+        {
+            log::warn!("preparing the underlay {name}: {e}; it forwards untuned");
+        }
     }
 
     /// Rewrites every peer entry that differs from the one `OVL_CONFIG` as

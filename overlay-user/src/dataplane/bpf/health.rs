@@ -7,7 +7,7 @@ use overlay_common::programs;
 use super::loader::{versioned_dir, LINK_BRIDGE, LINK_UNDERLAY, LINK_XDP, PORT_PREFIX};
 use super::{BpfDataplane, ENCAP_DEVICE};
 use crate::dataplane::firewall::VXLAN_CHAIN;
-use crate::model::config::{AttachPoint, EncapMode, XdpMode};
+use crate::model::config::{AttachPoint, EncapMode, TcAttach, XdpMode};
 use crate::model::doctor::AttachmentState;
 use crate::sys::probe;
 
@@ -66,7 +66,14 @@ impl BpfDataplane {
             .into_iter()
             .map(|(program, link, ifname, index)| {
                 let path = dir.join(&link);
+                let clsact = self.cfg.tc_attach == TcAttach::Clsact && link != LINK_XDP;
                 let problem = match probe::pinned_link(&path) {
+                    // Not pinnable: what this run attached (and did not see fail).
+                    _ if clsact => match self.links.clsact_filter(&link) {
+                        Some(on) if on == ifname => None,
+                        Some(on) => Some(format!("clsact filter {link} is on {on}, not {ifname}")),
+                        None => Some(format!("no clsact filter {link} attached by this run")),
+                    },
                     Err(_) if !path.exists() => Some(format!("no pinned link {}", path.display())),
                     Err(e) => Some(e.to_string()),
                     Ok(state) if state.ifindex == 0 => Some(format!(

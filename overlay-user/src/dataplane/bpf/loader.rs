@@ -11,15 +11,19 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use aya::programs::{
     links::{FdLink, PinnedLink},
-    tc::TcAttachOptions,
+    tc::{self, NlOptions, TcAttachOptions},
     LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
 };
 use aya::{Ebpf, EbpfLoader};
 use overlay_common::{maps as map_names, programs, MAPS_VERSION};
 
 use crate::dataplane::DataplaneError;
+use crate::model::config::TcAttach;
 
 /// The eBPF object built from overlay-ebpf by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay.o"));
@@ -252,38 +256,127 @@ where
     })
 }
 
-/// Pinned links under `pin_dir/v<N>/links`.
+/// Pinned links under `pin_dir/v<N>/links`; with `tc_attach = "clsact"`,
+/// the tc programs are filters of a clsact qdisc instead, which cannot be
+/// pinned: those are kept by name in memory.
 pub struct Links {
     dir: PathBuf,
+    tc: TcAttach,
+    /// clsact filters attached by this run: link name -> (interface, program).
+    clsact: Mutex<BTreeMap<String, (String, &'static str)>>,
+}
+
+/// Removes the clsact ingress filters of `program` on `ifname`; none (or
+/// no clsact qdisc, or no interface) is fine.
+fn detach_filters(ifname: &str, program: &'static str) {
+    match tc::qdisc_detach_program(ifname, TcAttachType::Ingress, program) {
+        Ok(()) => log::debug!("clsact filter {program} removed from {ifname}"),
+        Err(e) => log::debug!("no clsact filter {program} on {ifname}: {e}"),
+    }
 }
 
 impl Links {
-    /// Links under `pin_dir/v<N>/links`.
-    pub fn new(pin_dir: &Path) -> Self {
+    /// Links under `pin_dir/v<N>/links`, tc programs attached the `tc` way.
+    pub fn new(pin_dir: &Path, tc: TcAttach) -> Self {
         Self {
             dir: versioned_dir(pin_dir).join("links"),
+            tc,
+            clsact: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn clsact_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (String, &'static str)>> {
+        self.clsact.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The interface of the clsact filter this run attached as `name`.
+    pub fn clsact_filter(&self, name: &str) -> Option<String> {
+        self.clsact_map()
+            .get(name)
+            .map(|(ifname, _)| ifname.clone())
+    }
+
+    /// `tc_attach = "clsact"`: a clsact qdisc on `ifname` (kept if there)
+    /// and a direct-action filter running `program_name` in place of
+    /// any of ours before it; then a TCX link pinned as `name` goes.
+    fn attach_clsact(
+        &self,
+        ebpf: &mut Ebpf,
+        program_name: &'static str,
+        ifname: &str,
+        name: &str,
+    ) -> Result<(), DataplaneError> {
+        let prog: &mut SchedClassifier = program(ebpf, program_name)?;
+        let fail = |reason: String| DataplaneError::Attach {
+            program: program_name,
+            ifname: ifname.to_string(),
+            reason,
+        };
+        if let Err(e) = tc::qdisc_add_clsact(ifname) {
+            let exists = matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
+            if !exists {
+                return Err(fail(format!("adding the clsact qdisc: {e}")));
+            }
+        }
+        // A restart (or a re-attach) replaces our filter: delete, then add.
+        detach_filters(ifname, program_name);
+        let id = prog
+            .attach_with_options(
+                ifname,
+                TcAttachType::Ingress,
+                TcAttachOptions::Netlink(NlOptions::default()),
+            )
+            .map_err(|e| fail(e.to_string()))?;
+        let link = prog.take_link(id).map_err(|e| fail(e.to_string()))?;
+        // Dropping the link would delete the filter: it stays after we exit.
+        std::mem::forget(link);
+        self.detach_pin(name);
+        self.clsact_map()
+            .insert(name.to_string(), (ifname.to_string(), program_name));
+        Ok(())
     }
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
-    /// Names of the links pinned now.
+    /// Names of the links pinned now, and of the clsact filters this run attached.
     pub fn pinned(&self) -> Vec<String> {
-        std::fs::read_dir(&self.dir)
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        names.extend(self.clsact_map().keys().cloned());
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Attaches `prog` to tc ingress of `ifname` through TCX and pins the
     /// link as `name`. A link already pinned under that name is updated in
     /// place (atomic program replacement: no packet sees no program).
+    /// With `tc_attach = "clsact"`, a clsact filter instead
+    /// ([`Links::attach_clsact`]); with TCX, a clsact filter of ours on
+    /// `ifname` (of an earlier run) goes once the link is attached.
     pub fn attach_tc(
+        &self,
+        ebpf: &mut Ebpf,
+        program_name: &'static str,
+        ifname: &str,
+        name: &str,
+    ) -> Result<(), DataplaneError> {
+        if self.tc == TcAttach::Clsact {
+            return self.attach_clsact(ebpf, program_name, ifname, name);
+        }
+        self.attach_tcx(ebpf, program_name, ifname, name)?;
+        detach_filters(ifname, program_name);
+        Ok(())
+    }
+
+    fn attach_tcx(
         &self,
         ebpf: &mut Ebpf,
         program_name: &'static str,
@@ -367,8 +460,24 @@ impl Links {
         Ok(())
     }
 
-    /// Detaches the link pinned as `name` (removing its pin); absent is fine.
+    /// Detaches the link pinned as `name` (removing its pin), or the
+    /// clsact filter this run attached as `name`; absent is fine.
     pub fn detach(&self, name: &str) {
+        if let Some((ifname, program)) = self.clsact_map().remove(name) {
+            detach_filters(&ifname, program);
+        }
+        self.detach_pin(name);
+    }
+
+    /// Detaches every clsact filter this run attached.
+    pub fn detach_clsact(&self) {
+        let all = std::mem::take(&mut *self.clsact_map());
+        for (ifname, program) in all.into_values() {
+            detach_filters(&ifname, program);
+        }
+    }
+
+    fn detach_pin(&self, name: &str) {
         let path = self.path(name);
         if let Ok(link) = PinnedLink::from_pin(&path) {
             let _detached_on_drop = link.unpin();
@@ -391,7 +500,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), DataplaneError> {
         path: path.to_path_buf(),
         reason: format!("removing it: {e}"),
     };
-    let links = Links::new(pin_dir);
+    let links = Links::new(pin_dir, TcAttach::Tcx);
     for name in links.pinned() {
         if is_our_link(&name) {
             links.detach(&name);
@@ -446,75 +555,4 @@ pub fn spawn_logger(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn message(pin_dir: &str) -> String {
-        check_pin_dir(Path::new(pin_dir)).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn pin_dir_must_be_below_a_bpffs_root() {
-        let root = "pin_dir /sys/fs/bpf is the root of a BPF filesystem, where every tool pins; \
-                    expected a directory of overlayd's own below it, like /sys/fs/bpf/overlay";
-        assert_eq!(message("/sys/fs/bpf"), root);
-        for same in ["/sys/fs/bpf/", "/sys/fs/bpf/.", "/sys//fs/bpf"] {
-            assert!(
-                message(same).contains("is the root of a BPF filesystem"),
-                "{same}"
-            );
-        }
-        for bad in [
-            "overlay",
-            "sys/fs/bpf/overlay",
-            "/sys/fs/bpf/overlay/..",
-            "/sys/fs/bpf/../bpf",
-        ] {
-            assert_eq!(
-                message(bad),
-                format!("pin_dir {bad} is not an absolute path without `..`; expected one like /sys/fs/bpf/overlay"),
-            );
-        }
-        // Through a symlink.
-        let link = std::env::temp_dir().join(format!("overlay-pin-link-{}", std::process::id()));
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink("/sys/fs/bpf", &link).unwrap();
-        assert!(message(link.to_str().unwrap()).contains("is the root of a BPF filesystem"));
-        std::fs::remove_file(&link).unwrap();
-        for good in [
-            "/sys/fs/bpf/overlay",
-            "/sys/fs/bpf/overlay/",
-            "/sys/fs/bpf/a/b",
-            "/tmp/pins",
-        ] {
-            check_pin_dir(Path::new(good)).unwrap();
-        }
-    }
-
-    #[test]
-    fn our_link_names() {
-        for ours in [
-            "underlay-tc",
-            "underlay-xdp",
-            "bridge-tc",
-            "port-1",
-            "port-4242",
-            "net-7",
-        ] {
-            assert!(is_our_link(ours), "{ours}");
-        }
-        for theirs in [
-            "port-",
-            "port-x",
-            "port-1a",
-            "net-",
-            "net-x",
-            "cilium_tc",
-            "maps",
-            "links",
-            "OVL_PEERS",
-        ] {
-            assert!(!is_our_link(theirs), "{theirs}");
-        }
-    }
-}
+mod tests;

@@ -7,6 +7,7 @@
 //! routes, and anything above the dataplane.
 
 mod encap_device;
+mod endpoint;
 mod follow;
 mod health;
 pub mod loader;
@@ -77,6 +78,8 @@ pub struct BpfDataplane {
     _logger: Option<tokio::task::JoinHandle<()>>,
     /// The monitor's events and the per-peer counters.
     observe: observe::Observe,
+    /// What is done to each endpoint's device and the underlay (`veth_gro`, `big_tcp`).
+    endpoint_dev: Box<dyn endpoint::EndpointDevice>,
 }
 
 impl BpfDataplane {
@@ -166,7 +169,7 @@ impl BpfDataplane {
         // start fails: its settings and the links it pinned.
         let previous = maps.config()?;
         let previous = (previous.underlay_ifindex != 0).then_some(previous);
-        let links = Links::new(&cfg.pin_dir);
+        let links = Links::new(&cfg.pin_dir, cfg.tc_attach);
         let pinned_before: BTreeSet<String> = links.pinned().into_iter().collect();
         maps.set_config(&bpf_cfg)?;
 
@@ -190,11 +193,13 @@ impl BpfDataplane {
             net,
             _logger: logger,
             observe,
+            endpoint_dev: endpoint::for_config(cfg),
         };
         if let Err(e) = dp.attach_all(cfg).await {
             dp.undo_failed_start(previous, &pinned_before).await;
             return Err(e);
         }
+        dp.prepare_underlay().await;
         // Entries left in the pinned maps by a previous run: keep the
         // peer table in step so peer hosts and MAC refresh stay right.
         for (net, v) in dp.maps.peers()? {
@@ -335,6 +340,7 @@ impl BpfDataplane {
     }
 
     fn remove_everything(&mut self) -> Result<(), DataplaneError> {
+        self.links.detach_clsact();
         loader::remove_pins(&self.pin_dir)
     }
 
@@ -403,7 +409,7 @@ impl Dataplane for BpfDataplane {
             },
         )?;
         if self.attach == AttachPoint::Veth && !self.ports.contains_key(&ep.ifindex) {
-            self.attach_port(ep.ifindex, &ep.ifname)?;
+            self.serve_port(ep.ifindex, &ep.ifname).await?;
         }
         Ok(())
     }

@@ -157,6 +157,7 @@ impl BpfDataplane {
                     ifname,
                     &net_link_name(*ifindex),
                 )?;
+                self.prepare_device(*ifindex, ifname).await;
                 // The way back in for NATed replies: loose reverse path on
                 // the veth, a /32 route and the container's MAC.
                 sysctl(&format!("ipv4/conf/{ifname}/rp_filter"), "0")?;

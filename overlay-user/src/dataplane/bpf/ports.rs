@@ -31,7 +31,7 @@ impl BpfDataplane {
         let now: BTreeMap<u32, String> = ports.into_iter().map(|l| (l.index, l.name)).collect();
         for (index, name) in &now {
             if self.ports.get(index) != Some(name) {
-                if let Err(e) = self.attach_port(*index, name) {
+                if let Err(e) = self.serve_port(*index, name).await {
                     // A container that stopped in the meantime: not a failure.
                     match netlink::link_by_index(&self.handle, *index).await {
                         Ok(link) if link.name == *name => return Err(e),
@@ -57,7 +57,30 @@ impl BpfDataplane {
         Ok(())
     }
 
-    pub(super) fn attach_port(&mut self, index: u32, name: &str) -> Result<(), DataplaneError> {
+    /// Attaches the from-container program to the port and prepares its
+    /// device ([`EndpointDevice`](super::endpoint::EndpointDevice)).
+    pub(super) async fn serve_port(
+        &mut self,
+        index: u32,
+        name: &str,
+    ) -> Result<(), DataplaneError> {
+        self.attach_port(index, name)?;
+        self.prepare_device(index, name).await;
+        Ok(())
+    }
+
+    /// Prepares an endpoint's device; a failure is logged, not fatal:
+    /// the port forwards without the tuning.
+    pub(super) async fn prepare_device(&self, index: u32, name: &str) {
+        if let Err(e) = self.endpoint_dev.prepare(&self.handle, index, name).await {
+            log::warn!(
+                "preparing {} endpoint {name} (ifindex {index}): {e}; it forwards untuned",
+                self.endpoint_dev.kind()
+            );
+        }
+    }
+
+    fn attach_port(&mut self, index: u32, name: &str) -> Result<(), DataplaneError> {
         self.links
             .attach_tc(
                 &mut self.ebpf,

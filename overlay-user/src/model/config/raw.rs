@@ -10,8 +10,8 @@ use serde::Deserialize;
 use super::cluster::ClusterConfig;
 use super::dns::DnsConfig;
 use super::{
-    de_opt_net, AttachPoint, Config, DataplaneChoice, DeliverMode, DockerConfig, EncapMode,
-    PeerConfig, Pending, XdpMode,
+    de_opt_net, default_big_tcp, default_veth_gro, AttachPoint, Config, DataplaneChoice,
+    DeliverMode, DockerConfig, EncapMode, PeerConfig, Pending, TcAttach, XdpMode,
 };
 use crate::model::limits::{default_learn_limit, ApiConfig};
 use crate::model::validation::InputError;
@@ -66,6 +66,12 @@ pub(super) struct RawConfig {
     encap: EncapMode,
     #[serde(default)]
     deliver: DeliverMode,
+    #[serde(default)]
+    tc_attach: TcAttach,
+    #[serde(default = "default_veth_gro")]
+    veth_gro: bool,
+    #[serde(default = "default_big_tcp")]
+    big_tcp: bool,
     #[serde(default)]
     peers: Vec<PeerConfig>,
     #[serde(default)]
@@ -126,6 +132,9 @@ impl TryFrom<RawConfig> for Config {
             xdp: raw.xdp,
             encap: raw.encap,
             deliver: raw.deliver,
+            tc_attach: raw.tc_attach,
+            veth_gro: raw.veth_gro,
+            big_tcp: raw.big_tcp,
             peers: raw.peers,
             docker: raw.docker,
             learn_limit: raw.learn_limit,

@@ -301,3 +301,41 @@ fn gro_settings_parse_and_show() {
         "{e}"
     );
 }
+
+#[test]
+fn endpoint_hop_settings_have_defaults_and_name_bad_values() {
+    let cfg = example();
+    assert_eq!(cfg.tc_attach, TcAttach::Tcx);
+    assert_eq!(cfg.veth_gro, default_veth_gro());
+    assert_eq!(cfg.big_tcp, default_big_tcp());
+    let set = Config::parse(&format!(
+        "tc_attach = \"clsact\"\nveth_gro = true\nbig_tcp = true\n{EXAMPLE}"
+    ))
+    .unwrap();
+    set.validate().unwrap();
+    assert_eq!(
+        (set.tc_attach, set.veth_gro, set.big_tcp),
+        (TcAttach::Clsact, true, true)
+    );
+    assert_eq!(set.tc_attach.to_string(), "clsact");
+    for (line, want) in [
+        (
+            "tc_attach = \"netlink\"",
+            "unknown variant `netlink`, expected `tcx` or `clsact`",
+        ),
+        (
+            "veth_gro = \"on\"",
+            "invalid type: string \"on\", expected a boolean",
+        ),
+        (
+            "big_tcp = 1",
+            "invalid type: integer `1`, expected a boolean",
+        ),
+    ] {
+        let e = Config::parse(&format!("{line}\n{EXAMPLE}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{line}: {e}");
+        assert!(e.contains(line.split(' ').next().unwrap()), "{line}: {e}");
+    }
+}
