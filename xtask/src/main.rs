@@ -45,7 +45,7 @@ enum Cmd {
     /// Builds a two-host lab per mode and round, interleaves the modes, and
     /// reports medians and ratios (to host to host, plain routing, kernel
     /// VXLAN and Docker's overlay) as markdown (also into docs/benchmarks.md,
-    /// with an SVG chart). Needs root. A full run takes about 30 minutes.
+    /// with an SVG chart). Needs root. A full run takes about 26 minutes.
     Bench {
         /// A short run (under 10 minutes with every mode): 1 round, 1 s per measurement.
         #[arg(long)]

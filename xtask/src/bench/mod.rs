@@ -18,10 +18,12 @@ mod docker_overlay;
 mod measure;
 mod netmode;
 mod report;
+mod section;
 mod underlay;
 
 use measure::{cpu_busy_seconds, iperf_tcp, iperf_udp64, peer_add_latency, progbench};
-use report::{write_section, Report};
+use report::Report;
+use section::write_section;
 use underlay::FeatureState;
 
 /// Ports the server listens on.

@@ -1,10 +1,7 @@
 //! The report: markdown for docs/benchmarks.md, JSON, and the SVG chart.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::Duration;
-
-use anyhow::Result;
 
 use super::measure::median;
 use super::underlay::NIC_LIKE_FEATURES;
@@ -401,56 +398,6 @@ pub(super) fn fmt_num(m: Metric, v: f64) -> String {
         Metric::Udp64 | Metric::UnderlayFrame => format!("{v:.0}"),
         Metric::RrP50 | Metric::RrP99 => format!("{v:.1}"),
         _ => format!("{v:.2}"),
-    }
-}
-
-/// The markers around a generated section of docs/benchmarks.md: the
-/// default run's, or the NIC-like run's (a section of its own, so that
-/// both runs stay recorded).
-fn markers(nic_like: bool) -> (&'static str, &'static str) {
-    if nic_like {
-        (
-            "<!-- cargo xtask bench --nic-like: start (generated, do not edit) -->",
-            "<!-- cargo xtask bench --nic-like: end -->",
-        )
-    } else {
-        (
-            "<!-- cargo xtask bench: start (generated, do not edit) -->",
-            "<!-- cargo xtask bench: end -->",
-        )
-    }
-}
-
-/// Replaces the generated part of docs/benchmarks.md, keeping other sections.
-pub(super) fn write_section(path: &Path, nic_like: bool, body: &str) -> Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    std::fs::write(path, replace_section(&old, nic_like, body))?;
-    Ok(())
-}
-
-/// `old` with the generated section replaced by `body` (a new NIC-like
-/// section goes right after the default one, a new default one after the
-/// title).
-pub(super) fn replace_section(old: &str, nic_like: bool, body: &str) -> String {
-    let (start, end) = markers(nic_like);
-    let section = format!("{start}\n{body}\n{end}");
-    match (old.find(start), old.find(end)) {
-        (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], section, &old[b + end.len()..]),
-        _ => {
-            let (_, default_end) = markers(false);
-            match old.find(default_end).filter(|_| nic_like) {
-                Some(b) => {
-                    let at = b + default_end.len();
-                    format!("{}\n\n{section}{}", &old[..at], &old[at..])
-                }
-                None => {
-                    let mut lines = old.splitn(2, '\n');
-                    let head = lines.next().unwrap_or("# Benchmarks");
-                    let rest = lines.next().unwrap_or("");
-                    format!("{head}\n\n{section}\n{rest}")
-                }
-            }
-        }
     }
 }
 

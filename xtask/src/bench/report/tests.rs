@@ -141,28 +141,3 @@ fn nic_like_heading_says_what_was_set() {
     assert_eq!(r.json()["nic_like"]["ebpf"][1]["gso"], false);
     assert_eq!(r.json()["nic_like"]["host"][0]["tso"], true);
 }
-
-#[test]
-fn sections_are_replaced_in_place() {
-    let doc = "# Benchmarks\n\nintro\n";
-    let one = replace_section(doc, false, "A");
-    assert_eq!(
-        one,
-        "# Benchmarks\n\n<!-- cargo xtask bench: start (generated, do not edit) -->\nA\n<!-- cargo xtask bench: end -->\n\nintro\n"
-    );
-    // The NIC-like section goes after the default one, and each is
-    // replaced on its own.
-    let two = replace_section(&one, true, "N");
-    assert!(two.contains(
-        "<!-- cargo xtask bench: end -->\n\n<!-- cargo xtask bench --nic-like: start (generated, do not edit) -->\nN\n<!-- cargo xtask bench --nic-like: end -->\n\nintro\n"
-    ), "{two}");
-    let three = replace_section(&two, false, "B");
-    assert!(
-        three.contains("start (generated, do not edit) -->\nB\n<!-- cargo xtask bench: end -->")
-    );
-    assert!(three.contains("-->\nN\n<!--"));
-    assert!(!three.contains("\nA\n"));
-    let four = replace_section(&three, true, "M");
-    assert!(four.contains("-->\nM\n<!--") && four.contains("-->\nB\n<!--"));
-    assert!(four.ends_with("\n\nintro\n"));
-}
