@@ -379,13 +379,12 @@ fn encapsulate_via_device(
 
 #[inline(always)]
 fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
-    if let Some(ifindex) = xdp_decapsulated(ctx) {
-        // SAFETY: plain helper call; the target is a veth whose peer is the container's.
-        return Ok(Verdict::Redirect(unsafe { bpf_redirect_peer(ifindex, 0) }));
-    }
     let Some(cfg) = maps::config() else {
         return Ok(Verdict::Next);
     };
+    if let Some(ifindex) = xdp_decapsulated(ctx) {
+        return Ok(into_container(cfg, ifindex));
+    }
     let (inner_dst, peer) = match classify(ctx, cfg)? {
         Underlay::Other => {
             count(Counter::FromUnderlayPass, 1);
