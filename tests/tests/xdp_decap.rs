@@ -1,9 +1,12 @@
-//! `xdp = "decap"` and `deliver = "veth"` on a NIC-like underlay (segmentation offloads off on
-//! the senders, so receivers get MTU-sized frames, GRO on as on a NIC):
-//! ping and a checksummed transfer pass, and the container receives
-//! GRO-merged frames larger than the MTU, which tc's decapsulation
-//! (`bpf_redirect_peer` after GRO ran on the outer frames) never delivers,
-//! not even with `rx-udp-gro-forwarding` on the underlay.
+//! `xdp = "decap"`, `deliver = "veth"` and `tunnel_gro` on a NIC-like
+//! underlay (segmentation offloads off on the senders, so receivers get
+//! MTU-sized frames, GRO on as on a NIC): ping and a checksummed transfer
+//! pass, and the container receives GRO-merged frames larger than the MTU,
+//! which tc's decapsulation alone (`bpf_redirect_peer` after GRO ran on the
+//! outer frames) never delivers, not even with `rx-udp-gro-forwarding` on
+//! the underlay: our outer UDP checksum is 0. With `tunnel_gro` the VXLAN
+//! socket of `ovl.md` lets the underlay's GRO merge the VXLAN frames
+//! themselves (UDP tunnel GRO), and tc decapsulates the merged frame once.
 
 use overlay_lab::{exec_ok, need_root_or_skip, ping, transfer, AgentOptions, LabSpec};
 use overlay_tests::cluster;
@@ -21,14 +24,24 @@ fn frame_lengths(pcap: &std::path::Path) -> Vec<u32> {
     out
 }
 
-/// Returns the frames longer than 1600 bytes the receiving container saw
-/// during a 64 MiB transfer, after checking ping, the transfer's bytes and
-/// that the outer frames were not merged on the underlay (our outer UDP
-/// checksum is 0, and the kernel's UDP GRO only merges datagrams that have
-/// one, `rx-udp-gro-forwarding` or not).
-fn nic_like_transfer(setting: &str, udp_gro_forwarding: bool, container_gro: bool) -> Vec<u32> {
+/// What the receiving host saw during a NIC-like transfer.
+struct Seen {
+    /// Lengths of the VXLAN frames over 1600 bytes on host 2's underlay
+    /// (merged by the underlay's GRO before tc).
+    outer: Vec<u32>,
+    /// Lengths of the TCP frames over 1600 bytes the container received.
+    merged: Vec<u32>,
+    /// How many packets host 2's programs decapsulated during the transfers.
+    decapsulated: u64,
+}
+
+/// Runs a 64 MiB transfer (and 16 MiB back) on a NIC-like underlay with
+/// `setting`, after checking ping both ways and a DF ping at the path MTU;
+/// checks the transfers' bytes and returns what host 2 saw.
+fn nic_like_transfer(setting: &str, udp_gro_forwarding: bool, container_gro: bool) -> Seen {
     let (xdp, extra) = match setting {
         "deliver=veth" => ("off", "deliver = \"veth\"\n"),
+        "tunnel_gro" => ("off", "tunnel_gro = true\n"),
         xdp => (xdp, ""),
     };
     let c = cluster(
@@ -59,6 +72,10 @@ fn nic_like_transfer(setting: &str, udp_gro_forwarding: bool, container_gro: boo
             ],
         )
         .unwrap();
+        // veth runs its NAPI (and GRO) for frames from a peer without TSO
+        // only (veth_skb_is_eligible_for_gro): off on the bridge's port.
+        let peer = &c.lab.host(h).underlay_peer;
+        exec_ok(c.lab.underlay_ns(), &["ethtool", "-K", peer, "tso", "off"]).unwrap();
     }
     if udp_gro_forwarding {
         for h in 1..=2 {
@@ -109,13 +126,28 @@ fn nic_like_transfer(setting: &str, udp_gro_forwarding: bool, container_gro: boo
     let t = transfer(&b.ns, &a.ns, a.ip, 16 << 20).unwrap();
     assert!(t.is_intact(), "{setting}: 16 MiB back intact: {t:?}");
     let after = c.agent(2).counter("decap_packets").unwrap();
+    Seen {
+        outer: frame_lengths(&wire.finish().unwrap()),
+        merged: frame_lengths(&big.finish().unwrap()),
+        decapsulated: after - before,
+    }
+}
+
+/// Asserts that host 2's BPF decapsulated every MTU-sized frame of the
+/// 80 MiB one by one (no outer frame merged) and returns the container's
+/// merged frames.
+fn one_by_one(setting: &str, seen: Seen) -> Vec<u32> {
     assert!(
-        after >= before + 40_000,
-        "{setting}: every MTU-sized frame decapsulated by BPF: {before} -> {after}"
+        seen.outer.is_empty(),
+        "{setting}: merged outer frames {:?}",
+        seen.outer
     );
-    let outer = frame_lengths(&wire.finish().unwrap());
-    assert!(outer.is_empty(), "{setting}: merged outer frames {outer:?}");
-    frame_lengths(&big.finish().unwrap())
+    assert!(
+        seen.decapsulated >= 40_000,
+        "{setting}: every MTU-sized frame decapsulated by BPF: {}",
+        seen.decapsulated
+    );
+    seen.merged
 }
 
 #[test]
@@ -123,7 +155,7 @@ fn xdp_decap_on_a_nic_like_underlay_passes_traffic_and_gets_gro() {
     if !need_root_or_skip() {
         return;
     }
-    let merged = nic_like_transfer("decap", false, false);
+    let merged = one_by_one("decap", nic_like_transfer("decap", false, false));
     assert!(
         !merged.is_empty() && merged.iter().all(|&n| n > 1600),
         "GRO-merged frames reach the container: {} seen",
@@ -134,12 +166,12 @@ fn xdp_decap_on_a_nic_like_underlay_passes_traffic_and_gets_gro() {
         merged.len(),
         merged.iter().max().unwrap()
     );
-    let tc = nic_like_transfer("off", false, false);
+    let tc = one_by_one("off", nic_like_transfer("off", false, false));
     assert!(
         tc.is_empty(),
         "tc's decapsulation delivers MTU-sized frames: {tc:?}"
     );
-    let fwd = nic_like_transfer("off", true, false);
+    let fwd = one_by_one("off", nic_like_transfer("off", true, false));
     assert!(
         fwd.is_empty(),
         "rx-udp-gro-forwarding merges none of our VXLAN: {fwd:?}"
@@ -151,7 +183,10 @@ fn deliver_veth_on_a_nic_like_underlay_passes_traffic_and_gets_gro_in_the_contai
     if !need_root_or_skip() {
         return;
     }
-    let merged = nic_like_transfer("deliver=veth", false, true);
+    let merged = one_by_one(
+        "deliver=veth",
+        nic_like_transfer("deliver=veth", false, true),
+    );
     assert!(
         !merged.is_empty() && merged.iter().all(|&n| n > 1600),
         "GRO-merged frames reach the container: {} seen",
@@ -163,6 +198,39 @@ fn deliver_veth_on_a_nic_like_underlay_passes_traffic_and_gets_gro_in_the_contai
         merged.iter().max().unwrap()
     );
     // Without GRO in the container: the backlog queue, intact, no merging.
-    let plain = nic_like_transfer("deliver=veth", false, false);
+    let plain = one_by_one(
+        "deliver=veth",
+        nic_like_transfer("deliver=veth", false, false),
+    );
     assert!(plain.is_empty(), "no GRO without it: {plain:?}");
+}
+
+#[test]
+fn tunnel_gro_merges_vxlan_on_the_underlay_and_tc_decapsulates_the_merged_frames() {
+    if !need_root_or_skip() {
+        return;
+    }
+    let seen = nic_like_transfer("tunnel_gro", false, false);
+    assert!(
+        !seen.outer.is_empty() && seen.outer.iter().all(|&n| n > 1600),
+        "the underlay's GRO merged VXLAN frames: {} seen",
+        seen.outer.len()
+    );
+    assert!(
+        !seen.merged.is_empty() && seen.merged.iter().all(|&n| n > 1600),
+        "the container receives merged frames: {} seen",
+        seen.merged.len()
+    );
+    // 80 MiB are over 57,000 MTU-sized frames; merged, a few thousand.
+    assert!(
+        seen.decapsulated > 0 && seen.decapsulated < 20_000,
+        "tc decapsulated merged frames, not each MTU-sized one: {}",
+        seen.decapsulated
+    );
+    eprintln!(
+        "tunnel_gro: {} packets decapsulated; outer frames up to {}, container frames up to {}",
+        seen.decapsulated,
+        seen.outer.iter().max().unwrap(),
+        seen.merged.iter().max().unwrap()
+    );
 }

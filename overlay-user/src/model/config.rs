@@ -214,6 +214,12 @@ pub struct Config {
     /// [`BIG_TCP_SIZE`] on both ends of every endpoint veth and on the underlay.
     #[serde(default = "default_big_tcp")]
     pub big_tcp: bool,
+    /// Keeps a collect-metadata VXLAN device (`ovl.md`) on the VXLAN port
+    /// with `encap = "bpf"` too, so that the kernel's UDP tunnel GRO merges
+    /// the VXLAN frames of a flow on the underlay (where it runs NAPI GRO,
+    /// as NICs do) before the tc program decapsulates them.
+    #[serde(default = "default_tunnel_gro")]
+    pub tunnel_gro: bool,
     /// How many endpoints the from-container program may learn on one port
     /// (`attach = "veth"`); 0 turns learning off.
     #[serde(default = "default_learn_limit")]
@@ -252,6 +258,11 @@ pub fn default_veth_gro() -> bool {
 
 /// `big_tcp`'s default.
 pub fn default_big_tcp() -> bool {
+    false
+}
+
+/// `tunnel_gro`'s default.
+pub fn default_tunnel_gro() -> bool {
     false
 }
 

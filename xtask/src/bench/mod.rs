@@ -68,10 +68,13 @@ pub enum Mode {
     EbpfGro,
     /// BPF with `big_tcp = true` (IPv4 BIG TCP on the endpoint veths and the underlay).
     EbpfBigTcp,
+    /// BPF with `tunnel_gro = true` (a collect-metadata VXLAN device listens
+    /// on the port, so the underlay's GRO merges VXLAN before tc decapsulates).
+    EbpfTunnelGro,
 }
 
 impl Mode {
-    const ALL: [Mode; 17] = [
+    const ALL: [Mode; 18] = [
         Mode::Host,
         Mode::Plain,
         Mode::Iptables,
@@ -80,6 +83,7 @@ impl Mode {
         Mode::EbpfClsact,
         Mode::EbpfGro,
         Mode::EbpfBigTcp,
+        Mode::EbpfTunnelGro,
         Mode::EbpfXdpGeneric,
         Mode::EbpfXdpNative,
         Mode::EbpfXdpDecap,
@@ -110,6 +114,7 @@ impl Mode {
             Mode::EbpfClsact => "ebpf-clsact",
             Mode::EbpfGro => "ebpf-gro",
             Mode::EbpfBigTcp => "ebpf-bigtcp",
+            Mode::EbpfTunnelGro => "ebpf-tunnel-gro",
         }
     }
 
@@ -145,6 +150,9 @@ impl Mode {
             Mode::EbpfGro => "overlay, BPF, veth_gro = true (NAPI GRO on the host-side veths)",
             Mode::EbpfBigTcp => {
                 "overlay, BPF, big_tcp = true (gso/gro_ipv4_max_size 185000 on the host-side veths and the underlay)"
+            }
+            Mode::EbpfTunnelGro => {
+                "overlay, BPF, tunnel_gro = true (a collect-metadata VXLAN device on the port: the underlay's GRO merges VXLAN frames before tc decapsulates)"
             }
         }
     }
@@ -199,6 +207,10 @@ impl Mode {
             }),
             Mode::EbpfBigTcp => Some(AgentOptions {
                 extra: "big_tcp = true\n".into(),
+                ..o("ebpf", None, None)
+            }),
+            Mode::EbpfTunnelGro => Some(AgentOptions {
+                extra: "tunnel_gro = true\n".into(),
                 ..o("ebpf", None, None)
             }),
         }

@@ -77,7 +77,7 @@ impl Report {
             }
         }
         let mut s = format!(
-            "Underlay: NIC-like: `{cmd}` in both hosts of every mode's lab, before anything else runs, so that receivers see MTU-sized frames instead of 64 KB GSO packets. Read back with `ethtool -k`: off on every host in every mode: {}.",
+            "Underlay: NIC-like: `{cmd}` in both hosts of every mode's lab, before anything else runs, so that receivers see MTU-sized frames instead of 64 KB GSO packets; and GRO on as on a NIC: `ethtool -K eth1 gro on`, with `tso off` on the bridge's port facing it (veth runs its NAPI, where GRO happens, only for frames from a peer without TSO). Read back with `ethtool -k`: off on every host in every mode: {}.",
             if off_everywhere.is_empty() {
                 "none".to_string()
             } else {

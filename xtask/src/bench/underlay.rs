@@ -1,7 +1,8 @@
 //! The underlay side of the bench: the NIC-like option (segmentation
 //! offloads off on each host's `eth1`, so that receivers see MTU-sized
 //! frames as from a real NIC instead of the veth's 64 KB GSO packets), and
-//! the frame counters that show what the receiver got.
+//! the frame counters that show what the receiver got. GRO stays on at
+//! each `eth1`, as on a NIC.
 
 use anyhow::{Context, Result};
 use overlay_lab::{exec, exec_ok, Lab};
@@ -28,7 +29,20 @@ pub(super) fn nic_like(lab: &Lab) -> Result<Vec<FeatureState>> {
             // Failure is allowed here; what counts is the state read below.
             let _ = exec(&h.ns, &["ethtool", "-K", &h.underlay_if, short, "off"])?;
         }
+        // GRO as on a NIC: on at eth1, which veth only runs (in its NAPI)
+        // for frames from a peer without TSO: off on the bridge's port.
+        exec_ok(&h.ns, &["ethtool", "-K", &h.underlay_if, "gro", "on"])?;
+        exec_ok(
+            lab.underlay_ns(),
+            &["ethtool", "-K", &h.underlay_peer, "tso", "off"],
+        )?;
         let shown = exec_ok(&h.ns, &["ethtool", "-k", &h.underlay_if])?;
+        if !shown
+            .lines()
+            .any(|l| l.trim() == "generic-receive-offload: on")
+        {
+            anyhow::bail!("{}: GRO did not turn on on {}", h.ns, h.underlay_if);
+        }
         all.push(features_off(&shown));
     }
     Ok(all)

@@ -7,16 +7,18 @@ use overlay_common::programs;
 use super::loader::{versioned_dir, LINK_BRIDGE, LINK_UNDERLAY, LINK_XDP, PORT_PREFIX};
 use super::{BpfDataplane, ENCAP_DEVICE};
 use crate::dataplane::firewall::VXLAN_CHAIN;
-use crate::model::config::{AttachPoint, EncapMode, TcAttach, XdpMode};
+use crate::model::config::{AttachPoint, TcAttach, XdpMode};
 use crate::model::doctor::AttachmentState;
 use crate::sys::probe;
 
 impl BpfDataplane {
-    /// The collect-metadata VXLAN device of `encap = "device"`, if in use.
+    /// The collect-metadata VXLAN device of `encap = "device"` or
+    /// `tunnel_gro`, if in use.
     pub(super) fn own_device_names(&self) -> Vec<String> {
-        match self.cfg.encap {
-            EncapMode::Device => vec![ENCAP_DEVICE.to_string()],
-            EncapMode::Bpf => Vec::new(),
+        if self.tunnel_device {
+            vec![ENCAP_DEVICE.to_string()]
+        } else {
+            Vec::new()
         }
     }
 

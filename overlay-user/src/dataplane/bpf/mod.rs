@@ -67,7 +67,9 @@ pub struct BpfDataplane {
     /// Peers found in the pinned maps at start that the agent has not added
     /// again since; removed by [`Dataplane::forget_unowned`].
     inherited_peers: BTreeSet<Ipv4Net>,
-    /// With `encap = "device"`, whose VXLAN device listens on the port:
+    /// Whether `ovl.md` (`encap = "device"` or `tunnel_gro`) is ours and up.
+    tunnel_device: bool,
+    /// With `encap = "device"` or `tunnel_gro`, whose VXLAN device listens on the port:
     /// VXLAN accepted only from the peers.
     firewall: Option<Firewall>,
     /// The underlay's neighbour table as last read, and when: peers added
@@ -113,8 +115,22 @@ impl BpfDataplane {
                 })?,
         };
 
-        let encap_ifindex = match cfg.encap {
+        let device_ifindex = match cfg.encap {
             EncapMode::Device => ensure_encap_device(&handle, cfg, underlay.mtu).await?,
+            // Only an optimisation: without the device the programs forward
+            // all the same, so a device in the way is logged, not fatal.
+            EncapMode::Bpf if cfg.tunnel_gro => {
+                match ensure_encap_device(&handle, cfg, underlay.mtu).await {
+                    Ok(index) => index,
+                    Err(e) => {
+                        log::warn!(
+                            "tunnel_gro: no UDP tunnel GRO on {} ({e}); forwarding without it",
+                            cfg.underlay_interface
+                        );
+                        0
+                    }
+                }
+            }
             EncapMode::Bpf => {
                 remove_encap_device()
                     .await
@@ -124,6 +140,12 @@ impl BpfDataplane {
                     })?;
                 0
             }
+        };
+        // With `tunnel_gro` alone the device only listens (its socket's GRO
+        // merges VXLAN on the underlay); the programs encapsulate themselves.
+        let encap_ifindex = match cfg.encap {
+            EncapMode::Device => device_ifindex,
+            EncapMode::Bpf => 0,
         };
         loader::ensure_bpffs(&cfg.pin_dir)?;
         let mut ebpf = loader::load(Some(&cfg.pin_dir))?;
@@ -188,6 +210,7 @@ impl BpfDataplane {
             host_counts: BTreeMap::new(),
             endpoints: BTreeSet::new(),
             inherited_peers: BTreeSet::new(),
+            tunnel_device: device_ifindex != 0,
             firewall: None,
             neighbours: None,
             net,
@@ -207,7 +230,7 @@ impl BpfDataplane {
             dp.inherited_peers.insert(net);
             *dp.host_counts.entry(v.underlay_ip).or_default() += 1;
         }
-        if cfg.encap == EncapMode::Device {
+        if dp.tunnel_device {
             dp.firewall = Some(Firewall::new(None, Some(cfg.vxlan_port)));
             dp.sync_filter().await;
         }

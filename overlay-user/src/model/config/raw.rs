@@ -10,8 +10,8 @@ use serde::Deserialize;
 use super::cluster::ClusterConfig;
 use super::dns::DnsConfig;
 use super::{
-    de_opt_net, default_big_tcp, default_veth_gro, AttachPoint, Config, DataplaneChoice,
-    DeliverMode, DockerConfig, EncapMode, PeerConfig, Pending, TcAttach, XdpMode,
+    de_opt_net, default_big_tcp, default_tunnel_gro, default_veth_gro, AttachPoint, Config,
+    DataplaneChoice, DeliverMode, DockerConfig, EncapMode, PeerConfig, Pending, TcAttach, XdpMode,
 };
 use crate::model::limits::{default_learn_limit, ApiConfig};
 use crate::model::validation::InputError;
@@ -72,6 +72,8 @@ pub(super) struct RawConfig {
     veth_gro: bool,
     #[serde(default = "default_big_tcp")]
     big_tcp: bool,
+    #[serde(default = "default_tunnel_gro")]
+    tunnel_gro: bool,
     #[serde(default)]
     peers: Vec<PeerConfig>,
     #[serde(default)]
@@ -135,6 +137,7 @@ impl TryFrom<RawConfig> for Config {
             tc_attach: raw.tc_attach,
             veth_gro: raw.veth_gro,
             big_tcp: raw.big_tcp,
+            tunnel_gro: raw.tunnel_gro,
             peers: raw.peers,
             docker: raw.docker,
             learn_limit: raw.learn_limit,

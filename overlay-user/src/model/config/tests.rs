@@ -308,15 +308,18 @@ fn endpoint_hop_settings_have_defaults_and_name_bad_values() {
     assert_eq!(cfg.tc_attach, TcAttach::Tcx);
     assert_eq!(cfg.veth_gro, default_veth_gro());
     assert_eq!(cfg.big_tcp, default_big_tcp());
+    assert_eq!(cfg.tunnel_gro, default_tunnel_gro());
     let set = Config::parse(&format!(
-        "tc_attach = \"clsact\"\nveth_gro = true\nbig_tcp = true\n{EXAMPLE}"
+        "tc_attach = \"clsact\"\nveth_gro = true\nbig_tcp = true\ntunnel_gro = true\n{EXAMPLE}"
     ))
     .unwrap();
     set.validate().unwrap();
     assert_eq!(
-        (set.tc_attach, set.veth_gro, set.big_tcp),
-        (TcAttach::Clsact, true, true)
+        (set.tc_attach, set.veth_gro, set.big_tcp, set.tunnel_gro),
+        (TcAttach::Clsact, true, true, true)
     );
+    // The device listens for GRO's sake; the programs still encapsulate.
+    assert_eq!(set.encap, EncapMode::Bpf);
     assert_eq!(set.tc_attach.to_string(), "clsact");
     for (line, want) in [
         (
@@ -330,6 +333,10 @@ fn endpoint_hop_settings_have_defaults_and_name_bad_values() {
         (
             "big_tcp = 1",
             "invalid type: integer `1`, expected a boolean",
+        ),
+        (
+            "tunnel_gro = \"yes\"",
+            "invalid type: string \"yes\", expected a boolean",
         ),
     ] {
         let e = Config::parse(&format!("{line}\n{EXAMPLE}"))
