@@ -39,10 +39,11 @@ struct Seen {
 /// `setting`, after checking ping both ways and a DF ping at the path MTU;
 /// checks the transfers' bytes and returns what host 2 saw.
 fn nic_like_transfer(setting: &str, udp_gro_forwarding: bool, container_gro: bool) -> Seen {
+    // Each mechanism alone: tunnel_gro (on by default) only where asked.
     let (xdp, extra) = match setting {
-        "deliver=veth" => ("off", "deliver = \"veth\"\n"),
+        "deliver=veth" => ("off", "deliver = \"veth\"\ntunnel_gro = false\n"),
         "tunnel_gro" => ("off", "tunnel_gro = true\n"),
-        xdp => (xdp, ""),
+        xdp => (xdp, "tunnel_gro = false\n"),
     };
     let c = cluster(
         LabSpec::default(),

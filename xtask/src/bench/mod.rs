@@ -68,9 +68,9 @@ pub enum Mode {
     EbpfGro,
     /// BPF with `big_tcp = true` (IPv4 BIG TCP on the endpoint veths and the underlay).
     EbpfBigTcp,
-    /// BPF with `tunnel_gro = true` (a collect-metadata VXLAN device listens
-    /// on the port, so the underlay's GRO merges VXLAN before tc decapsulates).
-    EbpfTunnelGro,
+    /// BPF with `tunnel_gro = false` (no collect-metadata VXLAN device on
+    /// the port, so the underlay's GRO cannot merge VXLAN before tc).
+    EbpfNoTunnelGro,
 }
 
 impl Mode {
@@ -83,7 +83,7 @@ impl Mode {
         Mode::EbpfClsact,
         Mode::EbpfGro,
         Mode::EbpfBigTcp,
-        Mode::EbpfTunnelGro,
+        Mode::EbpfNoTunnelGro,
         Mode::EbpfXdpGeneric,
         Mode::EbpfXdpNative,
         Mode::EbpfXdpDecap,
@@ -114,7 +114,7 @@ impl Mode {
             Mode::EbpfClsact => "ebpf-clsact",
             Mode::EbpfGro => "ebpf-gro",
             Mode::EbpfBigTcp => "ebpf-bigtcp",
-            Mode::EbpfTunnelGro => "ebpf-tunnel-gro",
+            Mode::EbpfNoTunnelGro => "ebpf-no-tunnel-gro",
         }
     }
 
@@ -124,7 +124,7 @@ impl Mode {
             Mode::Plain => "plain routing between the containers, no encapsulation",
             Mode::Iptables => "Docker-style bridge + iptables DNAT/MASQUERADE, no overlay",
             Mode::Kernel => "overlay, kernel VXLAN device (dataplane = \"kernel\")",
-            Mode::Ebpf => "overlay, BPF dataplane, default configuration (attach = \"veth\", xdp = \"off\", encap = \"bpf\")",
+            Mode::Ebpf => "overlay, BPF dataplane, default configuration (attach = \"veth\", xdp = \"off\", encap = \"bpf\", tunnel_gro = true)",
             Mode::EbpfXdpGeneric => "overlay, BPF, xdp = \"generic\"",
             Mode::EbpfXdpNative => "overlay, BPF, xdp = \"native\"",
             Mode::EbpfXdpDecap => {
@@ -151,8 +151,8 @@ impl Mode {
             Mode::EbpfBigTcp => {
                 "overlay, BPF, big_tcp = true (gso/gro_ipv4_max_size 185000 on the host-side veths and the underlay)"
             }
-            Mode::EbpfTunnelGro => {
-                "overlay, BPF, tunnel_gro = true (a collect-metadata VXLAN device on the port: the underlay's GRO merges VXLAN frames before tc decapsulates)"
+            Mode::EbpfNoTunnelGro => {
+                "overlay, BPF, tunnel_gro = false (no collect-metadata VXLAN device on the port: the underlay's GRO cannot merge VXLAN frames before tc decapsulates)"
             }
         }
     }
@@ -209,8 +209,8 @@ impl Mode {
                 extra: "big_tcp = true\n".into(),
                 ..o("ebpf", None, None)
             }),
-            Mode::EbpfTunnelGro => Some(AgentOptions {
-                extra: "tunnel_gro = true\n".into(),
+            Mode::EbpfNoTunnelGro => Some(AgentOptions {
+                extra: "tunnel_gro = false\n".into(),
                 ..o("ebpf", None, None)
             }),
         }
