@@ -33,10 +33,12 @@ fn kernel_state(lab: &Lab, h: usize, p: usize) -> Vec<String> {
         peer.subnet_addr.to_string(),
         peer.underlay_ip.to_string(),
     );
-    let ours = |dev: &str| dev.starts_with("ovl.");
+    // `ovl.md`, the eBPF mode's tunnel device, is in bpf_state.
+    let ours = |dev: &str| dev.starts_with("ovl.") && dev != TUNNEL_DEVICE;
     let mut found = Vec::new();
     for l in json(ns, &["ip", "-j", "-d", "link", "show"]) {
-        if ours(s(&l, "ifname")) || l["linkinfo"]["info_kind"] == "vxlan" {
+        let name = s(&l, "ifname");
+        if ours(name) || (l["linkinfo"]["info_kind"] == "vxlan" && name != TUNNEL_DEVICE) {
             found.push(format!("device {}", s(&l, "ifname")));
         }
     }
@@ -111,8 +113,17 @@ fn bpf_state(lab: &Lab, h: usize, links: &[u64]) -> Vec<String> {
             ));
         }
     }
+    // `tunnel_gro` (on by default) keeps a collect-metadata VXLAN device.
+    for l in json(&host.ns, &["ip", "-j", "-d", "link", "show"]) {
+        if s(&l, "ifname") == TUNNEL_DEVICE {
+            found.push(format!("tunnel_device {}", l["linkinfo"]["info_data"]));
+        }
+    }
     found
 }
+
+/// The eBPF mode's collect-metadata VXLAN device (`tunnel_gro`).
+const TUNNEL_DEVICE: &str = "ovl.md";
 
 fn kinds(state: &[String]) -> Vec<&str> {
     let mut k: Vec<&str> = state.iter().map(|l| l.split(' ').next().unwrap()).collect();
@@ -199,7 +210,11 @@ fn switching_mode_leaves_nothing_of_the_other() {
     a.stop().unwrap();
     // Without --cleanup the programs stay and keep forwarding.
     let bpf = bpf_state(&lab, 1, &links);
-    assert_eq!(kinds(&bpf), ["pins", "xdp", "link"], "{bpf:#?}");
+    assert_eq!(
+        kinds(&bpf),
+        ["pins", "xdp", "link", "tunnel_device"],
+        "{bpf:#?}"
+    );
     pings(&lab);
 
     // Kernel: no pin, no program left; the kernel path forwards.

@@ -127,6 +127,14 @@ fn nic_like_transfer(setting: &str, udp_gro_forwarding: bool, container_gro: boo
     let t = transfer(&b.ns, &a.ns, a.ip, 16 << 20).unwrap();
     assert!(t.is_intact(), "{setting}: 16 MiB back intact: {t:?}");
     let after = c.agent(2).counter("decap_packets").unwrap();
+    if setting == "tunnel_gro" {
+        // ovl.md on the port is ours: no conflict, nothing unhealthy.
+        let doctor = c.agent(2).ctl_ok(&["doctor"]).unwrap();
+        assert!(
+            doctor.contains("UDP port 4789: no other VXLAN device or socket uses it"),
+            "{doctor}"
+        );
+    }
     Seen {
         outer: frame_lengths(&wire.finish().unwrap()),
         merged: frame_lengths(&big.finish().unwrap()),

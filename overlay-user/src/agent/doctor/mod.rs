@@ -162,7 +162,11 @@ async fn mtu(handle: &rtnetlink::Handle, snap: &Snapshot) -> Vec<Finding> {
 async fn rp_filter(handle: &rtnetlink::Handle, snap: &Snapshot) -> Vec<Finding> {
     let cfg = &snap.cfg;
     let mut names = vec![cfg.underlay_interface.clone(), cfg.bridge.clone()];
-    names.extend(snap.own_devices.iter().cloned());
+    // The kernel mode's devices decapsulate; the BPF mode's `ovl.md` only
+    // listens (tc decapsulates on the underlay before its socket is reached).
+    if snap.mode == Mode::Kernel {
+        names.extend(snap.own_devices.iter().cloned());
+    }
     let all = match probe::sysctl(&["net", "ipv4", "conf", "all", "rp_filter"]) {
         Ok(v) => v.parse::<u8>().unwrap_or(0),
         Err(e) => return vec![not_checked("rp_filter", e)],
