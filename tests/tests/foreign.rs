@@ -99,6 +99,13 @@ fn foreign_devices_are_never_deleted() {
     );
     assert_eq!(link_kind(&h1, "ovl.7").as_deref(), Some("vxlan"));
     assert_eq!(link_kind(&h1, "ovl.md").as_deref(), Some("bridge"));
+    // tunnel_gro (on by default) goes without its device, and says so.
+    let path = &a.status().unwrap()["path"];
+    assert_eq!(
+        (&path["tunnel_gro"], &path["tunnel_device"]),
+        (&serde_json::json!(true), &serde_json::json!(false)),
+        "{path}"
+    );
     drop(a);
 }
 

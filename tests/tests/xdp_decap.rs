@@ -134,6 +134,8 @@ fn nic_like_transfer(setting: &str, udp_gro_forwarding: bool, container_gro: boo
             doctor.contains("UDP port 4789: no other VXLAN device or socket uses it"),
             "{doctor}"
         );
+        let status = c.agent(2).ctl_ok(&["status"]).unwrap();
+        assert!(status.contains("tunnel gro   on (ovl.md)\n"), "{status}");
     }
     Seen {
         outer: frame_lengths(&wire.finish().unwrap()),

@@ -28,7 +28,7 @@ use crate::model::endpoint::EndpointSpec;
 use crate::model::network::{gateway_of, overlapping, overlaps};
 use crate::model::peer::PeerSpec;
 use crate::model::source::Source;
-use crate::model::status::{Connection, Health, Mode, Status};
+use crate::model::status::{Connection, Health, Mode, PathSettings, Status};
 use crate::model::validation::{check_peer_subnet, check_underlay_ip, format_mac, parse_vtep_mac};
 use crate::sys::bridge::Snapshot;
 use crate::sys::netlink::Netlink;
@@ -461,6 +461,8 @@ impl Agent {
             vxlan_port: self.cfg.vxlan_port,
             attach: self.cfg.attach,
             xdp: self.cfg.xdp,
+            path: (self.dataplane.mode() == Mode::Ebpf)
+                .then(|| PathSettings::of(&self.cfg, &self.dataplane.own_devices())),
             peers: self.peers.len(),
             endpoints: self.endpoints.len(),
             health: Health {

@@ -85,6 +85,15 @@ pub enum DeliverMode {
     Veth,
 }
 
+impl fmt::Display for EncapMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EncapMode::Bpf => "bpf",
+            EncapMode::Device => "device",
+        })
+    }
+}
+
 impl fmt::Display for DeliverMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::model::config::{AttachPoint, XdpMode};
+use crate::model::config::{AttachPoint, DeliverMode, EncapMode, TcAttach, XdpMode};
 use crate::model::doctor::AttachmentState;
 
 /// Which implementation forwards packets.
@@ -65,6 +65,9 @@ pub struct Status {
     pub attach: AttachPoint,
     /// XDP mode.
     pub xdp: XdpMode,
+    /// The BPF dataplane's packet-path settings; none in kernel mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathSettings>,
     /// Number of peers.
     pub peers: usize,
     /// Number of endpoints.
@@ -83,6 +86,51 @@ pub struct Status {
     /// The health summary: programs attached, Docker, recent drops.
     #[serde(default)]
     pub health: Health,
+}
+
+/// The BPF dataplane's packet-path settings (issue 17's), as in effect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathSettings {
+    /// `encap`: who builds the outer headers.
+    pub encap: EncapMode,
+    /// `deliver`: how decapsulated packets enter the container.
+    pub deliver: DeliverMode,
+    /// `tc_attach`: TCX links or clsact filters.
+    pub tc_attach: TcAttach,
+    /// `tunnel_gro` as configured.
+    pub tunnel_gro: bool,
+    /// Whether the collect-metadata VXLAN device `ovl.md` is in place (with
+    /// `tunnel_gro` or `encap = "device"`); false when it could not be made.
+    pub tunnel_device: bool,
+    /// `veth_gro`.
+    pub veth_gro: bool,
+    /// `big_tcp`.
+    pub big_tcp: bool,
+}
+
+impl PathSettings {
+    /// The settings of `cfg`, with the BPF dataplane's devices `own_devices`.
+    pub fn of(cfg: &crate::model::config::Config, own_devices: &[String]) -> Self {
+        PathSettings {
+            encap: cfg.encap,
+            deliver: cfg.deliver,
+            tc_attach: cfg.tc_attach,
+            tunnel_gro: cfg.tunnel_gro,
+            // dataplane::bpf::ENCAP_DEVICE (a layer above this one).
+            tunnel_device: own_devices.iter().any(|d| d == "ovl.md"),
+            veth_gro: cfg.veth_gro,
+            big_tcp: cfg.big_tcp,
+        }
+    }
+
+    /// `tunnel_gro` for a person: on with the device, on without it, off.
+    pub fn tunnel_gro_text(&self) -> &'static str {
+        match (self.tunnel_gro, self.tunnel_device) {
+            (true, true) => "on (ovl.md)",
+            (true, false) => "set, but ovl.md could not be made (see overlayd's log)",
+            (false, _) => "off",
+        }
+    }
 }
 
 /// The health summary `overlayctl status` leads with.

@@ -147,6 +147,22 @@ fn render_settings(s: &Status) -> String {
         vec!["endpoints".into(), s.endpoints.to_string()],
     ];
     let mut settings = settings;
+    if let Some(p) = &s.path {
+        let on = |b: bool| if b { "on" } else { "off" }.to_string();
+        // After xdp, before the table sizes.
+        let at = settings.len() - 2;
+        settings.splice(
+            at..at,
+            [
+                vec!["encap".into(), p.encap.to_string()],
+                vec!["deliver".into(), p.deliver.to_string()],
+                vec!["tc attach".into(), p.tc_attach.to_string()],
+                vec!["tunnel gro".into(), p.tunnel_gro_text().into()],
+                vec!["veth gro".into(), on(p.veth_gro)],
+                vec!["big tcp".into(), on(p.big_tcp)],
+            ],
+        );
+    }
     if s.networks > 0 || s.net_endpoints > 0 {
         settings.push(vec![
             "networks".into(),
@@ -191,8 +207,8 @@ fn render_settings(s: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use overlay_user::model::config::{AttachPoint, XdpMode};
-    use overlay_user::model::status::{Mode, Stats};
+    use overlay_user::model::config::{AttachPoint, DeliverMode, EncapMode, TcAttach, XdpMode};
+    use overlay_user::model::status::{Mode, PathSettings, Stats};
 
     #[test]
     fn renders() {
@@ -214,6 +230,7 @@ mod tests {
             vxlan_port: 4789,
             attach: AttachPoint::Veth,
             xdp: XdpMode::Generic,
+            path: None,
             peers: 1,
             endpoints: 3,
             networks: 0,
@@ -244,6 +261,49 @@ mod tests {
         ), "{out}");
         assert!(
             out.contains("DROP REASON  PACKETS\nunknown_vni        2\n"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("tunnel gro"),
+            "kernel mode has no BPF path: {out}"
+        );
+
+        // The BPF path's settings sit between xdp and the table sizes.
+        let mut path = PathSettings {
+            encap: EncapMode::Bpf,
+            deliver: DeliverMode::Peer,
+            tc_attach: TcAttach::Tcx,
+            tunnel_gro: true,
+            tunnel_device: true,
+            veth_gro: false,
+            big_tcp: true,
+        };
+        let ebpf = Status {
+            mode: Mode::Ebpf,
+            path: Some(path.clone()),
+            ..s.clone()
+        };
+        let out = render(&ebpf);
+        assert!(
+            out.contains(
+                "xdp          generic\n\
+                 encap        bpf\n\
+                 deliver      peer\n\
+                 tc attach    tcx\n\
+                 tunnel gro   on (ovl.md)\n\
+                 veth gro     off\n\
+                 big tcp      on\n\
+                 peers        1\n"
+            ),
+            "{out}"
+        );
+        path.tunnel_device = false;
+        let out = render(&Status {
+            path: Some(path),
+            ..ebpf
+        });
+        assert!(
+            out.contains("tunnel gro   set, but ovl.md could not be made (see overlayd's log)\n"),
             "{out}"
         );
     }

@@ -516,6 +516,7 @@ mod tests {
             vxlan_port: 4789,
             attach: crate::model::config::AttachPoint::Veth,
             xdp: crate::model::config::XdpMode::Generic,
+            path: None,
             peers: 1,
             endpoints: 2,
             networks: 0,
