@@ -53,6 +53,7 @@ mod ping;
 mod process;
 mod sweep;
 mod traffic;
+mod underlay;
 
 pub use agent::{agent_config, subnet_file, underlay_of, AgentOptions, Binaries, Overlayd};
 pub use arp::{arp_scan, ArpScan};

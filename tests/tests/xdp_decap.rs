@@ -68,15 +68,10 @@ fn nic_like_transfer(setting: &str, udp_gro_forwarding: bool, container_gro: boo
                 "off",
                 "tx-udp_tnl-segmentation",
                 "off",
-                "gro",
-                "on",
             ],
         )
         .unwrap();
-        // veth runs its NAPI (and GRO) for frames from a peer without TSO
-        // only (veth_skb_is_eligible_for_gro): off on the bridge's port.
-        let peer = &c.lab.host(h).underlay_peer;
-        exec_ok(c.lab.underlay_ns(), &["ethtool", "-K", peer, "tso", "off"]).unwrap();
+        c.lab.underlay_gro_like_a_nic(h).unwrap();
     }
     if udp_gro_forwarding {
         for h in 1..=2 {

@@ -21,6 +21,7 @@ use crate::agent::health::HealthState;
 use crate::agent::host_checks::check_peer_subnet_on_host;
 use crate::agent::net_tables::Networks;
 use crate::agent::state::{self, State, StoredEndpoint, StoredPeer};
+use crate::dataplane::bpf::ENCAP_DEVICE;
 use crate::dataplane::Dataplane;
 use crate::model::change::Change;
 use crate::model::config::Config;
@@ -461,8 +462,10 @@ impl Agent {
             vxlan_port: self.cfg.vxlan_port,
             attach: self.cfg.attach,
             xdp: self.cfg.xdp,
-            path: (self.dataplane.mode() == Mode::Ebpf)
-                .then(|| PathSettings::of(&self.cfg, &self.dataplane.own_devices())),
+            path: (self.dataplane.mode() == Mode::Ebpf).then(|| {
+                let own = self.dataplane.own_devices();
+                PathSettings::of(&self.cfg, own.iter().any(|d| d == ENCAP_DEVICE))
+            }),
             peers: self.peers.len(),
             endpoints: self.endpoints.len(),
             health: Health {

@@ -109,15 +109,14 @@ pub struct PathSettings {
 }
 
 impl PathSettings {
-    /// The settings of `cfg`, with the BPF dataplane's devices `own_devices`.
-    pub fn of(cfg: &crate::model::config::Config, own_devices: &[String]) -> Self {
+    /// The settings of `cfg`; `tunnel_device`: whether `ovl.md` is in place.
+    pub fn of(cfg: &crate::model::config::Config, tunnel_device: bool) -> Self {
         PathSettings {
             encap: cfg.encap,
             deliver: cfg.deliver,
             tc_attach: cfg.tc_attach,
             tunnel_gro: cfg.tunnel_gro,
-            // dataplane::bpf::ENCAP_DEVICE (a layer above this one).
-            tunnel_device: own_devices.iter().any(|d| d == "ovl.md"),
+            tunnel_device,
             veth_gro: cfg.veth_gro,
             big_tcp: cfg.big_tcp,
         }

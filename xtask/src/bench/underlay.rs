@@ -29,13 +29,7 @@ pub(super) fn nic_like(lab: &Lab) -> Result<Vec<FeatureState>> {
             // Failure is allowed here; what counts is the state read below.
             let _ = exec(&h.ns, &["ethtool", "-K", &h.underlay_if, short, "off"])?;
         }
-        // GRO as on a NIC: on at eth1, which veth only runs (in its NAPI)
-        // for frames from a peer without TSO: off on the bridge's port.
-        exec_ok(&h.ns, &["ethtool", "-K", &h.underlay_if, "gro", "on"])?;
-        exec_ok(
-            lab.underlay_ns(),
-            &["ethtool", "-K", &h.underlay_peer, "tso", "off"],
-        )?;
+        lab.underlay_gro_like_a_nic(h.index)?;
         let shown = exec_ok(&h.ns, &["ethtool", "-k", &h.underlay_if])?;
         if !shown
             .lines()
