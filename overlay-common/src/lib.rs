@@ -59,7 +59,7 @@ pub mod maps {
 /// Version of the map layouts above. Pins live under `<pin_dir>/v<N>`, so a
 /// release that changes a key, value or map type never reuses maps pinned by
 /// an older one (user space migrates or refuses them by name).
-pub const MAPS_VERSION: u32 = 3;
+pub const MAPS_VERSION: u32 = 4;
 
 /// Program names, as they appear in the object file.
 pub mod programs {
@@ -180,9 +180,18 @@ pub struct PeerValue {
     pub nexthop_mac: [u8; 6],
     /// Inner destination MAC: the remote VTEP's MAC.
     pub vtep_mac: [u8; 6],
+    /// The remote host's slot in `OVL_PEER_STATS` (a per-CPU array, so the
+    /// programs count its traffic without a lookup of their own);
+    /// [`NO_STATS_SLOT`] while it has none.
+    pub stats_slot: u32,
+    /// Explicit padding to the 8-byte alignment of `template`.
+    pub _pad: u32,
     /// The 64 header bytes with every per-peer constant filled in.
     pub template: EncapTemplate,
 }
+
+/// [`PeerValue::stats_slot`] of a host whose traffic is not counted.
+pub const NO_STATS_SLOT: u32 = 0;
 
 /// The outer Ethernet, IPv4, UDP and VXLAN headers and the inner Ethernet
 /// header for one peer, built once by user space (as ONCache caches them),
@@ -212,10 +221,20 @@ impl PeerValue {
             underlay_ip,
             nexthop_mac,
             vtep_mac,
+            stats_slot: NO_STATS_SLOT,
+            _pad: 0,
             template: EncapTemplate::default(),
         };
         v.template = vxlan::encap_template(cfg, &v);
         v
+    }
+
+    /// The same entry, counted in slot `slot` of `OVL_PEER_STATS`.
+    pub fn with_stats_slot(self, slot: u32) -> Self {
+        PeerValue {
+            stats_slot: slot,
+            ..self
+        }
     }
 }
 
@@ -478,7 +497,7 @@ mod tests {
     #[test]
     fn map_types_have_pinned_sizes() {
         assert_eq!(size_of::<Config>(), 56);
-        assert_eq!(size_of::<PeerValue>(), 88);
+        assert_eq!(size_of::<PeerValue>(), 96);
         assert_eq!(size_of::<EncapTemplate>(), 72);
         assert_eq!(core::mem::align_of::<PeerValue>(), 8);
         assert_eq!(size_of::<EndpointValue>(), 12);

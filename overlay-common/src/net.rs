@@ -107,6 +107,15 @@ impl NetEndpointValue {
         }
     }
 
+    /// The same endpoint, counted in its host's `OVL_PEER_STATS` slot
+    /// `slot` ([`PeerValue::with_stats_slot`]).
+    pub fn with_stats_slot(self, slot: u32) -> Self {
+        NetEndpointValue {
+            remote: self.remote.with_stats_slot(slot),
+            ..self
+        }
+    }
+
     /// True for a container on this host.
     #[inline(always)]
     pub fn is_local(&self) -> bool {
@@ -209,7 +218,7 @@ mod tests {
     fn net_map_types_have_pinned_sizes() {
         assert_eq!(size_of::<NetKey>(), 8);
         assert_eq!(size_of::<NetValue>(), 12);
-        assert_eq!(size_of::<NetEndpointValue>(), 104);
+        assert_eq!(size_of::<NetEndpointValue>(), 112);
         assert_eq!(align_of::<NetEndpointValue>(), 8);
         assert_eq!(core::mem::offset_of!(NetEndpointValue, remote), 16);
         assert_eq!(size_of::<NetPortValue>(), 24);

@@ -16,9 +16,10 @@ pub mod maps {
     pub const MONITOR: &str = "OVL_MONITOR";
     /// `PerCpuArray<MonitorState>` with one entry: the token bucket and what it suppressed.
     pub const MONITOR_STATE: &str = "OVL_MONITOR_STATE";
-    /// `PerCpuHashMap<[u8; 4], PeerStats>`: peer host underlay IP (network
-    /// order) -> traffic to and from it. Entries are made by user space
-    /// when a peer host is added; the programs only update existing ones.
+    /// `PerCpuArray<PeerStats>` of [`super::PEER_STATS_SLOTS`] entries:
+    /// traffic to and from each peer host, in the slot user space gives the
+    /// host when it adds it and writes into every `PeerValue` towards it
+    /// ([`crate::PeerValue::stats_slot`]). Slot 0 is never given.
     pub const PEER_STATS: &str = "OVL_PEER_STATS";
 }
 
@@ -149,6 +150,10 @@ pub struct Event {
     /// Explicit padding to a multiple of 8 bytes.
     pub _pad: u32,
 }
+
+/// Slots of `OVL_PEER_STATS`: one per possible peer host, and the unused
+/// slot 0 ([`crate::NO_STATS_SLOT`]).
+pub const PEER_STATS_SLOTS: u32 = crate::MAX_PEERS + 1;
 
 /// Traffic to and from one peer host, per CPU, in `OVL_PEER_STATS`.
 #[repr(C)]

@@ -69,10 +69,8 @@ pub fn is_peer_host(ip: &[u8; 4]) -> bool {
     unsafe { PEER_HOSTS.get(ip).is_some() }
 }
 
-/// The underlay address of the peer whose subnet holds `ip`, if any.
+/// The peer entry whose subnet holds `ip`, if any.
 #[inline(always)]
-pub fn peer_of(ip: [u8; 4]) -> Option<[u8; 4]> {
-    PEERS
-        .get(aya_ebpf::maps::lpm_trie::Key::new(32, ip))
-        .map(|p| p.underlay_ip)
+pub fn peer_of(ip: [u8; 4]) -> Option<&'static PeerValue> {
+    PEERS.get(aya_ebpf::maps::lpm_trie::Key::new(32, ip))
 }

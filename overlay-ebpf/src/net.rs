@@ -33,7 +33,7 @@ use crate::{
         flow_hash, into_container, push_headers, send_encapsulated, strip_outer, to_vxlan_port,
         verdict, Verdict,
     },
-    underlay::{Underlay, INNER_ETH},
+    underlay::{PeerHost, Underlay, INNER_ETH},
 };
 
 #[map(name = "OVL_NET_NETWORKS")]
@@ -222,10 +222,10 @@ pub fn classify<P: Packet>(p: &P, vni: u32, outer_src: [u8; 4]) -> Result<Underl
         ip: unsafe { ip_at(inner.as_ptr(), 26) },
     };
     // SAFETY: the value is only read here.
-    match unsafe { ENDPOINTS.get(&src) } {
-        Some(ep) if ep.is_remote() && ep.remote.underlay_ip == outer_src => {}
+    let slot = match unsafe { ENDPOINTS.get(&src) } {
+        Some(ep) if ep.is_remote() && ep.remote.underlay_ip == outer_src => ep.remote.stats_slot,
         _ => return Err(known(DropReason::NetInnerSpoofed)),
-    }
+    };
     let dst = NetKey {
         vni,
         // SAFETY: the inner destination lies inside the checked 34 bytes.
@@ -236,7 +236,10 @@ pub fn classify<P: Packet>(p: &P, vni: u32, outer_src: [u8; 4]) -> Result<Underl
         Some(ep) if ep.is_local() => Ok(Underlay::Net {
             ifindex: ep.ifindex,
             mac: ep.mac,
-            peer: u32::from_ne_bytes(outer_src),
+            peer: PeerHost {
+                ip: u32::from_ne_bytes(outer_src),
+                slot,
+            },
         }),
         _ => Err(DropReason::NoEndpoint),
     }
@@ -251,7 +254,7 @@ pub fn deliver(
     cfg: &Config,
     ifindex: u32,
     mac: [u8; 6],
-    peer: u32,
+    peer: PeerHost,
 ) -> Result<Verdict, DropReason> {
     // Shrinking at the MAC layer keeps the outer Ethernet header and drops
     // the inner one: its source MAC (the sender's) is copied first.

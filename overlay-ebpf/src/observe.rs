@@ -8,16 +8,17 @@
 use aya_ebpf::{
     helpers::generated::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::map,
-    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
 };
 use overlay_common::{
     observe::{
         Event, EventKind, Hook, MonitorConfig, MonitorState, PeerStats, EVENTS_RING_BYTES,
         EVENT_F_INNER, EVENT_F_OUTER, EVENT_F_PORTS, MONITOR_F_DROP, MONITOR_F_TRACE,
+        PEER_STATS_SLOTS,
     },
     vxlan::{ETH_P_IP, IPPROTO_UDP},
-    DropReason, ETH_HLEN, IPV4_HLEN, MAX_PEERS, UDP_HLEN,
+    DropReason, ETH_HLEN, IPV4_HLEN, NO_STATS_SLOT, UDP_HLEN,
 };
 
 use crate::{maps::CONFIG, packet::Packet, underlay::INNER_ETH};
@@ -32,7 +33,7 @@ pub static MONITOR: Array<MonitorConfig> = Array::pinned(1, 0);
 pub static MONITOR_STATE: PerCpuArray<MonitorState> = PerCpuArray::pinned(1, 0);
 
 #[map(name = "OVL_PEER_STATS")]
-pub static PEER_STATS: PerCpuHashMap<u32, PeerStats> = PerCpuHashMap::pinned(MAX_PEERS, 0);
+pub static PEER_STATS: PerCpuArray<PeerStats> = PerCpuArray::pinned(PEER_STATS_SLOTS, 0);
 
 /// A packet context that knows the interface it arrived on.
 pub trait Observed: Packet {
@@ -55,11 +56,14 @@ impl Observed for XdpContext {
     }
 }
 
-/// Counts a packet of `bytes` encapsulated to peer host `peer` (its
-/// address's bytes as a native u32: an aligned key on the stack).
+/// Counts a packet of `bytes` encapsulated to the peer host of `slot`
+/// (its [`overlay_common::PeerValue::stats_slot`]).
 #[inline(always)]
-pub fn count_tx(peer: u32, bytes: u64) {
-    if let Some(s) = PEER_STATS.get_ptr_mut(peer) {
+pub fn count_tx(slot: u32, bytes: u64) {
+    if slot == NO_STATS_SLOT {
+        return;
+    }
+    if let Some(s) = PEER_STATS.get_ptr_mut(slot) {
         // SAFETY: a per-CPU value is only touched by this CPU, and the
         // pointer is valid for the program's run.
         unsafe {
@@ -69,10 +73,13 @@ pub fn count_tx(peer: u32, bytes: u64) {
     }
 }
 
-/// Counts a packet of `bytes` from peer host `peer`, and when it came.
+/// Counts a packet of `bytes` from the peer host of `slot`, and when it came.
 #[inline(always)]
-pub fn count_rx(peer: u32, bytes: u64) {
-    if let Some(s) = PEER_STATS.get_ptr_mut(peer) {
+pub fn count_rx(slot: u32, bytes: u64) {
+    if slot == NO_STATS_SLOT {
+        return;
+    }
+    if let Some(s) = PEER_STATS.get_ptr_mut(slot) {
         // SAFETY: as in `count_tx`; the coarse clock is a helper without arguments.
         unsafe {
             (*s).rx_packets += 1;

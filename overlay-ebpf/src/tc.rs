@@ -27,7 +27,7 @@ use crate::{
     maps::{self, count, count_drop, ENDPOINTS, PEERS, PORT_LEARNED},
     observe::{self, Layout},
     packet::Packet,
-    underlay::{classify, Underlay},
+    underlay::{classify, PeerHost, Underlay},
 };
 
 /// What a tc program does with a packet it does not drop.
@@ -303,7 +303,7 @@ pub(crate) fn push_headers(
     count(Counter::EncapPackets, 1);
     count(Counter::EncapBytes, bytes);
     let to = u32::from_ne_bytes(peer.underlay_ip);
-    observe::count_tx(to, bytes);
+    observe::count_tx(peer.stats_slot, bytes);
     observe::trace_event(ctx, Hook::FromContainer, EventKind::Encap, to, Layout::Wire);
     Ok(out)
 }
@@ -363,7 +363,7 @@ fn encapsulate_via_device(
     count(Counter::EncapPackets, 1);
     count(Counter::EncapBytes, u64::from(ctx.len()));
     let to = u32::from_ne_bytes(peer.underlay_ip);
-    observe::count_tx(to, u64::from(ctx.len()));
+    observe::count_tx(peer.stats_slot, u64::from(ctx.len()));
     observe::trace_event(
         ctx,
         Hook::FromContainer,
@@ -456,14 +456,14 @@ fn xdp_decapsulated(ctx: &TcContext) -> Option<u32> {
 }
 
 /// Removes the 50 bytes of outer IPv4, UDP and VXLAN headers and inner
-/// Ethernet header of a checked VXLAN frame from peer host `peer`
+/// Ethernet header of a checked VXLAN frame from `peer`
 /// (`adjust_room` at the MAC layer keeps the outer Ethernet header), and
 /// counts it for that peer. Returns the Ethernet header for the caller to
 /// address, and the inner frame's length.
 #[inline(always)]
 pub(crate) fn strip_outer(
     ctx: &TcContext,
-    peer: u32,
+    peer: PeerHost,
 ) -> Result<(*mut [u8; ETH_HLEN], u64), DropReason> {
     let inner_len = u64::from(ctx.len()) - (ETH_HLEN + IPV4_HLEN + 16) as u64;
     if ctx
@@ -480,12 +480,12 @@ pub(crate) fn strip_outer(
     let Some(eth) = ctx.ptr_at::<[u8; ETH_HLEN]>(0) else {
         return Err(DropReason::HeaderWriteFailed);
     };
-    observe::count_rx(peer, inner_len);
+    observe::count_rx(peer.slot, inner_len);
     observe::trace_event(
         ctx,
         Hook::FromUnderlay,
         EventKind::Decap,
-        peer,
+        peer.ip,
         Layout::Tunnelled,
     );
     Ok((eth, inner_len))

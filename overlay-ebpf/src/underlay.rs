@@ -24,19 +24,28 @@ const _: () = assert!(network_types::udp::UdpHdr::LEN == UDP_HLEN);
 pub enum Underlay {
     /// Not VXLAN for this host: the kernel handles it.
     Other,
-    /// Our VXLAN, checked; the inner IPv4 destination and the peer host
-    /// (outer source) it came from, each address's bytes as a native u32
-    /// (byte arrays would sit unaligned after the enum's tag on the stack,
-    /// which the verifier refuses).
-    Vxlan { inner_dst: u32, peer: u32 },
+    /// Our VXLAN, checked; the inner IPv4 destination (its bytes as a
+    /// native u32: byte arrays would sit unaligned after the enum's tag on
+    /// the stack, which the verifier refuses) and the peer host it came from.
+    Vxlan { inner_dst: u32, peer: PeerHost },
     /// VXLAN of an overlay network, checked: deliver to the local container
     /// behind host-side veth `ifindex`, whose MAC is `mac`; `peer` as in
     /// `Vxlan`.
     Net {
         ifindex: u32,
         mac: [u8; 6],
-        peer: u32,
+        peer: PeerHost,
     },
+}
+
+/// The peer host a checked frame came from: its underlay address (the
+/// outer source, its bytes as a native u32) and its `OVL_PEER_STATS` slot,
+/// both taken from the entry the check looked up.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PeerHost {
+    pub ip: u32,
+    pub slot: u32,
 }
 
 /// Reads the outer headers and checks a VXLAN frame for this host: the VNI,
@@ -110,15 +119,19 @@ pub fn classify<P: Packet>(p: &P, cfg: &Config) -> Result<Underlay, DropReason> 
         return Err(from(DropReason::InnerNotIpv4));
     }
     let inner_src = [inner[26], inner[27], inner[28], inner[29]];
-    if maps::peer_of(inner_src) != Some(outer_src) {
-        return Err(from(DropReason::InnerSourceSpoofed));
-    }
+    let slot = match maps::peer_of(inner_src) {
+        Some(p) if p.underlay_ip == outer_src => p.stats_slot,
+        _ => return Err(from(DropReason::InnerSourceSpoofed)),
+    };
     let inner_dst = [inner[30], inner[31], inner[32], inner[33]];
     if rules::is_host_address(cfg, &inner_dst) {
         return Err(DropReason::ToHostAddress);
     }
     Ok(Underlay::Vxlan {
         inner_dst: u32::from_ne_bytes(inner_dst),
-        peer: u32::from_ne_bytes(outer_src),
+        peer: PeerHost {
+            ip: u32::from_ne_bytes(outer_src),
+            slot,
+        },
     })
 }

@@ -17,7 +17,7 @@ use crate::{
     maps::{self, count, count_drop, ENDPOINTS},
     observe::{self, Layout},
     packet::Packet,
-    underlay::{classify, Underlay, INNER_ETH},
+    underlay::{classify, PeerHost, Underlay, INNER_ETH},
 };
 
 #[xdp]
@@ -61,7 +61,7 @@ fn decap_host(
     ctx: &XdpContext,
     cfg: &Config,
     inner_dst: [u8; 4],
-    peer: u32,
+    peer: PeerHost,
 ) -> Result<u32, DropReason> {
     // SAFETY: the value is copied out before the packet changes.
     let endpoint = unsafe { ENDPOINTS.get(inner_dst) }.copied();
@@ -88,7 +88,7 @@ fn decap_to(
     ifindex: Option<u32>,
     dst: Option<[u8; 6]>,
     src: Option<[u8; 6]>,
-    peer: u32,
+    peer: PeerHost,
 ) -> Result<u32, DropReason> {
     // SAFETY: ptr_at checked the outer Ethernet header.
     let Some(outer) = ctx.ptr_at::<[u8; ETH_HLEN]>(0) else {
@@ -116,12 +116,12 @@ fn decap_to(
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, VXLAN_OVERHEAD as i32) } != 0 {
         return Err(DropReason::DecapAdjustFailed);
     }
-    observe::count_rx(peer, inner_len);
+    observe::count_rx(peer.slot, inner_len);
     observe::trace_event(
         ctx,
         Hook::XdpUnderlay,
         EventKind::Decap,
-        peer,
+        peer.ip,
         Layout::Tunnelled,
     );
     let Some(ifindex) = ifindex else {

@@ -25,7 +25,7 @@
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use aya::maps::{Array, MapData, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use overlay_common::net::{NetEndpointValue, NetPortValue};
 use overlay_common::observe::{self, MonitorConfig, PeerStats};
@@ -242,20 +242,16 @@ fn measure_xdp_decap(ebpf: &mut aya::Ebpf, maps: &mut Maps, runs: u32) -> f64 {
     ns
 }
 
-/// The fixture's peer host counted in `OVL_PEER_STATS` (as overlayd does
-/// for every peer host), and the monitor switched on if `on`.
+/// `OVL_PEER_STATS` (the fixture's peer host is counted in its slot, as
+/// overlayd gives one to every peer host), and the monitor switched on if `on`.
 fn observe_maps(
     ebpf: &mut aya::Ebpf,
     on: bool,
 ) -> (
-    PerCpuHashMap<MapData, [u8; 4], PeerStats>,
+    PerCpuArray<MapData, PeerStats>,
     Array<MapData, MonitorConfig>,
 ) {
-    let mut stats: PerCpuHashMap<MapData, [u8; 4], PeerStats> =
-        PerCpuHashMap::try_from(ebpf.take_map(observe::maps::PEER_STATS).unwrap()).unwrap();
-    let cpus = aya::util::nr_cpus().unwrap();
-    let zero = PerCpuValues::try_from(vec![PeerStats::default(); cpus]).unwrap();
-    stats.insert(PEER, zero, 0).unwrap();
+    let stats = peer_stats(ebpf);
     let mut monitor: Array<MapData, MonitorConfig> =
         Array::try_from(ebpf.take_map(observe::maps::MONITOR).unwrap()).unwrap();
     let flags = if on {

@@ -8,9 +8,9 @@
 
 use std::net::Ipv4Addr;
 
-use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
+use aya::maps::{MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use overlay_common::observe::{maps as names, PeerStats};
+use overlay_common::observe::PeerStats;
 use overlay_common::{
     net::NetEndpointValue, net::NetPortValue, programs, vtep_mac, CONFIG_F_XDP_DECAP,
     CONFIG_F_XDP_VALIDATES, XDP_DECAP_MAGIC,
@@ -90,7 +90,7 @@ fn net_fixture() -> Option<Net> {
         (
             WEB,
             R,
-            NetEndpointValue::remote(&cfg, WEB, PEER, PEER_MAC, MR),
+            NetEndpointValue::remote(&cfg, WEB, PEER, PEER_MAC, MR).with_stats_slot(PEER_SLOT),
         ),
         (
             WEB,
@@ -101,7 +101,7 @@ fn net_fixture() -> Option<Net> {
         (
             DB,
             DR,
-            NetEndpointValue::remote(&cfg, DB, PEER, PEER_MAC, MDR),
+            NetEndpointValue::remote(&cfg, DB, PEER, PEER_MAC, MDR).with_stats_slot(PEER_SLOT),
         ),
     ] {
         net.put_endpoint(vni, ip(addr), &v).unwrap();
@@ -359,15 +359,10 @@ fn a_network_frame_from_the_endpoints_host_is_delivered_into_the_container() {
 #[test]
 fn network_decapsulation_counts_for_the_peer_host() {
     let Some(mut n) = net_fixture() else { return };
-    let mut stats: PerCpuHashMap<MapData, [u8; 4], PeerStats> =
-        PerCpuHashMap::try_from(n.f.ebpf.take_map(names::PEER_STATS).unwrap()).unwrap();
-    let cpus = aya::util::nr_cpus().unwrap();
-    let zero = PerCpuValues::try_from(vec![PeerStats::default(); cpus]).unwrap();
-    stats.insert(PEER, zero, 0).unwrap();
-    let rx = |stats: &PerCpuHashMap<MapData, [u8; 4], PeerStats>| {
-        let v = stats.get(&PEER, 0).unwrap();
-        v.iter()
-            .fold((0, 0), |(p, b), s| (p + s.rx_packets, b + s.rx_bytes))
+    let stats = peer_stats(&mut n.f.ebpf);
+    let rx = |stats: &PerCpuArray<MapData, PeerStats>| {
+        let t = peer_total(stats);
+        (t.rx_packets, t.rx_bytes)
     };
     let inner = net_inner(MR, R, A);
     let frame = vxlan_frame(PEER, WEB, 0x08, &inner);

@@ -3,7 +3,7 @@
 //! is off, drops and sampled traces are emitted with their fields while it
 //! is on, and the per-CPU rate limit suppresses and counts. Needs root.
 
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use overlay_common::observe::{
     maps as names, Event, EventKind, Hook, MonitorConfig, MonitorState, PeerStats, MONITOR_F_DROP,
     MONITOR_F_TRACE,
@@ -21,26 +21,18 @@ struct Observe {
     events: RingBuf<MapData>,
     monitor: Array<MapData, MonitorConfig>,
     state: PerCpuArray<MapData, MonitorState>,
-    stats: PerCpuHashMap<MapData, [u8; 4], PeerStats>,
+    stats: PerCpuArray<MapData, PeerStats>,
 }
 
 fn observe(f: &mut Fixture) -> Observe {
+    let stats = peer_stats(&mut f.ebpf);
     let mut take = |n: &str| f.ebpf.take_map(n).unwrap();
-    let mut o = Observe {
+    Observe {
         events: RingBuf::try_from(take(names::EVENTS)).unwrap(),
         monitor: Array::try_from(take(names::MONITOR)).unwrap(),
         state: PerCpuArray::try_from(take(names::MONITOR_STATE)).unwrap(),
-        stats: PerCpuHashMap::try_from(take(names::PEER_STATS)).unwrap(),
-    };
-    let cpus = aya::util::nr_cpus().unwrap();
-    o.stats
-        .insert(
-            PEER,
-            PerCpuValues::try_from(vec![PeerStats::default(); cpus]).unwrap(),
-            0,
-        )
-        .unwrap();
-    o
+        stats,
+    }
 }
 
 impl Observe {
@@ -61,14 +53,7 @@ impl Observe {
     }
 
     fn peer(&self) -> PeerStats {
-        let v = self.stats.get(&PEER, 0).unwrap();
-        v.iter().fold(PeerStats::default(), |a, s| PeerStats {
-            tx_packets: a.tx_packets + s.tx_packets,
-            tx_bytes: a.tx_bytes + s.tx_bytes,
-            rx_packets: a.rx_packets + s.rx_packets,
-            rx_bytes: a.rx_bytes + s.rx_bytes,
-            last_rx_ns: a.last_rx_ns.max(s.last_rx_ns),
-        })
+        peer_total(&self.stats)
     }
 
     fn suppressed(&self) -> u64 {

@@ -6,8 +6,8 @@
 //! flag; and `deliver = "veth"`, which redirects the same bytes after the
 //! same checks. Needs root (fails loudly in CI without).
 
-use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
-use overlay_common::observe::{maps as names, PeerStats};
+use aya::maps::{MapData, PerCpuArray};
+use overlay_common::observe::PeerStats;
 use overlay_common::{
     programs, XdpDecapMeta, CONFIG_F_DELIVER_VETH, CONFIG_F_XDP_DECAP, CONFIG_F_XDP_VALIDATES,
     XDP_DECAP_MAGIC,
@@ -29,25 +29,15 @@ fn meta(out: &[u8]) -> XdpDecapMeta {
     }
 }
 
-fn peer_stats(f: &mut Fixture) -> PerCpuHashMap<MapData, [u8; 4], PeerStats> {
-    let mut stats: PerCpuHashMap<MapData, [u8; 4], PeerStats> =
-        PerCpuHashMap::try_from(f.ebpf.take_map(names::PEER_STATS).unwrap()).unwrap();
-    let cpus = aya::util::nr_cpus().unwrap();
-    let zero = PerCpuValues::try_from(vec![PeerStats::default(); cpus]).unwrap();
-    stats.insert(PEER, zero, 0).unwrap();
-    stats
-}
-
-fn rx(stats: &PerCpuHashMap<MapData, [u8; 4], PeerStats>) -> (u64, u64) {
-    let v = stats.get(&PEER, 0).unwrap();
-    v.iter()
-        .fold((0, 0), |(p, b), s| (p + s.rx_packets, b + s.rx_bytes))
+fn rx(stats: &PerCpuArray<MapData, PeerStats>) -> (u64, u64) {
+    let t = peer_total(stats);
+    (t.rx_packets, t.rx_bytes)
 }
 
 #[test]
 fn decapsulates_in_xdp_with_the_endpoint_in_the_metadata() {
     let Some(mut f) = fixture(DECAP) else { return };
-    let stats = peer_stats(&mut f);
+    let stats = peer_stats(&mut f.ebpf);
     let inner = inner_frame(C1);
     let input = vxlan_frame(PEER, VNI, 0x08, &inner);
     let (ret, out) = f.run_xdp(&input);

@@ -137,6 +137,29 @@ fn kill_9_three_times_during_traffic() {
     let t = tcp.join().unwrap().expect("the transfer completes");
     assert!(t.is_intact(), "{t:?}");
     assert_eq!(t.sent_sha256, t.received_sha256);
+    // The per-peer counters live in pinned slots each restart takes over:
+    // host 1 counted every byte of the transfer to host 2, and host 2 every
+    // byte from host 1, although both were restarted in the middle of it.
+    let traffic = |h: usize, of: usize| -> serde_json::Value {
+        let list: serde_json::Value =
+            serde_json::from_str(&c.agent(h).ctl_ok(&["--json", "peer", "list"]).unwrap()).unwrap();
+        let ip = c.lab.host(of).underlay_ip.to_string();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["underlay_ip"] == ip)
+            .unwrap_or_else(|| panic!("host {h} has no peer {ip}: {list}"))["traffic"]
+            .clone()
+    };
+    let (sent, got) = (traffic(1, 2), traffic(2, 1));
+    assert!(
+        sent["tx_bytes"].as_u64().unwrap() > BYTES,
+        "host 1 to 2: {sent}"
+    );
+    assert!(
+        got["rx_bytes"].as_u64().unwrap() > BYTES,
+        "host 2 from 1: {got}"
+    );
     let out = udp.join().unwrap().expect("iperf3 UDP client");
     std::fs::write(c.lab.dir().join("iperf3-udp.json"), &out).unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

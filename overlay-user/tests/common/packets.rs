@@ -2,6 +2,8 @@
 //! the BPF program tests and the per-packet benchmark (`examples/progbench.rs`).
 #![allow(dead_code)]
 
+use aya::maps::{MapData, PerCpuArray};
+use overlay_common::observe::{maps as observe_maps, PeerStats};
 use overlay_common::{csum, vtep_mac, Config, EndpointValue, PeerValue};
 use overlay_user::dataplane::bpf::maps::Maps;
 
@@ -18,6 +20,25 @@ pub const C_UNKNOWN: [u8; 4] = [10, 103, 100, 9];
 pub const REMOTE: [u8; 4] = [10, 103, 200, 2];
 pub const VNI: u32 = 42;
 pub const PORT: u16 = 4789;
+/// PEER's slot in `OVL_PEER_STATS`, in its peer entries.
+pub const PEER_SLOT: u32 = 1;
+
+/// `OVL_PEER_STATS`, taken out of the loaded object.
+pub fn peer_stats(ebpf: &mut aya::Ebpf) -> PerCpuArray<MapData, PeerStats> {
+    PerCpuArray::try_from(ebpf.take_map(observe_maps::PEER_STATS).unwrap()).unwrap()
+}
+
+/// PEER's traffic, summed over CPUs.
+pub fn peer_total(stats: &PerCpuArray<MapData, PeerStats>) -> PeerStats {
+    let v = stats.get(&PEER_SLOT, 0).unwrap();
+    v.iter().fold(PeerStats::default(), |a, s| PeerStats {
+        tx_packets: a.tx_packets + s.tx_packets,
+        tx_bytes: a.tx_bytes + s.tx_bytes,
+        rx_packets: a.rx_packets + s.rx_packets,
+        rx_bytes: a.rx_bytes + s.rx_bytes,
+        last_rx_ns: a.last_rx_ns.max(s.last_rx_ns),
+    })
+}
 
 /// This host's settings in the fixture (host 1, subnet 10.103.100.0/24).
 pub fn host_config(flags: u32) -> Config {
@@ -44,7 +65,8 @@ pub fn install(maps: &mut Maps, flags: u32) {
     maps.set_config(&host_config(flags)).unwrap();
     maps.add_peer(
         "10.103.200.0/24".parse().unwrap(),
-        &PeerValue::new(&host_config(flags), PEER, PEER_MAC, vtep_mac(PEER, VNI)),
+        &PeerValue::new(&host_config(flags), PEER, PEER_MAC, vtep_mac(PEER, VNI))
+            .with_stats_slot(PEER_SLOT),
     )
     .unwrap();
     maps.set_peer_host(std::net::Ipv4Addr::from(PEER), 1)

@@ -136,7 +136,8 @@ impl BpfDataplane {
                 .get(&Ipv4Addr::from(v.underlay_ip))
                 .copied()
                 .unwrap_or([0; 6]);
-            let new = PeerValue::new(&cfg, v.underlay_ip, mac, v.vtep_mac);
+            let slot = self.observe.peer_stats.slot(Ipv4Addr::from(v.underlay_ip));
+            let new = PeerValue::new(&cfg, v.underlay_ip, mac, v.vtep_mac).with_stats_slot(slot);
             if new != *v {
                 changed.push((*net, new));
             }

@@ -213,15 +213,34 @@ fn is_bpffs(p: &Path) -> bool {
 }
 
 /// Loads the object and every program (the verifier runs here). With a pin
-/// directory, maps are reused from `pin_dir/v<N>/maps` or pinned there.
+/// directory, maps are reused from `pin_dir/v<N>/maps` or pinned there;
+/// without one, every map is new and unpinned.
 pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf, DataplaneError> {
     let mut loader = EbpfLoader::new();
-    let maps_dir;
-    if let Some(dir) = pin_dir {
-        maps_dir = versioned_dir(dir).join("maps");
-        loader.default_map_pin_directory(&maps_dir);
+    let maps_dir = match pin_dir {
+        Some(dir) => versioned_dir(dir).join("maps"),
+        // The object pins its maps by name, by default in the bpffs root
+        // (where another build's maps of the same names would be reused):
+        // pinned in a directory of this call's own instead, unpinned below.
+        None => {
+            static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = PathBuf::from(format!(
+                "/sys/fs/bpf/overlay-unpinned-{}-{n}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| DataplaneError::Other(format!("creating {}: {e}", dir.display())))?;
+            dir
+        }
+    };
+    loader.default_map_pin_directory(&maps_dir);
+    let loaded = loader.load(OBJECT);
+    if pin_dir.is_none() {
+        // The maps live on in the object's file descriptors.
+        let _ = std::fs::remove_dir_all(&maps_dir);
     }
-    let mut ebpf = loader.load(OBJECT)?;
+    let mut ebpf = loaded?;
     for name in [
         programs::FROM_CONTAINER,
         programs::FROM_UNDERLAY,

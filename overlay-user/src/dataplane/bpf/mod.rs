@@ -15,6 +15,7 @@ pub mod maps;
 mod net;
 pub mod net_maps;
 pub mod observe;
+mod peer_hosts;
 mod ports;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -226,6 +227,9 @@ impl BpfDataplane {
         // Entries left in the pinned maps by a previous run: keep the
         // peer table in step so peer hosts and MAC refresh stay right.
         for (net, v) in dp.maps.peers()? {
+            dp.observe
+                .peer_stats
+                .adopt(Ipv4Addr::from(v.underlay_ip), v.stats_slot);
             dp.peers.insert(net, v);
             dp.inherited_peers.insert(net);
             *dp.host_counts.entry(v.underlay_ip).or_default() += 1;
@@ -295,41 +299,6 @@ impl BpfDataplane {
                 self.links.detach(LINK_BRIDGE);
                 self.sync_ports().await?;
             }
-        }
-        Ok(())
-    }
-
-    /// With `encap = "device"`, makes the VXLAN filter accept the peer hosts
-    /// now; a failure is logged (the keeper retries).
-    async fn sync_filter(&self) {
-        if let Some(fw) = &self.firewall {
-            let hosts = self
-                .peers
-                .values()
-                .map(|p| Ipv4Addr::from(p.underlay_ip))
-                .collect();
-            if let Err(e) = fw.set_peers(hosts).await {
-                log::warn!("firewall: {e}");
-            }
-        }
-    }
-
-    /// One peer fewer behind `ip`.
-    fn uncount(&mut self, ip: [u8; 4]) {
-        if let Some(n) = self.host_counts.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.host_counts.remove(&ip);
-            }
-        }
-    }
-
-    /// Writes the number of peers behind each of `touched` to `OVL_PEER_HOSTS`.
-    fn sync_peer_hosts(&mut self, touched: &[Ipv4Addr]) -> Result<(), DataplaneError> {
-        for ip in touched {
-            let n = self.host_counts.get(&ip.octets()).copied().unwrap_or(0);
-            self.maps.set_peer_host(*ip, n)?;
-            self.observe.peer_stats.track(*ip, n > 0)?;
         }
         Ok(())
     }
@@ -405,6 +374,8 @@ impl Dataplane for BpfDataplane {
             touched.push(Ipv4Addr::from(old.underlay_ip));
         }
         self.sync_peer_hosts(&touched)?;
+        let value = value.with_stats_slot(self.observe.peer_stats.slot(ip));
+        self.peers.insert(peer.subnet, value);
         self.maps.add_peer(peer.subnet, &value)?;
         self.sync_filter().await;
         Ok(())

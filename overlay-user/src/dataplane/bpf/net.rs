@@ -173,7 +173,8 @@ impl BpfDataplane {
                     host.octets(),
                     nexthop.unwrap_or([0; 6]),
                     ep.mac,
-                );
+                )
+                .with_stats_slot(self.observe.peer_stats.slot(*host));
                 self.net.maps.put_endpoint(ep.vni, ep.ip, &v)?;
             }
         }
@@ -287,9 +288,28 @@ impl BpfDataplane {
             }
             let host = Ipv4Addr::from(v.remote.underlay_ip);
             let mac = macs.get(&host).copied().unwrap_or([0; 6]);
-            if mac != v.remote.nexthop_mac {
-                let nv = NetEndpointValue::remote(&cfg, vni, host.octets(), mac, v.mac);
+            let slot = self.observe.peer_stats.slot(host);
+            if mac != v.remote.nexthop_mac || slot != v.remote.stats_slot {
+                let nv = NetEndpointValue::remote(&cfg, vni, host.octets(), mac, v.mac)
+                    .with_stats_slot(slot);
                 self.net.maps.put_endpoint(vni, ip, &nv)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Points every remote endpoint at its host's `OVL_PEER_STATS` slot as
+    /// it is now: after a peer host got one or gave one back.
+    pub(super) fn net_restamp_slots(&mut self) -> Result<(), DataplaneError> {
+        for ((vni, ip), v) in self.net.maps.endpoints()? {
+            let slot = self
+                .observe
+                .peer_stats
+                .slot(Ipv4Addr::from(v.remote.underlay_ip));
+            if v.is_remote() && slot != v.remote.stats_slot {
+                self.net
+                    .maps
+                    .put_endpoint(vni, ip, &v.with_stats_slot(slot))?;
             }
         }
         Ok(())

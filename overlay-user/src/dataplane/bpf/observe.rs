@@ -3,26 +3,23 @@
 //! with tokio's `AsyncFd` into the [`Monitor`]'s channel, and the per-peer
 //! traffic counters (`OVL_PEER_STATS`).
 
-use std::collections::{BTreeMap, HashMap as StdHashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues, RingBuf};
 use overlay_common::observe::{
     maps as names, Event, EventKind, Hook, MonitorConfig, MonitorState, PeerStats,
     DEFAULT_EVENT_BURST, DEFAULT_EVENT_RATE, EVENT_F_INNER, EVENT_F_OUTER, EVENT_F_PORTS,
-    MONITOR_F_DROP, MONITOR_F_TRACE,
+    MONITOR_F_DROP, MONITOR_F_TRACE, PEER_STATS_SLOTS,
 };
-use overlay_common::DropReason;
+use overlay_common::{DropReason, NO_STATS_SLOT};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::broadcast;
 
 use crate::dataplane::monitor::{Monitor, MonitorSwitch};
 use crate::dataplane::DataplaneError;
 use crate::model::observe::{EventType, MonitorEvent, PeerTraffic};
-
-/// `BPF_NOEXIST` (linux/bpf.h): create only.
-const BPF_NOEXIST: u64 = 1;
 
 fn err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
     move |source| DataplaneError::Map { map, source }
@@ -50,7 +47,7 @@ impl Observe {
         let state = PerCpuArray::try_from(take(ebpf, names::MONITOR_STATE)?)
             .map_err(err(names::MONITOR_STATE))?;
         let ring = RingBuf::try_from(take(ebpf, names::EVENTS)?).map_err(err(names::EVENTS))?;
-        let stats = PerCpuHashMap::try_from(take(ebpf, names::PEER_STATS)?)
+        let stats = PerCpuArray::try_from(take(ebpf, names::PEER_STATS)?)
             .map_err(err(names::PEER_STATS))?;
         let switch = BpfSwitch {
             config: Mutex::new(config),
@@ -67,7 +64,7 @@ impl Observe {
         let reader = tokio::spawn(read_events(fd, monitor.sender()));
         Ok(Observe {
             monitor,
-            peer_stats: PeerStatsMap { map: stats },
+            peer_stats: PeerStatsMap::new(stats),
             reader,
         })
     }
@@ -110,57 +107,133 @@ impl MonitorSwitch for BpfSwitch {
     }
 }
 
-/// `OVL_PEER_STATS`: one entry per peer host, made and removed with it.
+/// Which peer host has which slot of `OVL_PEER_STATS`.
+#[derive(Debug)]
+struct Slots {
+    /// The slot of each counted peer host.
+    given: BTreeMap<Ipv4Addr, u32>,
+    /// Slots not given, never [`NO_STATS_SLOT`].
+    free: BTreeSet<u32>,
+    /// Where the search for a free slot starts: a slot taken back is given
+    /// again only after every other free one, so that counts still in
+    /// flight for its old host do not land on a new one.
+    next: u32,
+}
+
+impl Slots {
+    /// Slots `1..n` to give.
+    fn new(n: u32) -> Self {
+        Slots {
+            given: BTreeMap::new(),
+            free: (NO_STATS_SLOT + 1..n).collect(),
+            next: NO_STATS_SLOT + 1,
+        }
+    }
+
+    fn of(&self, ip: Ipv4Addr) -> u32 {
+        self.given.get(&ip).copied().unwrap_or(NO_STATS_SLOT)
+    }
+
+    /// Takes on a slot a previous run gave `ip`; false (and nothing
+    /// changed) if `ip` has one already or `slot` is not free.
+    fn adopt(&mut self, ip: Ipv4Addr, slot: u32) -> bool {
+        if self.given.contains_key(&ip) || !self.free.remove(&slot) {
+            return false;
+        }
+        self.given.insert(ip, slot);
+        true
+    }
+
+    /// A new slot for `ip` (which has none): the first free one at or
+    /// after `next`, wrapping around; `None` when all are given.
+    fn give(&mut self, ip: Ipv4Addr) -> Option<u32> {
+        let slot = self
+            .free
+            .range(self.next..)
+            .next()
+            .or_else(|| self.free.iter().next())
+            .copied()?;
+        self.free.remove(&slot);
+        self.next = slot + 1;
+        self.given.insert(ip, slot);
+        Some(slot)
+    }
+
+    /// Takes `ip`'s slot back, if it had one.
+    fn take_back(&mut self, ip: Ipv4Addr) -> Option<u32> {
+        let slot = self.given.remove(&ip)?;
+        self.free.insert(slot);
+        Some(slot)
+    }
+}
+
+/// `OVL_PEER_STATS`: a per-CPU array with a slot per peer host, given
+/// when the host's first peer entry is added and taken back with its last.
+/// The slot travels in every `PeerValue` towards the host (and in the
+/// remote endpoints of overlay networks on it), so the programs count
+/// without a lookup of their own.
 pub struct PeerStatsMap {
-    map: PerCpuHashMap<MapData, [u8; 4], PeerStats>,
+    map: PerCpuArray<MapData, PeerStats>,
+    slots: Slots,
 }
 
 impl PeerStatsMap {
+    fn new(map: PerCpuArray<MapData, PeerStats>) -> Self {
+        PeerStatsMap {
+            map,
+            slots: Slots::new(PEER_STATS_SLOTS),
+        }
+    }
+
+    /// The slot of peer host `ip`, [`NO_STATS_SLOT`] if it is not counted.
+    pub fn slot(&self, ip: Ipv4Addr) -> u32 {
+        self.slots.of(ip)
+    }
+
+    /// Takes on the slot a previous run gave peer host `ip` (read back from
+    /// a pinned peer entry), so its counts go on; an invalid slot or one
+    /// given already is ignored (the host gets a new one when tracked).
+    pub fn adopt(&mut self, ip: Ipv4Addr, slot: u32) {
+        self.slots.adopt(ip, slot);
+    }
+
     /// Counts traffic of peer host `ip` while `on`, else forgets it.
-    pub fn track(&mut self, ip: Ipv4Addr, on: bool) -> Result<(), DataplaneError> {
-        if on {
-            self.add(ip)
-        } else {
-            self.remove(ip)
+    /// Returns whether its slot changed (given or taken back).
+    pub fn track(&mut self, ip: Ipv4Addr, on: bool) -> Result<bool, DataplaneError> {
+        if !on {
+            return Ok(self.slots.take_back(ip).is_some());
         }
-    }
-
-    /// Counts traffic of peer host `ip` from now on (an entry that exists,
-    /// from an earlier run, keeps its counts).
-    pub fn add(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
-        let cpus = aya::util::nr_cpus()
-            .map_err(|(what, e)| DataplaneError::Other(format!("{what}: {e}")))?;
-        let zero = PerCpuValues::try_from(vec![PeerStats::default(); cpus])
-            .map_err(|e| DataplaneError::Other(format!("{}: {e}", names::PEER_STATS)))?;
-        match self.map.insert(ip.octets(), zero, BPF_NOEXIST) {
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
-            {
-                Ok(())
-            }
-            r => r.map_err(err(names::PEER_STATS)),
+        if self.slots.of(ip) != NO_STATS_SLOT {
+            return Ok(false);
         }
-    }
-
-    /// Stops counting peer host `ip`; absent is fine.
-    pub fn remove(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
-        match self.map.remove(&ip.octets()) {
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(())
-            }
-            r => r.map_err(err(names::PEER_STATS)),
+        let slot = self.slots.give(ip).ok_or_else(|| {
+            DataplaneError::Other(format!(
+                "{}: all {} slots are in use; peer host {ip} is not counted",
+                names::PEER_STATS,
+                PEER_STATS_SLOTS - 1
+            ))
+        })?;
+        // A slot starts from zero: its last host's counts are gone.
+        let zeroed = aya::util::nr_cpus()
+            .map_err(|(what, e)| DataplaneError::Other(format!("{what}: {e}")))
+            .and_then(|cpus| {
+                PerCpuValues::try_from(vec![PeerStats::default(); cpus])
+                    .map_err(|e| DataplaneError::Other(format!("{}: {e}", names::PEER_STATS)))
+            })
+            .and_then(|zero| self.map.set(slot, zero, 0).map_err(err(names::PEER_STATS)));
+        if let Err(e) = zeroed {
+            self.slots.take_back(ip);
+            return Err(e);
         }
+        Ok(true)
     }
 
     /// Traffic per peer host, summed over CPUs.
     pub fn read(&self) -> Result<BTreeMap<Ipv4Addr, PeerTraffic>, DataplaneError> {
         let offset = Clocks::now().coarse_to_unix_ns();
         let mut out = BTreeMap::new();
-        for item in self.map.iter() {
-            let (ip, values) = item.map_err(err(names::PEER_STATS))?;
+        for (ip, slot) in &self.slots.given {
+            let values = self.map.get(slot, 0).map_err(err(names::PEER_STATS))?;
             let mut t = PeerTraffic::default();
             let mut last = 0;
             for v in values.iter() {
@@ -172,7 +245,7 @@ impl PeerStatsMap {
             }
             t.last_rx_unix_ms =
                 (last != 0).then(|| offset.saturating_add_signed(last as i64) / 1_000_000);
-            out.insert(Ipv4Addr::from(ip), t);
+            out.insert(*ip, t);
         }
         Ok(out)
     }
@@ -301,6 +374,36 @@ pub fn decode(ev: &Event, mono_to_unix_ns: u64, ifname: Option<String>) -> Monit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_are_never_zero_and_come_back_last() {
+        let ip = |n| Ipv4Addr::new(192, 168, 56, n);
+        let mut s = Slots::new(4);
+        assert_eq!((s.give(ip(1)), s.give(ip(2))), (Some(1), Some(2)));
+        assert_eq!((s.of(ip(1)), s.of(ip(9))), (1, NO_STATS_SLOT));
+        // A slot taken back is given again only after the others.
+        assert_eq!(s.take_back(ip(1)), Some(1));
+        assert_eq!(s.take_back(ip(1)), None);
+        assert_eq!(s.give(ip(3)), Some(3));
+        assert_eq!(s.give(ip(4)), Some(1));
+        assert_eq!(s.give(ip(5)), None, "slots 1 to 3 are given");
+        assert_eq!(s.of(ip(5)), NO_STATS_SLOT);
+    }
+
+    #[test]
+    fn adopted_slots_are_not_given_twice() {
+        let ip = |n| Ipv4Addr::new(192, 168, 56, n);
+        let mut s = Slots::new(4);
+        assert!(s.adopt(ip(1), 2));
+        assert!(!s.adopt(ip(2), 2), "given to host 1 already");
+        assert!(!s.adopt(ip(1), 3), "host 1 has a slot");
+        assert!(!s.adopt(ip(3), NO_STATS_SLOT), "slot 0 is never given");
+        assert!(!s.adopt(ip(3), 4), "past the array");
+        assert_eq!(s.give(ip(2)), Some(1));
+        assert_eq!(s.give(ip(3)), Some(3));
+        assert_eq!(s.give(ip(4)), None);
+        assert_eq!(s.of(ip(1)), 2);
+    }
 
     #[test]
     fn decode_a_drop() {
