@@ -265,6 +265,20 @@ pub fn subnet_of(agent: &Overlayd) -> Result<String> {
         .to_string())
 }
 
+/// The `traffic` of `a`'s peer host `ip` in `overlayctl --json peer list`
+/// (packets and bytes to and from it, counted by the programs).
+pub fn peer_traffic(a: &Overlayd, ip: std::net::Ipv4Addr) -> serde_json::Value {
+    let list: serde_json::Value =
+        serde_json::from_str(&a.ctl_ok(&["--json", "peer", "list"]).unwrap()).unwrap();
+    let ip = ip.to_string();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["underlay_ip"] == ip)
+        .unwrap_or_else(|| panic!("no peer host {ip} in {list}"))["traffic"]
+        .clone()
+}
+
 /// `overlayctl --json peer list` of `a` without each peer's `traffic`
 /// (counters and times that move with every packet): the peer table itself.
 pub fn peer_table(a: &Overlayd) -> serde_json::Value {

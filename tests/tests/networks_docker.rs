@@ -17,7 +17,7 @@ use overlay_lab::{
     need_docker_or_skip, need_etcd_or_skip, ping, transfer, Binaries, DockerOptions, Dockerd, Etcd,
     EtcdOptions, Lab, LabSpec, Overlayd,
 };
-use overlay_tests::{cluster_init, cluster_opts};
+use overlay_tests::{cluster_init, cluster_opts, peer_traffic};
 
 const WEB: &str = "10.110.240.0/24";
 const MIB_64: u64 = 64 << 20;
@@ -219,6 +219,25 @@ fn networks_across_three_docker_hosts() {
             i + 1,
             j + 1,
             t.gbit_per_s()
+        );
+    }
+    // Network traffic counts for the peer hosts too (the remote endpoints
+    // carry their host's counter slot): each host sent 64 MiB to the next
+    // and received 64 MiB from the one before.
+    for (i, j) in [(0, 1), (1, 2), (2, 0)] {
+        let sent = peer_traffic(&h.agents[i], h.lab.host(j + 1).underlay_ip);
+        assert!(
+            sent["tx_bytes"].as_u64().unwrap() > MIB_64,
+            "host {} to {}: {sent}",
+            i + 1,
+            j + 1
+        );
+        let got = peer_traffic(&h.agents[j], h.lab.host(i + 1).underlay_ip);
+        assert!(
+            got["rx_bytes"].as_u64().unwrap() > MIB_64,
+            "host {} from {}: {got}",
+            j + 1,
+            i + 1
         );
     }
 

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::Duration;
 
 use overlay_lab::{exec_ok, need_root_or_skip, transfer_with_timeout, Binaries, LabSpec, Overlayd};
-use overlay_tests::cluster;
+use overlay_tests::{cluster, peer_traffic};
 
 const BYTES: u64 = 256 << 20;
 
@@ -140,17 +140,7 @@ fn kill_9_three_times_during_traffic() {
     // The per-peer counters live in pinned slots each restart takes over:
     // host 1 counted every byte of the transfer to host 2, and host 2 every
     // byte from host 1, although both were restarted in the middle of it.
-    let traffic = |h: usize, of: usize| -> serde_json::Value {
-        let list: serde_json::Value =
-            serde_json::from_str(&c.agent(h).ctl_ok(&["--json", "peer", "list"]).unwrap()).unwrap();
-        let ip = c.lab.host(of).underlay_ip.to_string();
-        list.as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["underlay_ip"] == ip)
-            .unwrap_or_else(|| panic!("host {h} has no peer {ip}: {list}"))["traffic"]
-            .clone()
-    };
+    let traffic = |h: usize, of: usize| peer_traffic(c.agent(h), c.lab.host(of).underlay_ip);
     let (sent, got) = (traffic(1, 2), traffic(2, 1));
     assert!(
         sent["tx_bytes"].as_u64().unwrap() > BYTES,
