@@ -156,6 +156,27 @@ impl NetDp {
         self.ok(json!({"del_endpoint": [vni, ip]}))
     }
 
+    /// Adds the per-host peer `subnet` behind host `host`.
+    pub fn add_peer(&mut self, subnet: &str, host: Ipv4Addr) -> Result<()> {
+        self.ok(json!({"add_peer": {"subnet": subnet, "underlay_ip": host, "vtep_mac": null}}))
+    }
+
+    /// Removes the per-host peer `subnet`.
+    pub fn del_peer(&mut self, subnet: &str) -> Result<()> {
+        self.ok(json!({ "del_peer": subnet }))
+    }
+
+    /// The dataplane's traffic per peer host: `{"192.168.56.5": {"tx_packets": ..}}`.
+    pub fn peer_traffic(&mut self) -> Result<Value> {
+        self.ok(json!({"peer_traffic": true}))?;
+        let tag = format!("traffic {}: ", self.sent);
+        let log = self.proc.log();
+        let at = log.find(&tag).context("no traffic line")? + tag.len();
+        Ok(serde_json::from_str(
+            log[at..].lines().next().unwrap_or(""),
+        )?)
+    }
+
     /// Removes network `vni`.
     pub fn del_network(&mut self, vni: u32) -> Result<()> {
         self.ok(json!({"del_network": vni}))

@@ -10,6 +10,9 @@
 //! {"add_endpoint": {"vni": 4096, "ip": "10.104.1.2", "mac": [2,0,0,0,0,1], "location": {"local": {"ifname": "n1", "ifindex": 7}}}}
 //! {"del_endpoint": [4096, "10.104.1.2"]}
 //! {"del_network": 4096}
+//! {"add_peer": {"subnet": "10.103.100.0/24", "underlay_ip": "192.168.56.4", "vtep_mac": null}}
+//! {"del_peer": "10.103.100.0/24"}
+//! {"peer_traffic": true}      (prints `traffic N: JSON`, the per-peer-host counters)
 //! {"shutdown": true}          (with cleanup; false: without)
 //! ```
 
@@ -21,6 +24,7 @@ use overlay_user::agent::tables::resolve_underlay_ip;
 use overlay_user::dataplane::{select, Dataplane};
 use overlay_user::model::config::Config;
 use overlay_user::model::overlay_network::{NetEndpointSpec, NetworkSpec};
+use overlay_user::model::peer::PeerSpec;
 use overlay_user::sys::netlink::RtNetlink;
 use serde::Deserialize;
 
@@ -32,15 +36,26 @@ enum Command {
     DelNetwork(u32),
     AddEndpoint(NetEndpointSpec),
     DelEndpoint(u32, std::net::Ipv4Addr),
+    AddPeer(PeerSpec),
+    DelPeer(ipnet::Ipv4Net),
+    PeerTraffic(bool),
     Shutdown(bool),
 }
 
-async fn apply(dp: &mut dyn Dataplane, cmd: Command) -> Result<bool> {
+async fn apply(dp: &mut dyn Dataplane, n: usize, cmd: Command) -> Result<bool> {
     match cmd {
         Command::AddNetwork(n) => dp.add_network(&n).await?,
         Command::DelNetwork(vni) => dp.del_network(vni).await?,
         Command::AddEndpoint(ep) => dp.add_net_endpoint(&ep).await?,
         Command::DelEndpoint(vni, ip) => dp.del_net_endpoint(vni, ip).await?,
+        Command::AddPeer(p) => dp.add_peer(&p).await?,
+        Command::DelPeer(subnet) => dp.del_peer(subnet).await?,
+        Command::PeerTraffic(_) => {
+            println!(
+                "traffic {n}: {}",
+                serde_json::to_string(&dp.peer_traffic()?)?
+            );
+        }
         Command::Shutdown(cleanup) => {
             dp.shutdown(cleanup).await?;
             return Ok(true);
@@ -81,7 +96,7 @@ async fn main() -> Result<()> {
             n += 1;
             let text = std::mem::take(&mut line);
             let outcome = match serde_json::from_str::<Command>(text.trim()) {
-                Ok(cmd) => apply(&mut *dp, cmd).await,
+                Ok(cmd) => apply(&mut *dp, n, cmd).await,
                 Err(e) => Err(e.into()),
             };
             match outcome {
