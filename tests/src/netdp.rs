@@ -168,7 +168,7 @@ impl NetDp {
 
     /// The dataplane's traffic per peer host: `{"192.168.56.5": {"tx_packets": ..}}`.
     pub fn peer_traffic(&mut self) -> Result<Value> {
-        self.ok(json!({"peer_traffic": true}))?;
+        self.ok(json!("peer_traffic"))?;
         let tag = format!("traffic {}: ", self.sent);
         let log = self.proc.log();
         let at = log.find(&tag).context("no traffic line")? + tag.len();

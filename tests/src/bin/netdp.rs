@@ -12,7 +12,7 @@
 //! {"del_network": 4096}
 //! {"add_peer": {"subnet": "10.103.100.0/24", "underlay_ip": "192.168.56.4", "vtep_mac": null}}
 //! {"del_peer": "10.103.100.0/24"}
-//! {"peer_traffic": true}      (prints `traffic N: JSON`, the per-peer-host counters)
+//! "peer_traffic"              (prints `traffic N: JSON`, the per-peer-host counters)
 //! {"shutdown": true}          (with cleanup; false: without)
 //! ```
 
@@ -38,7 +38,7 @@ enum Command {
     DelEndpoint(u32, std::net::Ipv4Addr),
     AddPeer(PeerSpec),
     DelPeer(ipnet::Ipv4Net),
-    PeerTraffic(bool),
+    PeerTraffic,
     Shutdown(bool),
 }
 
@@ -50,7 +50,7 @@ async fn apply(dp: &mut dyn Dataplane, n: usize, cmd: Command) -> Result<bool> {
         Command::DelEndpoint(vni, ip) => dp.del_net_endpoint(vni, ip).await?,
         Command::AddPeer(p) => dp.add_peer(&p).await?,
         Command::DelPeer(subnet) => dp.del_peer(subnet).await?,
-        Command::PeerTraffic(_) => {
+        Command::PeerTraffic => {
             println!(
                 "traffic {n}: {}",
                 serde_json::to_string(&dp.peer_traffic()?)?
