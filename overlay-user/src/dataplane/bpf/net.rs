@@ -298,15 +298,35 @@ impl BpfDataplane {
         Ok(())
     }
 
-    /// Points every remote endpoint at its host's `OVL_PEER_STATS` slot as
-    /// it is now: after a peer host got one or gave one back.
-    pub(super) fn net_restamp_slots(&mut self) -> Result<(), DataplaneError> {
-        for ((vni, ip), v) in self.net.maps.endpoints()? {
-            let slot = self
-                .observe
-                .peer_stats
-                .slot(Ipv4Addr::from(v.remote.underlay_ip));
-            if v.is_remote() && slot != v.remote.stats_slot {
+    /// Points the remote endpoints on `hosts` at their host's
+    /// `OVL_PEER_STATS` slot as it is now: after those hosts got one or gave
+    /// one back. Only the endpoints added in this run are looked at, unless
+    /// some of an earlier run's are still in the map (then all of them).
+    pub(super) fn net_restamp_slots(&mut self, hosts: &[Ipv4Addr]) -> Result<(), DataplaneError> {
+        let keys: Vec<(u32, Ipv4Addr)> = if self.net.inherited_endpoints.is_empty() {
+            self.net
+                .endpoints
+                .iter()
+                .filter(|(_, ep)| {
+                    matches!(&ep.location, NetLocation::Remote { host } if hosts.contains(host))
+                })
+                .map(|(k, _)| *k)
+                .collect()
+        } else {
+            self.net
+                .maps
+                .endpoints()?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        for (vni, ip) in keys {
+            let Some(v) = self.net.maps.endpoint(vni, ip)? else {
+                continue;
+            };
+            let host = Ipv4Addr::from(v.remote.underlay_ip);
+            let slot = self.observe.peer_stats.slot(host);
+            if v.is_remote() && hosts.contains(&host) && slot != v.remote.stats_slot {
                 self.net
                     .maps
                     .put_endpoint(vni, ip, &v.with_stats_slot(slot))?;

@@ -38,14 +38,16 @@ impl BpfDataplane {
     /// `OVL_PEER_STATS` slot and takes back the slot of one without peers
     /// (overlay networks' remote endpoints on it follow at once).
     pub(super) fn sync_peer_hosts(&mut self, touched: &[Ipv4Addr]) -> Result<(), DataplaneError> {
-        let mut slots_moved = false;
+        let mut moved = Vec::new();
         for ip in touched {
             let n = self.host_counts.get(&ip.octets()).copied().unwrap_or(0);
             self.maps.set_peer_host(*ip, n)?;
-            slots_moved |= self.observe.peer_stats.track(*ip, n > 0)?;
+            if self.observe.peer_stats.track(*ip, n > 0)? {
+                moved.push(*ip);
+            }
         }
-        if slots_moved {
-            self.net_restamp_slots()?;
+        if !moved.is_empty() {
+            self.net_restamp_slots(&moved)?;
         }
         Ok(())
     }
