@@ -243,3 +243,44 @@ pub fn net_container(lab: &mut Lab, host: usize, tag: &str, ip: Ipv4Addr) -> Res
         veth,
     })
 }
+
+/// Network `web` (VNI [`WEB`], 10.104.1.0/24) across lab hosts 1 and 2:
+/// container `a` (10.104.1.2) on host 1 and `b` (10.104.1.3) on host 2,
+/// each host's `netdp` (in dataplane `modes[0]` and `modes[1]`, VXLAN on
+/// `port`) with its own container local and the other's remote.
+pub struct WebPair {
+    /// Host 1's netdp.
+    pub h1: NetDp,
+    /// Host 2's netdp.
+    pub h2: NetDp,
+    /// The container on host 1.
+    pub a: NetCtr,
+    /// The container on host 2.
+    pub b: NetCtr,
+}
+
+/// The VNI of [`WebPair`]'s network.
+pub const WEB: u32 = 4096;
+
+/// Sets up a [`WebPair`] in `lab` (two hosts); `bin` is the `netdp` binary.
+pub fn web_pair(lab: &mut Lab, bin: &str, modes: [&str; 2], port: u16) -> Result<WebPair> {
+    let a = net_container(lab, 1, "a", Ipv4Addr::new(10, 104, 1, 2))?;
+    let b = net_container(lab, 2, "b", Ipv4Addr::new(10, 104, 1, 3))?;
+    let opts = |mode: &str| AgentOptions {
+        dataplane: Some(mode.into()),
+        port,
+        ..AgentOptions::default()
+    };
+    let mut h1 = NetDp::start(lab, 1, bin, &opts(modes[0]))?;
+    let mut h2 = NetDp::start(lab, 2, bin, &opts(modes[1]))?;
+    let gw = Ipv4Addr::new(10, 104, 1, 1);
+    for dp in [&mut h1, &mut h2] {
+        dp.add_network("web", WEB, "10.104.1.0/24", gw)?;
+    }
+    let (u1, u2) = (lab.host(1).underlay_ip, lab.host(2).underlay_ip);
+    h1.add_local(&lab.host(1).ns, WEB, a.ip, &a.mac, &a.veth)?;
+    h1.add_remote(WEB, b.ip, &b.mac, u2)?;
+    h2.add_local(&lab.host(2).ns, WEB, b.ip, &b.mac, &b.veth)?;
+    h2.add_remote(WEB, a.ip, &a.mac, u1)?;
+    Ok(WebPair { h1, h2, a, b })
+}

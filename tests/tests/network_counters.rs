@@ -8,10 +8,8 @@
 use std::net::Ipv4Addr;
 
 use overlay_lab::{need_root_or_skip, ping, AgentOptions, Lab, LabSpec};
-use overlay_tests::netdp::{net_container, NetDp};
+use overlay_tests::netdp::{web_pair, WebPair};
 use serde_json::Value;
-
-const WEB: u32 = 4096;
 
 fn count(traffic: &Value, host: Ipv4Addr, field: &str) -> u64 {
     traffic[host.to_string()][field].as_u64().unwrap_or(0)
@@ -28,26 +26,21 @@ fn network_endpoints_follow_their_hosts_counter_slot() {
         ..LabSpec::default()
     })
     .unwrap();
-    let a = net_container(&mut lab, 1, "a", Ipv4Addr::new(10, 104, 1, 2)).unwrap();
-    let b = net_container(&mut lab, 2, "b", Ipv4Addr::new(10, 104, 1, 3)).unwrap();
-    let bin = env!("CARGO_BIN_EXE_netdp");
-    let opts = AgentOptions {
-        dataplane: Some("ebpf".into()),
-        ..AgentOptions::default()
-    };
-    let mut h1 = NetDp::start(&lab, 1, bin, &opts).unwrap();
-    let mut h2 = NetDp::start(&lab, 2, bin, &opts).unwrap();
-    let gw = Ipv4Addr::new(10, 104, 1, 1);
-    for dp in [&mut h1, &mut h2] {
-        dp.add_network("web", WEB, "10.104.1.0/24", gw).unwrap();
-    }
-    let (u1, u2) = (lab.host(1).underlay_ip, lab.host(2).underlay_ip);
-    h1.add_local(&lab.host(1).ns, WEB, a.ip, &a.mac, &a.veth)
-        .unwrap();
-    h1.add_remote(WEB, b.ip, &b.mac, u2).unwrap();
-    h2.add_local(&lab.host(2).ns, WEB, b.ip, &b.mac, &b.veth)
-        .unwrap();
-    h2.add_remote(WEB, a.ip, &a.mac, u1).unwrap();
+    let port = AgentOptions::default().port;
+    // Host 1's netdp must stay up: bound, not left to `..` (dropped at once).
+    let WebPair {
+        h1: _h1,
+        mut h2,
+        a,
+        b,
+    } = web_pair(
+        &mut lab,
+        env!("CARGO_BIN_EXE_netdp"),
+        ["ebpf", "ebpf"],
+        port,
+    )
+    .unwrap();
+    let u1 = lab.host(1).underlay_ip;
 
     // No per-host peers: the network forwards, nobody is counted.
     let r = ping(&a.ns, b.ip, 3, None, false, 3).unwrap();

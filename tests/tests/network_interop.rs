@@ -9,12 +9,9 @@
 
 use std::net::Ipv4Addr;
 
-use overlay_lab::{
-    decode_vxlan, exec_ok, need_root_or_skip, ping, transfer, AgentOptions, Lab, LabSpec,
-};
-use overlay_tests::netdp::{net_container, NetDp};
+use overlay_lab::{decode_vxlan, exec_ok, need_root_or_skip, ping, transfer, Lab, LabSpec};
+use overlay_tests::netdp::{net_container, web_pair, WebPair, WEB};
 
-const WEB: u32 = 4096;
 const DB: u32 = 4097;
 
 fn interop(port: u16) {
@@ -27,17 +24,18 @@ fn interop(port: u16) {
         ..LabSpec::default()
     })
     .unwrap();
-    let a = net_container(&mut lab, 1, "a", Ipv4Addr::new(10, 104, 1, 2)).unwrap();
-    let b = net_container(&mut lab, 2, "b", Ipv4Addr::new(10, 104, 1, 3)).unwrap();
-    let other = net_container(&mut lab, 2, "o", Ipv4Addr::new(10, 104, 2, 2)).unwrap();
-    let bin = env!("CARGO_BIN_EXE_netdp");
-    let opts = |mode: &str| AgentOptions {
-        dataplane: Some(mode.into()),
+    let WebPair {
+        h1: bpf,
+        h2: mut kern,
+        a,
+        b,
+    } = web_pair(
+        &mut lab,
+        env!("CARGO_BIN_EXE_netdp"),
+        ["ebpf", "kernel"],
         port,
-        ..AgentOptions::default()
-    };
-    let mut bpf = NetDp::start(&lab, 1, bin, &opts("ebpf")).unwrap();
-    let mut kern = NetDp::start(&lab, 2, bin, &opts("kernel")).unwrap();
+    )
+    .unwrap();
     assert!(
         bpf.proc.log().contains("started Ebpf"),
         "{}",
@@ -48,21 +46,12 @@ fn interop(port: u16) {
         "{}",
         kern.proc.log()
     );
-    let gw = Ipv4Addr::new(10, 104, 1, 1);
-    for dp in [&mut bpf, &mut kern] {
-        dp.add_network("web", WEB, "10.104.1.0/24", gw).unwrap();
-    }
+    let other = net_container(&mut lab, 2, "o", Ipv4Addr::new(10, 104, 2, 2)).unwrap();
     kern.add_network("db", DB, "10.104.2.0/24", Ipv4Addr::new(10, 104, 2, 1))
         .unwrap();
-    let (u1, u2) = (lab.host(1).underlay_ip, lab.host(2).underlay_ip);
-    bpf.add_local(&lab.host(1).ns, WEB, a.ip, &a.mac, &a.veth)
-        .unwrap();
-    bpf.add_remote(WEB, b.ip, &b.mac, u2).unwrap();
-    kern.add_local(&lab.host(2).ns, WEB, b.ip, &b.mac, &b.veth)
-        .unwrap();
-    kern.add_remote(WEB, a.ip, &a.mac, u1).unwrap();
     kern.add_local(&lab.host(2).ns, DB, other.ip, &other.mac, &other.veth)
         .unwrap();
+    let (u1, u2) = (lab.host(1).underlay_ip, lab.host(2).underlay_ip);
     assert!(
         exec_ok(&lab.host(2).ns, &["ip", "-d", "link", "show", "ovx4096"])
             .unwrap()
