@@ -4,29 +4,25 @@
 //! The tc programs change the packet they are given (encapsulation adds 50
 //! bytes, decapsulation removes them), and the kernel's test runner reuses
 //! one packet across `repeat` iterations, so after the first iteration a
-//! repeated run would measure a different path. Those programs are
-//! therefore run `--runs` times with repeat = 1 on a fresh packet each, and
-//! the cost of an empty program measured the same way (the test runner's own
-//! timer and context cost) is subtracted. Runs are grouped in batches of
-//! 10,000 and the lowest batch mean is kept, so time the VM spends elsewhere
-//! does not count. The XDP program does not change
-//! the packet: it is measured both ways, which cross-checks the method.
-//!
-//! `xdp_underlay_decap_ns` is the XDP program with `xdp = "decap"`
-//! decapsulating for an endpoint (single runs, as the tc programs).
+//! repeated run would measure a different path. Every program is therefore
+//! run `--runs` times with repeat = 1 on a fresh packet each, and the cost
+//! of the empty program of its kind on the same packet (the test runner's
+//! own timer and context cost) is subtracted pair by pair; see [`timed`]
+//! for how the machine's slow phases are kept out. The XDP program does
+//! not change the packet: it is also measured with `repeat`, a cross-check.
 //!
 //! With `--monitor 1` the monitor is on (drops and every encap/decap
 //! traced, within the default rate limit), as while `overlayctl monitor
 //! --type drop --type trace` runs; by default it is off, as overlayd runs.
 //!
 //! Usage: progbench [--runs N] [--batch N] [--peers N] [--endpoints N] [--monitor 0|1]
-//! (`--batch` = `--runs`: the plain mean of all runs)
+//! (`PROGBENCH_ONLY=<part of a key>` times only those programs, to profile one)
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use aya::maps::{Array, MapData, PerCpuArray};
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use aya::programs::{Program, SchedClassifier, TestRun, TestRunOptions, Xdp};
 use overlay_common::net::{NetEndpointValue, NetPortValue};
 use overlay_common::observe::{self, MonitorConfig, PeerStats};
 use overlay_common::{
@@ -48,52 +44,203 @@ fn arg(name: &str, default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-/// The lowest mean ns of batches of `--batch` (10,000) of `runs` runs of `one` (each
-/// returns its duration), so time the VM spends elsewhere does not count.
-fn lowest_batch_mean(runs: u32, mut one: impl FnMut() -> u128) -> f64 {
-    let batch = runs.clamp(1, arg("--batch", 10_000).max(1));
-    let mut best = f64::MAX;
+/// One single run (repeat = 1) of a program on `packet`, its duration in ns.
+fn run_once(prog: &mut Program, packet: &[u8], out: &mut [u8], ctx: Option<&[u8]>) -> u128 {
+    let opts = TestRunOptions {
+        data_in: Some(packet),
+        data_out: Some(out),
+        ctx_in: ctx,
+        repeat: 1,
+        ..Default::default()
+    };
+    let r = match prog {
+        Program::SchedClassifier(p) => p.test_run(opts),
+        Program::Xdp(p) => p.test_run(opts),
+        _ => panic!("progbench runs tc and XDP programs only"),
+    };
+    r.unwrap().duration.as_nanos()
+}
+
+/// The two programs `a` and `b` of the object, borrowed at once.
+fn two_programs<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    a: &str,
+    b: &str,
+) -> (&'a mut Program, &'a mut Program) {
+    let mut found: std::collections::HashMap<&str, &mut Program> = ebpf
+        .programs_mut()
+        .filter(|(n, _)| *n == a || *n == b)
+        .collect();
+    let pa = found.remove(a).unwrap_or_else(|| panic!("no program {a}"));
+    let pb = found.remove(b).unwrap_or_else(|| panic!("no program {b}"));
+    (pa, pb)
+}
+
+/// One program to time: on `packet` (with `ctx`, or none), against the
+/// empty program `base` of its kind, with `OVL_CONFIG`'s flags `flags`.
+struct Job {
+    key: &'static str,
+    prog: &'static str,
+    base: &'static str,
+    packet: Vec<u8>,
+    ctx: Option<[u8; 192]>,
+    flags: u32,
+}
+
+impl Job {
+    fn tc(key: &'static str, prog: &'static str, packet: Vec<u8>) -> Self {
+        Self {
+            key,
+            prog,
+            base: programs::BENCH_NOOP_TC,
+            packet,
+            ctx: None,
+            flags: FLAGS,
+        }
+    }
+
+    fn xdp(key: &'static str, prog: &'static str, packet: Vec<u8>) -> Self {
+        Self {
+            base: programs::BENCH_NOOP_XDP,
+            ..Self::tc(key, prog, packet)
+        }
+    }
+
+    /// As if the packet came in on `ifindex`.
+    fn from(mut self, ifindex: u32) -> Self {
+        // struct __sk_buff: ingress_ifindex is the u32 at offset 36.
+        let mut ctx = [0u8; 192];
+        ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
+        self.ctx = Some(ctx);
+        self
+    }
+
+    fn flags(mut self, flags: u32) -> Self {
+        self.flags = flags;
+        self
+    }
+}
+
+/// overlayd's default flags: attach = "veth" (endpoint learning on), xdp = "off".
+const FLAGS: u32 = CONFIG_F_LEARN_ENDPOINTS;
+
+/// The paired batches of one job: per pair, the empty program's mean and
+/// the program's mean minus it (ns).
+struct Timed {
+    key: &'static str,
+    base: &'static str,
+    pairs: Vec<(f64, f64)>,
+}
+
+/// Runs the jobs in paired batches: a batch of `--batch` (500) single runs
+/// of the program, then as many of the empty program of its kind on the
+/// same packet (the test runner's own timer and context cost). The jobs
+/// take turns, batch by batch, until each has had `runs` runs; see
+/// [`figures`] for what is made of the pairs.
+fn timed(ebpf: &mut aya::Ebpf, maps: &mut Maps, jobs: &[Job], runs: u32) -> Vec<Timed> {
+    let only = std::env::var("PROGBENCH_ONLY").unwrap_or_default();
+    let jobs: Vec<&Job> = jobs.iter().filter(|j| j.key.contains(&only)).collect();
+    let batch = arg("--batch", 500).clamp(1, runs.max(1));
+    let mut timed: Vec<Timed> = jobs
+        .iter()
+        .map(|j| Timed {
+            key: j.key,
+            base: j.base,
+            pairs: Vec::new(),
+        })
+        .collect();
+    let mut flags = FLAGS;
     let mut done = 0;
     while done < runs {
         let n = batch.min(runs - done);
-        let total: u128 = (0..n).map(|_| one()).sum();
-        best = best.min(total as f64 / f64::from(n));
+        for (job, t) in jobs.iter().zip(&mut timed) {
+            if job.flags != flags {
+                flags = job.flags;
+                maps.set_config(&host_config(flags)).unwrap();
+            }
+            let (prog, noop) = two_programs(ebpf, job.prog, job.base);
+            let mut out = vec![0u8; job.packet.len() + 128];
+            let ctx = job.ctx.as_ref().map(|c| &c[..]);
+            let mut mean = |p: &mut Program| {
+                let t: u128 = (0..n)
+                    .map(|_| run_once(p, &job.packet, &mut out, ctx))
+                    .sum();
+                t as f64 / f64::from(n)
+            };
+            let (p, b) = (mean(prog), mean(noop));
+            t.pairs.push((b, p - b));
+        }
         done += n;
     }
-    best
+    if flags != FLAGS {
+        maps.set_config(&host_config(FLAGS)).unwrap();
+    }
+    timed
 }
 
-/// Mean ns per run over `runs` single runs of a tc program.
-fn tc_single(ebpf: &mut aya::Ebpf, name: &'static str, packet: &[u8], runs: u32) -> f64 {
-    let prog: &mut SchedClassifier = loader::program(ebpf, name).unwrap();
-    let mut out = vec![0u8; packet.len() + 128];
-    lowest_batch_mean(runs, || {
-        prog.test_run(TestRunOptions {
-            data_in: Some(packet),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..Default::default()
+/// Each job's figure: ns per packet above the empty program.
+///
+/// This machine switches between a fast and a slow state, for seconds to
+/// minutes, in which every program takes up to twice as long. A pair runs
+/// within a millisecond or so, in one state. A pair whose empty half ran
+/// within 10 % of the fastest empty batches of the whole run (the 2nd
+/// percentile, per empty program) ran in the fast state, and a job's
+/// figure is the median, over its fast pairs, of the program's mean minus
+/// the empty program's. A job with fewer than 10 fast pairs (the machine
+/// was slow all the while it ran) is listed under `"slow"`, and its figure
+/// is taken from its own fastest pairs the same way.
+fn figures(groups: &[&[Timed]]) -> (Vec<serde_json::Map<String, serde_json::Value>>, Vec<String>) {
+    let all = || groups.iter().flat_map(|g| g.iter());
+    let fast_below = |pairs: &mut dyn Iterator<Item = f64>| {
+        let mut v: Vec<f64> = pairs.collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 50).copied().unwrap_or(f64::MAX) * 1.1
+    };
+    let mut slow = Vec::new();
+    let out = groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .map(|t| {
+                    let same_base = all().filter(|o| o.base == t.base);
+                    let mut limit =
+                        fast_below(&mut same_base.flat_map(|o| o.pairs.iter().map(|p| p.0)));
+                    if t.pairs.iter().filter(|p| p.0 <= limit).count() < 10 {
+                        slow.push(t.key.to_string());
+                        limit = fast_below(&mut t.pairs.iter().map(|p| p.0));
+                    }
+                    let fast = t.pairs.iter().filter(|p| p.0 <= limit).map(|p| p.1);
+                    (t.key.to_string(), median_of(fast.collect()).into())
+                })
+                .collect()
         })
-        .unwrap()
-        .duration
-        .as_nanos()
-    })
+        .collect();
+    (out, slow)
 }
 
-fn xdp_single(ebpf: &mut aya::Ebpf, name: &'static str, packet: &[u8], runs: u32) -> f64 {
-    let prog: &mut Xdp = loader::program(ebpf, name).unwrap();
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The empty tc program's own time per single run (median of batch means).
+fn baseline(ebpf: &mut aya::Ebpf, name: &'static str, packet: &[u8], runs: u32) -> f64 {
+    let prog: &mut Program = ebpf.program_mut(name).unwrap();
     let mut out = vec![0u8; packet.len() + 128];
-    lowest_batch_mean(runs, || {
-        prog.test_run(TestRunOptions {
-            data_in: Some(packet),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..Default::default()
+    let batch = arg("--batch", 500).clamp(1, runs.max(1));
+    let means = (0..runs.div_ceil(batch))
+        .map(|_| {
+            let t: u128 = (0..batch)
+                .map(|_| run_once(prog, packet, &mut out, None))
+                .sum();
+            t as f64 / f64::from(batch)
         })
-        .unwrap()
-        .duration
-        .as_nanos()
-    })
+        .collect();
+    median_of(means)
 }
 
 /// ns per packet of one run with `repeat` iterations (the kernel's own average).
@@ -109,38 +256,11 @@ fn xdp_repeat(ebpf: &mut aya::Ebpf, name: &'static str, packet: &[u8], repeat: u
     r.duration.as_nanos() as f64
 }
 
-/// Mean ns per run of a tc program as if the packet came in on `ifindex`.
-fn tc_single_from(
-    ebpf: &mut aya::Ebpf,
-    name: &'static str,
-    packet: &[u8],
-    runs: u32,
-    ifindex: u32,
-) -> f64 {
-    let prog: &mut SchedClassifier = loader::program(ebpf, name).unwrap();
-    // struct __sk_buff: ingress_ifindex is the u32 at offset 36.
-    let mut ctx = [0u8; 192];
-    ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
-    let mut out = vec![0u8; packet.len() + 128];
-    lowest_batch_mean(runs, || {
-        prog.test_run(TestRunOptions {
-            data_in: Some(packet),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat: 1,
-            ..Default::default()
-        })
-        .unwrap()
-        .duration
-        .as_nanos()
-    })
-}
-
 /// Overlay networks: web (VNI 4096, 10.103.240.0/24) with local A (port
 /// 31) and B (port 32) and remote R on PEER; the per-packet cost of the
 /// from-net-container program (encapsulate, local redirect, ARP reply)
 /// and of the underlay program decapsulating for A.
-fn measure_net(ebpf: &mut aya::Ebpf, runs: u32) -> serde_json::Value {
+fn measure_net(ebpf: &mut aya::Ebpf, maps: &mut Maps, runs: u32) -> Vec<Timed> {
     let mut net = NetMaps::take(ebpf).unwrap();
     let (a, b, r) = ([10, 103, 240, 2], [10, 103, 240, 3], [10, 103, 240, 4]);
     let (ma, mb, mr) = (
@@ -187,59 +307,66 @@ fn measure_net(ebpf: &mut aya::Ebpf, runs: u32) -> serde_json::Value {
         0x08,
         &eth(ma, mr, 0x0800, &ipv4(r, a, 6, &tcp_segment())),
     );
-    let noop = tc_single_from(ebpf, programs::BENCH_NOOP_TC, &encap, runs, 31);
-    let noop_decap = tc_single(ebpf, programs::BENCH_NOOP_TC, &decap, runs);
     let prog = programs::FROM_NET_CONTAINER;
-    serde_json::json!({
-        "from_net_container_encap_ns": tc_single_from(ebpf, prog, &encap, runs, 31) - noop,
-        "from_net_container_local_ns": tc_single_from(ebpf, prog, &local, runs, 31) - noop,
-        "from_net_container_arp_ns": tc_single_from(ebpf, prog, &arp_req, runs, 31) - noop,
-        "from_underlay_net_decap_ns": tc_single(ebpf, programs::FROM_UNDERLAY, &decap, runs) - noop_decap,
-    })
+    let jobs = [
+        Job::tc("from_net_container_encap_ns", prog, encap).from(31),
+        Job::tc("from_net_container_local_ns", prog, local).from(31),
+        Job::tc("from_net_container_arp_ns", prog, arp_req).from(31),
+        Job::tc("from_underlay_net_decap_ns", programs::FROM_UNDERLAY, decap),
+    ];
+    timed(ebpf, maps, &jobs, runs)
 }
 
-fn measure(ebpf: &mut aya::Ebpf, runs: u32) -> serde_json::Value {
+/// The per-host programs; `xdp_underlay_decap_ns` is the XDP program with
+/// `xdp = "decap"` decapsulating for an endpoint.
+fn measure(ebpf: &mut aya::Ebpf, maps: &mut Maps, runs: u32) -> (Vec<Timed>, serde_json::Value) {
     let encap = from_container(REMOTE, 6, &tcp_segment());
     let pass = from_container([10, 103, 100, 3], 6, &tcp_segment());
     let decap = vxlan_frame(PEER, VNI, 0x08, &inner_frame(C1));
-    let noop_tc_encap = tc_single(ebpf, programs::BENCH_NOOP_TC, &encap, runs);
-    let noop_tc_decap = tc_single(ebpf, programs::BENCH_NOOP_TC, &decap, runs);
-    let noop_xdp = xdp_single(ebpf, programs::BENCH_NOOP_XDP, &decap, runs);
-    let from_container = tc_single(ebpf, programs::FROM_CONTAINER, &encap, runs) - noop_tc_encap;
-    let from_container_pass =
-        tc_single(ebpf, programs::FROM_CONTAINER, &pass, runs) - noop_tc_encap;
-    let from_underlay = tc_single(ebpf, programs::FROM_UNDERLAY, &decap, runs) - noop_tc_decap;
-    let xdp = xdp_single(ebpf, programs::XDP_UNDERLAY, &decap, runs) - noop_xdp;
-    let grow = tc_single(ebpf, programs::BENCH_ADJUST_GROW, &encap, runs) - noop_tc_encap;
-    let shrink = tc_single(ebpf, programs::BENCH_ADJUST_SHRINK, &decap, runs) - noop_tc_decap;
-    let xdp_rep = xdp_repeat(ebpf, programs::XDP_UNDERLAY, &decap, runs.max(1_000_000))
-        - xdp_repeat(ebpf, programs::BENCH_NOOP_XDP, &decap, runs.max(1_000_000));
-    serde_json::json!({
-        "from_container_encap_ns": from_container,
-        "from_container_pass_ns": from_container_pass,
-        "from_underlay_decap_ns": from_underlay,
-        "xdp_underlay_vxlan_ns": xdp,
-        "xdp_underlay_vxlan_repeat_ns": xdp_rep,
-        "adjust_room_grow_ns": grow,
-        "adjust_room_shrink_ns": shrink,
-        "baseline_tc_ns": noop_tc_encap,
-        "baseline_xdp_ns": noop_xdp,
-    })
-}
-
-/// `xdp = "decap"`: the XDP program decapsulating for an endpoint (single
-/// runs: it changes the frame), the XDP baseline subtracted.
-fn measure_xdp_decap(ebpf: &mut aya::Ebpf, maps: &mut Maps, runs: u32) -> f64 {
-    let decap = vxlan_frame(PEER, VNI, 0x08, &inner_frame(C1));
-    let flags = CONFIG_F_LEARN_ENDPOINTS;
-    maps.set_config(&host_config(
-        flags | CONFIG_F_XDP_VALIDATES | CONFIG_F_XDP_DECAP,
-    ))
-    .unwrap();
-    let noop = xdp_single(ebpf, programs::BENCH_NOOP_XDP, &decap, runs);
-    let ns = xdp_single(ebpf, programs::XDP_UNDERLAY, &decap, runs) - noop;
-    maps.set_config(&host_config(flags)).unwrap();
-    ns
+    let xdp_decap = FLAGS | CONFIG_F_XDP_VALIDATES | CONFIG_F_XDP_DECAP;
+    let jobs = [
+        Job::tc(
+            "from_container_encap_ns",
+            programs::FROM_CONTAINER,
+            encap.clone(),
+        ),
+        Job::tc("from_container_pass_ns", programs::FROM_CONTAINER, pass),
+        Job::tc(
+            "from_underlay_decap_ns",
+            programs::FROM_UNDERLAY,
+            decap.clone(),
+        ),
+        Job::xdp(
+            "xdp_underlay_vxlan_ns",
+            programs::XDP_UNDERLAY,
+            decap.clone(),
+        ),
+        Job::xdp(
+            "xdp_underlay_decap_ns",
+            programs::XDP_UNDERLAY,
+            decap.clone(),
+        )
+        .flags(xdp_decap),
+        Job::tc(
+            "adjust_room_grow_ns",
+            programs::BENCH_ADJUST_GROW,
+            encap.clone(),
+        ),
+        Job::tc(
+            "adjust_room_shrink_ns",
+            programs::BENCH_ADJUST_SHRINK,
+            decap.clone(),
+        ),
+    ];
+    let timings = timed(ebpf, maps, &jobs, runs);
+    let mut out = serde_json::json!({});
+    let rep = runs.max(1_000_000);
+    out["xdp_underlay_vxlan_repeat_ns"] = (xdp_repeat(ebpf, programs::XDP_UNDERLAY, &decap, rep)
+        - xdp_repeat(ebpf, programs::BENCH_NOOP_XDP, &decap, rep))
+    .into();
+    out["baseline_tc_ns"] = baseline(ebpf, programs::BENCH_NOOP_TC, &encap, runs).into();
+    out["baseline_xdp_ns"] = baseline(ebpf, programs::BENCH_NOOP_XDP, &decap, runs).into();
+    (timings, out)
 }
 
 /// `OVL_PEER_STATS` (the fixture's peer host is counted in its slot, as
@@ -291,12 +418,10 @@ fn main() {
     let p: &mut Xdp = loader::program(&mut ebpf, programs::BENCH_NOOP_XDP).unwrap();
     p.load().unwrap();
     let mut maps = Maps::take(&mut ebpf).unwrap();
-    // overlayd's default flags: attach = "veth" (endpoint learning on), xdp = "off".
-    install(&mut maps, CONFIG_F_LEARN_ENDPOINTS);
+    install(&mut maps, FLAGS);
     let _observe = observe_maps(&mut ebpf, arg("--monitor", 0) == 1);
 
-    let mut empty = measure(&mut ebpf, runs);
-    empty["xdp_underlay_decap_ns"] = measure_xdp_decap(&mut ebpf, &mut maps, runs).into();
+    let (empty, mut empty_extra) = measure(&mut ebpf, &mut maps, runs);
 
     // 10,000 peers: /24s in 10.0.0.0/8 outside the fixture's; 100,000 endpoints in 172.16.0.0/12.
     let t = Instant::now();
@@ -335,9 +460,14 @@ fn main() {
         .unwrap();
     }
     let load_endpoints = t.elapsed();
-    let mut loaded = measure(&mut ebpf, runs);
-    loaded["xdp_underlay_decap_ns"] = measure_xdp_decap(&mut ebpf, &mut maps, runs).into();
-    let net = measure_net(&mut ebpf, runs);
+    let (loaded, mut loaded_extra) = measure(&mut ebpf, &mut maps, runs);
+    let net = measure_net(&mut ebpf, &mut maps, runs);
+    let (figures, slow) = figures(&[&empty, &loaded, &net]);
+    let [e, l, net]: [_; 3] = figures.try_into().unwrap();
+    for (extra, f) in [(&mut empty_extra, e), (&mut loaded_extra, l)] {
+        extra.as_object_mut().unwrap().extend(f);
+    }
+    let (empty, loaded) = (empty_extra, loaded_extra);
     let _ = std::fs::remove_dir_all(&pin_dir);
     println!(
         "{}",
@@ -349,6 +479,7 @@ fn main() {
             "empty": empty,
             "loaded": loaded,
             "net": net,
+            "slow": slow,
             "load_peers_ms": load_peers.as_secs_f64() * 1e3,
             "load_endpoints_ms": load_endpoints.as_secs_f64() * 1e3,
         })

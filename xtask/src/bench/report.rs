@@ -206,7 +206,7 @@ impl Report {
             }
         }
         if let Some(pb) = &self.progbench {
-            let _ = writeln!(s, "\nPer-packet cost in BPF_PROG_TEST_RUN ({} runs per program and state; the test runner's own cost, measured with empty programs, subtracted; lowest mean of batches of 10,000):\n", pb["runs"]);
+            let _ = writeln!(s, "\nPer-packet cost in BPF_PROG_TEST_RUN ({} single runs per program and state, in batches of 500 paired with as many runs of the empty program, whose time (the test runner's own) is subtracted; the median over the pairs that ran while the machine was in its fast state, see overlay-user/examples/progbench.rs):\n", pb["runs"]);
             let _ = writeln!(
                 s,
                 "| program | packet | empty maps (ns) | {} peers, {} endpoints (ns) |",
@@ -250,6 +250,13 @@ impl Report {
                     "| {prog} | {pkt} | {:.1} | {:.1} |",
                     pb["empty"][key].as_f64().unwrap_or(f64::NAN),
                     pb["loaded"][key].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+            if let Some(slow) = pb["slow"].as_array().filter(|v| !v.is_empty()) {
+                let _ = writeln!(
+                    s,
+                    "\nThe machine was slow all the while these ran (their figures come from their own fastest pairs): {}.",
+                    slow.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
                 );
             }
             let _ = writeln!(
