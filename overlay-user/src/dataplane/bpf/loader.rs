@@ -238,7 +238,9 @@ pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf, DataplaneError> {
     let loaded = loader.load(OBJECT);
     if pin_dir.is_none() {
         // The maps live on in the object's file descriptors.
-        let _ = std::fs::remove_dir_all(&maps_dir);
+        if let Err(e) = std::fs::remove_dir_all(&maps_dir) {
+            log::warn!("removing the temporary pins {}: {e}", maps_dir.display());
+        }
     }
     let mut ebpf = loaded?;
     for name in [

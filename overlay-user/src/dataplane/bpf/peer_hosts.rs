@@ -8,8 +8,9 @@ use crate::dataplane::bpf::BpfDataplane;
 use crate::dataplane::DataplaneError;
 
 impl BpfDataplane {
-    /// With `encap = "device"`, makes the VXLAN filter accept the peer hosts
-    /// now; a failure is logged (the keeper retries).
+    /// While our VXLAN device is in place (`encap = "device"`, or
+    /// `tunnel_gro`), makes the VXLAN filter in front of its socket accept
+    /// the peer hosts now; a failure is logged (the keeper retries).
     pub(super) async fn sync_filter(&self) {
         if let Some(fw) = &self.firewall {
             let hosts = self
