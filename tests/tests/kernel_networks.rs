@@ -356,13 +356,19 @@ fn kernel_networks_across_three_hosts() {
     // A firewall reload flushing the chains: the keeper puts the rules back.
     let h2 = lab.host(2).ns.clone();
     let want = chain(&h2, "filter", "OVERLAY-NETS").unwrap();
+    let want_nat = chain(&h2, "nat", "OVERLAY-NAT").unwrap();
     exec_ok(&h2, &["iptables", "-F", "OVERLAY-NETS"]).unwrap();
     exec_ok(&h2, &["iptables", "-t", "nat", "-F", "OVERLAY-NAT"]).unwrap();
     let start = std::time::Instant::now();
-    while chain(&h2, "filter", "OVERLAY-NETS").as_ref() != Some(&want) {
+    // Both chains before the ping: the keeper writes the NAT chain after
+    // the filter chain, and a ping sent in between would leave a conntrack
+    // entry without NAT that its later echoes follow.
+    while chain(&h2, "filter", "OVERLAY-NETS").as_ref() != Some(&want)
+        || chain(&h2, "nat", "OVERLAY-NAT").as_ref() != Some(&want_nat)
+    {
         assert!(
             start.elapsed() < std::time::Duration::from_secs(12),
-            "OVERLAY-NETS not restored"
+            "OVERLAY-NETS or OVERLAY-NAT not restored"
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
