@@ -64,4 +64,17 @@ mod bench {
             Err(_) => TC_ACT_SHOT,
         }
     }
+
+    /// The two calls of `decap_resize = "two-step"` alone (+14, then -64).
+    #[classifier]
+    pub fn ovl_bench_adjust_two_step(ctx: TcContext) -> i32 {
+        let flags = BPF_F_ADJ_ROOM_FIXED_GSO as u64;
+        match ctx
+            .adjust_room(14, BPF_ADJ_ROOM_MAC, flags)
+            .and_then(|()| ctx.adjust_room(-64, BPF_ADJ_ROOM_MAC, flags))
+        {
+            Ok(()) => TC_ACT_OK,
+            Err(_) => TC_ACT_SHOT,
+        }
+    }
 }

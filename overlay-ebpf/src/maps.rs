@@ -6,7 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray},
 };
 use overlay_common::{
-    Config, Counter, DropReason, EndpointValue, PeerKey, PeerValue, MAX_ENDPOINTS, MAX_PEERS,
+    endpoint_slot, Config, Counter, DropReason, EndpointSlot, EndpointValue, PeerKey, PeerValue,
+    ENDPOINT_SLOTS, MAX_ENDPOINTS, MAX_PEERS,
 };
 
 #[map(name = "OVL_CONFIG")]
@@ -20,6 +21,9 @@ pub static PEER_HOSTS: HashMap<[u8; 4], u32> = HashMap::pinned(MAX_PEERS, 0);
 
 #[map(name = "OVL_ENDPOINTS")]
 pub static ENDPOINTS: HashMap<[u8; 4], EndpointValue> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "OVL_EP_SLOTS")]
+pub static EP_SLOTS: Array<EndpointSlot> = Array::pinned(ENDPOINT_SLOTS, 0);
 
 #[map(name = "OVL_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
@@ -73,4 +77,19 @@ pub fn is_peer_host(ip: &[u8; 4]) -> bool {
 #[inline(always)]
 pub fn peer_of(ip: [u8; 4]) -> Option<&'static PeerValue> {
     PEERS.get(aya_ebpf::maps::lpm_trie::Key::new(32, ip))
+}
+
+/// The endpoint of local container address `ip`: from its slot in
+/// `OVL_EP_SLOTS` (an array load the verifier inlines) when overlayd put it
+/// there, else from `OVL_ENDPOINTS` (a hash lookup: endpoints the
+/// from-container program learned, and the loser of a shared slot).
+#[inline(always)]
+pub fn endpoint(ip: &[u8; 4]) -> Option<EndpointValue> {
+    if let Some(s) = EP_SLOTS.get(endpoint_slot(*ip)) {
+        if u32::from_ne_bytes(s.ip) == u32::from_ne_bytes(*ip) && s.value.ifindex != 0 {
+            return Some(s.value);
+        }
+    }
+    // SAFETY: the value is copied out at once.
+    unsafe { ENDPOINTS.get(ip) }.copied()
 }

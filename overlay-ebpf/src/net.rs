@@ -264,7 +264,7 @@ pub fn deliver(
     };
     // SAFETY: in bounds (checked above), byte array, copied out.
     let src_mac = unsafe { *src_mac };
-    let (eth, inner_len) = strip_outer(ctx, peer)?;
+    let (eth, inner_len) = strip_outer(ctx, cfg, peer)?;
     // SAFETY: `eth` is the Ethernet header strip_outer checked.
     let eth = unsafe { &mut *eth };
     eth[0..6].copy_from_slice(&mac);

@@ -19,7 +19,7 @@ use overlay_common::{
     rules,
     vxlan::{self, off, ETH_P_IP, IPPROTO_UDP},
     Config, Counter, DropReason, EndpointValue, PeerValue, XdpDecapMeta, CONFIG_F_DELIVER_VETH,
-    CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD,
+    CONFIG_F_DECAP_TWO_STEP, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD,
     XDP_DECAP_MAGIC,
 };
 
@@ -148,8 +148,7 @@ fn check_source(
     if rules::is_host_address(cfg, &src) {
         return Err(DropReason::SourceSpoofed);
     }
-    // SAFETY: the value is copied out at once.
-    let known = unsafe { ENDPOINTS.get(&src) }.copied();
+    let known = maps::endpoint(&src);
     if cfg.flags & CONFIG_F_PER_PORT == 0 {
         return match known {
             Some(ep) if ep.mac != [0; 6] && ep.mac[..] != hdr[6..12] => {
@@ -395,13 +394,12 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
             return crate::net::deliver(ctx, cfg, ifindex, mac, peer)
         }
     };
-    // SAFETY: the value is copied out before the packet changes.
-    let endpoint = unsafe { ENDPOINTS.get(&inner_dst) }.copied();
+    let endpoint = maps::endpoint(&inner_dst);
     let local = rules::in_subnet(cfg, &inner_dst);
     if endpoint.is_none() && !local {
         return Err(DropReason::NotLocal);
     }
-    let (eth, inner_len) = strip_outer(ctx, peer)?;
+    let (eth, inner_len) = strip_outer(ctx, cfg, peer)?;
     // SAFETY: `eth` is the Ethernet header strip_outer checked.
     let eth = unsafe { &mut *eth };
     match endpoint {
@@ -457,23 +455,31 @@ fn xdp_decapsulated(ctx: &TcContext) -> Option<u32> {
 
 /// Removes the 50 bytes of outer IPv4, UDP and VXLAN headers and inner
 /// Ethernet header of a checked VXLAN frame from `peer`
-/// (`adjust_room` at the MAC layer keeps the outer Ethernet header), and
+/// (`adjust_room` at the MAC layer keeps the outer Ethernet header; in one
+/// or two calls, see [`CONFIG_F_DECAP_TWO_STEP`]), and
 /// counts it for that peer. Returns the Ethernet header for the caller to
 /// address, and the inner frame's length.
 #[inline(always)]
 pub(crate) fn strip_outer(
     ctx: &TcContext,
+    cfg: &Config,
     peer: PeerHost,
 ) -> Result<(*mut [u8; ETH_HLEN], u64), DropReason> {
     let inner_len = u64::from(ctx.len()) - (ETH_HLEN + IPV4_HLEN + 16) as u64;
-    if ctx
-        .adjust_room(
-            -(VXLAN_OVERHEAD as i32),
-            BPF_ADJ_ROOM_MAC,
-            BPF_F_ADJ_ROOM_FIXED_GSO as u64,
-        )
-        .is_err()
+    let flags = BPF_F_ADJ_ROOM_FIXED_GSO as u64;
+    // See CONFIG_F_DECAP_TWO_STEP: the header moves 14 bytes back, then 64
+    // forward, both fast copies. A refused grow leaves the packet as it was
+    // (the helper checks before it changes anything): then in one step.
+    let shrink = if cfg.flags & CONFIG_F_DECAP_TWO_STEP != 0
+        && ctx
+            .adjust_room(ETH_HLEN as i32, BPF_ADJ_ROOM_MAC, flags)
+            .is_ok()
     {
+        VXLAN_OVERHEAD as i32 + ETH_HLEN as i32
+    } else {
+        VXLAN_OVERHEAD as i32
+    };
+    if ctx.adjust_room(-shrink, BPF_ADJ_ROOM_MAC, flags).is_err() {
         return Err(DropReason::DecapAdjustFailed);
     }
     // SAFETY: ptr_at checked the Ethernet header of the resized packet.

@@ -14,7 +14,7 @@ use overlay_common::{
 };
 
 use crate::{
-    maps::{self, count, count_drop, ENDPOINTS},
+    maps::{self, count, count_drop},
     observe::{self, Layout},
     packet::Packet,
     underlay::{classify, PeerHost, Underlay, INNER_ETH},
@@ -63,8 +63,7 @@ fn decap_host(
     inner_dst: [u8; 4],
     peer: PeerHost,
 ) -> Result<u32, DropReason> {
-    // SAFETY: the value is copied out before the packet changes.
-    let endpoint = unsafe { ENDPOINTS.get(inner_dst) }.copied();
+    let endpoint = maps::endpoint(&inner_dst);
     match endpoint {
         Some(ep) => {
             let mac = (ep.mac != [0; 6]).then_some(ep.mac);

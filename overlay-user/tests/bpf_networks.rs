@@ -9,13 +9,12 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::{MapData, PerCpuArray};
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use overlay_common::observe::PeerStats;
 use overlay_common::{
     net::NetEndpointValue, net::NetPortValue, programs, vtep_mac, CONFIG_F_XDP_DECAP,
     CONFIG_F_XDP_VALIDATES, XDP_DECAP_MAGIC,
 };
-use overlay_user::dataplane::bpf::{loader, net_maps::NetMaps};
+use overlay_user::dataplane::bpf::net_maps::NetMaps;
 
 #[path = "common/packets.rs"]
 mod packets;
@@ -112,22 +111,11 @@ fn net_fixture() -> Option<Net> {
 impl Net {
     /// Runs the from-net-container program as from port `ifindex`.
     fn run_port(&mut self, ifindex: u32, input: &[u8]) -> (u32, Vec<u8>) {
-        let prog: &mut SchedClassifier =
-            loader::program(&mut self.f.ebpf, programs::FROM_NET_CONTAINER).unwrap();
-        let mut ctx = [0u8; 192];
-        ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
-        let mut out = vec![0u8; input.len() + 256];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(input),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat: 1,
-                ..Default::default()
-            })
-            .unwrap_or_else(|e| panic!("test_run of {} bytes: {e}", input.len()));
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        self.f.run_tc_ctx(
+            programs::FROM_NET_CONTAINER,
+            input,
+            Some(&skb_ctx(ifindex, 0)),
+        )
     }
 
     fn drops(&self, name: &str) -> u64 {

@@ -19,6 +19,16 @@ pub const TC_ACT_NEXT: u32 = u32::MAX;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 
+/// A `struct __sk_buff` for BPF_PROG_TEST_RUN with `ingress_ifindex` (the
+/// u32 at offset 36) and `ifindex` (offset 40: the device the skb is on;
+/// 0 for the namespace's loopback) set.
+pub fn skb_ctx(ingress_ifindex: u32, ifindex: u32) -> [u8; 192] {
+    let mut ctx = [0u8; 192];
+    ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx
+}
+
 pub struct Fixture {
     pub ebpf: aya::Ebpf,
     pub maps: Maps,
@@ -62,12 +72,35 @@ pub fn empty_fixture() -> Option<Fixture> {
 
 impl Fixture {
     pub fn run_tc(&mut self, name: &'static str, input: &[u8]) -> (u32, Vec<u8>) {
+        self.run_tc_ctx(name, input, None)
+    }
+
+    /// Runs a tc program as if the packet came in on interface `ingress_ifindex`.
+    pub fn run_tc_from(&mut self, name: &'static str, input: &[u8], ingress_ifindex: u32) -> u32 {
+        self.run_tc_ctx(name, input, Some(&skb_ctx(ingress_ifindex, 0)))
+            .0
+    }
+
+    /// Runs a tc program with the skb on device `ifindex` of the calling
+    /// thread's network namespace.
+    pub fn run_tc_on(&mut self, name: &'static str, input: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+        self.run_tc_ctx(name, input, Some(&skb_ctx(0, ifindex)))
+    }
+
+    /// Runs a tc program with `ctx`, if any, as its `struct __sk_buff`.
+    pub fn run_tc_ctx(
+        &mut self,
+        name: &'static str,
+        input: &[u8],
+        ctx: Option<&[u8]>,
+    ) -> (u32, Vec<u8>) {
         let prog: &mut SchedClassifier = loader::program(&mut self.ebpf, name).unwrap();
         let mut out = vec![0u8; input.len() + 256];
         let r = prog
             .test_run(TestRunOptions {
                 data_in: Some(input),
                 data_out: Some(&mut out),
+                ctx_in: ctx,
                 repeat: 1,
                 ..Default::default()
             })
@@ -76,22 +109,15 @@ impl Fixture {
         (r.return_value, out)
     }
 
-    /// Runs a tc program as if the packet came in on interface `ingress_ifindex`.
-    pub fn run_tc_from(&mut self, name: &'static str, input: &[u8], ingress_ifindex: u32) -> u32 {
-        let prog: &mut SchedClassifier = loader::program(&mut self.ebpf, name).unwrap();
-        // struct __sk_buff: ingress_ifindex is the u32 at offset 36.
-        let mut ctx = [0u8; 192];
-        ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
-        let mut out = vec![0u8; input.len() + 256];
-        prog.test_run(TestRunOptions {
-            data_in: Some(input),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat: 1,
-            ..Default::default()
-        })
-        .expect("test_run")
-        .return_value
+    /// The pinned map `name` of this fixture, opened on its own (to write
+    /// what the facade never would).
+    pub fn pinned_map(&self, name: &str) -> aya::maps::MapData {
+        let path = self
+            .pin_dir
+            .join(format!("v{}", overlay_common::MAPS_VERSION))
+            .join("maps")
+            .join(name);
+        aya::maps::MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     pub fn run_xdp(&mut self, input: &[u8]) -> (u32, Vec<u8>) {

@@ -46,11 +46,12 @@ pub const PORT_PREFIX: &str = "port-";
 pub const NET_PORT_PREFIX: &str = "net-";
 
 /// Every map the object pins: all of `maps/` that is ours.
-pub const MAP_NAMES: [&str; 15] = [
+pub const MAP_NAMES: [&str; 16] = [
     map_names::CONFIG,
     map_names::PEERS,
     map_names::PEER_HOSTS,
     map_names::ENDPOINTS,
+    map_names::ENDPOINT_SLOTS,
     map_names::COUNTERS,
     map_names::DROPS,
     map_names::PORT_LEARNED,

@@ -158,6 +158,10 @@ impl BpfDataplane {
             }
         };
         let mut maps = Maps::take(&mut ebpf)?;
+        let stale = maps.sweep_endpoint_slots()?;
+        if stale > 0 {
+            log::info!("cleared {stale} endpoint slot(s) the endpoint table no longer backs");
+        }
         let net = net_maps::NetState::new(net_maps::NetMaps::take(&mut ebpf)?)?;
         let observe = observe::Observe::start(&mut ebpf)?;
         let mut flags = 0;
@@ -173,6 +177,16 @@ impl BpfDataplane {
         if cfg.attach == AttachPoint::Veth {
             flags |= CONFIG_F_LEARN_ENDPOINTS | overlay_common::CONFIG_F_PER_PORT;
         }
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let two_step = cfg.decap_resize.two_step(&cpuinfo);
+        if two_step {
+            flags |= overlay_common::CONFIG_F_DECAP_TWO_STEP;
+        }
+        let steps = if two_step { "two steps" } else { "one step" };
+        log::info!(
+            "decapsulation resizes in {steps} (decap_resize = {})",
+            cfg.decap_resize
+        );
         let bpf_cfg = overlay_common::Config {
             local_ip: local_ip.octets(),
             vni: cfg.vni,

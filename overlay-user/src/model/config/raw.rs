@@ -11,7 +11,8 @@ use super::cluster::ClusterConfig;
 use super::dns::DnsConfig;
 use super::{
     de_opt_net, default_big_tcp, default_tunnel_gro, default_veth_gro, AttachPoint, Config,
-    DataplaneChoice, DeliverMode, DockerConfig, EncapMode, PeerConfig, Pending, TcAttach, XdpMode,
+    DataplaneChoice, DecapResize, DeliverMode, DockerConfig, EncapMode, PeerConfig, Pending,
+    TcAttach, XdpMode,
 };
 use crate::model::limits::{default_learn_limit, ApiConfig};
 use crate::model::validation::InputError;
@@ -68,6 +69,8 @@ pub(super) struct RawConfig {
     deliver: DeliverMode,
     #[serde(default)]
     tc_attach: TcAttach,
+    #[serde(default)]
+    decap_resize: DecapResize,
     #[serde(default = "default_veth_gro")]
     veth_gro: bool,
     #[serde(default = "default_big_tcp")]
@@ -135,6 +138,7 @@ impl TryFrom<RawConfig> for Config {
             encap: raw.encap,
             deliver: raw.deliver,
             tc_attach: raw.tc_attach,
+            decap_resize: raw.decap_resize,
             veth_gro: raw.veth_gro,
             big_tcp: raw.big_tcp,
             tunnel_gro: raw.tunnel_gro,
