@@ -18,9 +18,9 @@ use overlay_common::{
     observe::{EventKind, Hook},
     rules,
     vxlan::{self, off, ETH_P_IP, IPPROTO_UDP},
-    Config, Counter, DropReason, EndpointValue, PeerValue, XdpDecapMeta, CONFIG_F_DELIVER_VETH,
-    CONFIG_F_DECAP_TWO_STEP, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT, ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD,
-    XDP_DECAP_MAGIC,
+    Config, Counter, DropReason, EndpointValue, PeerValue, XdpDecapMeta, CONFIG_F_DECAP_TWO_STEP,
+    CONFIG_F_DELIVER_VETH, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT, ENCAP_HLEN, ETH_HLEN,
+    IPV4_HLEN, VXLAN_OVERHEAD, XDP_DECAP_MAGIC,
 };
 
 use crate::{

@@ -116,6 +116,8 @@ fn progbench_measures_every_program() {
             "from_container_encap_ns",
             "from_underlay_decap_ns",
             "xdp_underlay_vxlan_ns",
+            "adjust_room_shrink_ns",
+            "adjust_room_two_step_ns",
             "baseline_tc_ns",
         ] {
             assert!(
@@ -127,4 +129,10 @@ fn progbench_measures_every_program() {
     }
     assert_eq!(v["peers"], 100);
     assert_eq!(v["endpoints"], 1000);
+    // overlayd's default on this CPU (`decap_resize = "auto"`).
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    assert_eq!(
+        v["decap_two_step"].as_bool(),
+        Some(overlay_user::model::config::cpu_has_fsrm(&cpuinfo))
+    );
 }

@@ -227,7 +227,11 @@ impl Report {
                 (
                     "from_underlay_decap_ns",
                     "ovl_from_underlay",
-                    "VXLAN to an endpoint: decapsulate",
+                    if pb["decap_two_step"].as_bool() == Some(true) {
+                        "VXLAN to an endpoint: decapsulate (two-step resize, `decap_resize = \"auto\"` on this CPU)"
+                    } else {
+                        "VXLAN to an endpoint: decapsulate (one-step resize)"
+                    },
                 ),
                 (
                     "xdp_underlay_vxlan_ns",
@@ -243,6 +247,21 @@ impl Report {
                     "xdp_underlay_decap_ns",
                     "ovl_xdp_underlay",
                     "VXLAN to an endpoint, xdp = \"decap\": decapsulate",
+                ),
+                (
+                    "adjust_room_grow_ns",
+                    "ovl_bench_adjust_grow",
+                    "`bpf_skb_adjust_room(+50)` alone (encapsulation's)",
+                ),
+                (
+                    "adjust_room_shrink_ns",
+                    "ovl_bench_adjust_shrink",
+                    "`bpf_skb_adjust_room(-50)` alone (one-step decapsulation's)",
+                ),
+                (
+                    "adjust_room_two_step_ns",
+                    "ovl_bench_adjust_two_step",
+                    "`bpf_skb_adjust_room(+14)`, `(-64)` alone (two-step decapsulation's)",
                 ),
             ] {
                 let _ = writeln!(
