@@ -177,15 +177,9 @@ fn timed(ebpf: &mut aya::Ebpf, maps: &mut Maps, jobs: &[Job], runs: u32) -> Vec<
                 maps.set_config(&host_config(flags)).unwrap();
             }
             let (prog, noop) = two_programs(ebpf, job.prog, job.base);
-            let mut out = vec![0u8; job.packet.len() + 128];
             let ctx = job.ctx.as_ref().map(|c| &c[..]);
-            let mut mean = |p: &mut Program| {
-                let t: u128 = (0..n)
-                    .map(|_| run_once(p, &job.packet, &mut out, ctx))
-                    .sum();
-                t as f64 / f64::from(n)
-            };
-            let (p, b) = (mean(prog), mean(noop));
+            let p = batch_mean(prog, &job.packet, ctx, n);
+            let b = batch_mean(noop, &job.packet, ctx, n);
             t.pairs.push((b, p - b));
         }
         done += n;
@@ -205,26 +199,33 @@ fn timed(ebpf: &mut aya::Ebpf, maps: &mut Maps, jobs: &[Job], runs: u32) -> Vec<
 /// percentile, per empty program) ran in the fast state, and a job's
 /// figure is the median, over its fast pairs, of the program's mean minus
 /// the empty program's. A job with fewer than 10 fast pairs (the machine
-/// was slow all the while it ran) is listed under `"slow"`, and its figure
-/// is taken from its own fastest pairs the same way.
-fn figures(groups: &[&[Timed]]) -> (Vec<serde_json::Map<String, serde_json::Value>>, Vec<String>) {
-    let all = || groups.iter().flat_map(|g| g.iter());
+/// was slow all the while it ran) is listed under `"slow"` as `group/key`,
+/// and its figure is taken from its own fastest pairs the same way.
+fn figures(
+    groups: &[(&str, &[Timed])],
+) -> (Vec<serde_json::Map<String, serde_json::Value>>, Vec<String>) {
     let fast_below = |pairs: &mut dyn Iterator<Item = f64>| {
         let mut v: Vec<f64> = pairs.collect();
         v.sort_by(|a, b| a.total_cmp(b));
         v.get(v.len() / 50).copied().unwrap_or(f64::MAX) * 1.1
     };
+    let all = || groups.iter().flat_map(|(_, g)| g.iter());
+    let mut limits: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+    for t in all() {
+        limits.entry(t.base).or_insert_with(|| {
+            let same_base = all().filter(|o| o.base == t.base);
+            fast_below(&mut same_base.flat_map(|o| o.pairs.iter().map(|p| p.0)))
+        });
+    }
     let mut slow = Vec::new();
     let out = groups
         .iter()
-        .map(|g| {
+        .map(|(group, g)| {
             g.iter()
                 .map(|t| {
-                    let same_base = all().filter(|o| o.base == t.base);
-                    let mut limit =
-                        fast_below(&mut same_base.flat_map(|o| o.pairs.iter().map(|p| p.0)));
+                    let mut limit = limits[t.base];
                     if t.pairs.iter().filter(|p| p.0 <= limit).count() < 10 {
-                        slow.push(t.key.to_string());
+                        slow.push(format!("{group}/{}", t.key));
                         limit = fast_below(&mut t.pairs.iter().map(|p| p.0));
                     }
                     let fast = t.pairs.iter().filter(|p| p.0 <= limit).map(|p| p.1);
@@ -245,20 +246,22 @@ fn median_of(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The empty tc program's own time per single run (median of batch means).
+/// The empty program `name`'s own time per single run (the tc or the XDP
+/// one): the median of its batch means.
 fn baseline(ebpf: &mut aya::Ebpf, name: &'static str, packet: &[u8], runs: u32) -> f64 {
     let prog: &mut Program = ebpf.program_mut(name).unwrap();
-    let mut out = vec![0u8; packet.len() + 128];
     let batch = arg("--batch", 500).clamp(1, runs.max(1));
     let means = (0..runs.div_ceil(batch))
-        .map(|_| {
-            let t: u128 = (0..batch)
-                .map(|_| run_once(prog, packet, &mut out, None))
-                .sum();
-            t as f64 / f64::from(batch)
-        })
+        .map(|_| batch_mean(prog, packet, None, batch))
         .collect();
     median_of(means)
+}
+
+/// The mean time (ns) of `n` single runs of `prog` on `packet`.
+fn batch_mean(prog: &mut Program, packet: &[u8], ctx: Option<&[u8]>, n: u32) -> f64 {
+    let mut out = vec![0u8; packet.len() + 128];
+    let t: u128 = (0..n).map(|_| run_once(prog, packet, &mut out, ctx)).sum();
+    t as f64 / f64::from(n)
 }
 
 /// ns per packet of one run with `repeat` iterations (the kernel's own average).
@@ -490,7 +493,7 @@ fn main() {
     install(&mut maps, flags());
     let (loaded, mut loaded_extra) = measure(&mut ebpf, &mut maps, runs);
     let net = measure_net(&mut ebpf, &mut maps, runs);
-    let (figures, slow) = figures(&[&empty, &loaded, &net]);
+    let (figures, slow) = figures(&[("empty", &empty), ("loaded", &loaded), ("net", &net)]);
     let [e, l, net]: [_; 3] = figures.try_into().unwrap();
     for (extra, f) in [(&mut empty_extra, e), (&mut loaded_extra, l)] {
         extra.as_object_mut().unwrap().extend(f);
