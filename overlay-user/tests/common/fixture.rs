@@ -112,11 +112,7 @@ impl Fixture {
     /// The pinned map `name` of this fixture, opened on its own (to write
     /// what the facade never would).
     pub fn pinned_map(&self, name: &str) -> aya::maps::MapData {
-        let path = self
-            .pin_dir
-            .join(format!("v{}", overlay_common::MAPS_VERSION))
-            .join("maps")
-            .join(name);
+        let path = loader::versioned_dir(&self.pin_dir).join("maps").join(name);
         aya::maps::MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
