@@ -68,6 +68,31 @@ enum Mode {
     Kernel,
 }
 
+/// Waits until host 1's `eth1` is usable: its operational state is up
+/// (the kernel has turned its carrier on and activated its queue) and its
+/// peer, a port of the underlay's bridge, forwards. Until then frames sent
+/// on it, the first ARP request among them, are dropped, and the kernel
+/// asks again only a second later. Panics past 3 s.
+fn wait_usable(ns: &str, ul: &str, peer: &str) {
+    let start = Instant::now();
+    loop {
+        let own = exec_ok(ns, &["ip", "-o", "link", "show", "dev", "eth1"]).unwrap();
+        let port = exec_ok(ul, &["ip", "-d", "-o", "link", "show", "dev", peer]).unwrap();
+        if own.contains("state UP")
+            && port.contains("state UP")
+            && port.contains("state forwarding")
+        {
+            eprintln!("eth1 usable after {:?}", start.elapsed());
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "eth1 not usable within 3 s:\n{own}\n{port}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// What `ip -d link show eth1` says about XDP on host 1.
 fn xdp_on_eth1(ns: &str) -> bool {
     exec_ok(ns, &["ip", "-d", "link", "show", "dev", "eth1"])
@@ -108,6 +133,7 @@ fn changes(mode: Mode) {
     ipn(&h1.ns, &["link", "set", "eth1", "down"]);
     std::thread::sleep(Duration::from_secs(2));
     ipn(&h1.ns, &["link", "set", "eth1", "up"]);
+    wait_usable(&h1.ns, &ul, &h1.underlay_peer);
     back_within_1s(&c, "underlay flap");
 
     // 2. The bridge deleted and re-created (the containers' veths re-plugged).
@@ -171,6 +197,7 @@ fn changes(mode: Mode) {
         ],
     );
     ipn(&h1.ns, &["link", "set", "eth1", "up"]);
+    wait_usable(&h1.ns, &ul, &h1.underlay_peer);
     back_within_1s(&c, "underlay re-created");
     assert_eq!(
         xdp_on_eth1(&h1.ns),

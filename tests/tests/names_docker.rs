@@ -130,11 +130,18 @@ fn setup() -> Setup {
             std::thread::sleep(Duration::from_millis(250));
         }
     }
+    // Host 2's overlayd creates the store's networks on its dockerd in the
+    // store's order ("db" before "web"): wait for both.
     let started = Instant::now();
-    while !d2.cli_ok(&["network", "ls"]).unwrap().contains(" db ") {
+    loop {
+        let ls = d2.cli_ok(&["network", "ls"]).unwrap();
+        if ls.contains(" db ") && ls.contains(" web ") {
+            break;
+        }
         assert!(
             started.elapsed() < Duration::from_secs(5),
-            "db not on host 2"
+            "web and db not both on host 2:\n{ls}\n{}",
+            agents[1].proc.log()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -160,7 +167,14 @@ fn docker_containers_reach_each_other_by_name_across_hosts() {
         &["--network", "web", "--network-alias", "bee"],
         &["httpd", "-f", "-p", "8080", "-h", "/etc"],
     )
-    .unwrap();
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n--- overlayd 1\n{}\n--- overlayd 2\n{}\n--- dockerd 2\n{}",
+            s.agents[0].proc.log(),
+            s.agents[1].proc.log(),
+            d2.log()
+        )
+    });
     let ip = d2
         .inspect("bb", "{{.NetworkSettings.Networks.web.IPAddress}}")
         .unwrap();
