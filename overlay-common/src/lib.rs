@@ -278,8 +278,12 @@ pub struct EndpointValue {
 /// [`endpoint_slot`] of its address, with that address, so the programs
 /// load it with the verifier's inlined array access and compare the
 /// address. A slot holds an endpoint only while `OVL_ENDPOINTS` holds the
-/// same one (overlayd writes the hash first and clears the slot first);
-/// on an empty slot, another address in it, or an endpoint the
+/// same one (overlayd writes the hash first and clears the slot first).
+/// A slot goes only to an endpoint when it is empty or already that
+/// endpoint's: an array write is not atomic, and a program reading a slot
+/// while it changed from one address to another could pair the new
+/// address with the old interface. The later of two addresses that share
+/// a slot stays in the hash. On an empty slot, another address in it, or an endpoint the
 /// from-container program learned, they look in `OVL_ENDPOINTS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -15,6 +15,9 @@ pub const MAX_NETWORKS: u32 = 4096;
 pub const MAX_NET_ENDPOINTS: u32 = 65536;
 /// Maximum number of local network ports (host-side veths) on a host.
 pub const MAX_NET_PORTS: u32 = 16384;
+/// Entries of `OVL_NET_EP_SLOTS` (16,384 of 120 bytes: 1.9 MiB; a power of
+/// two): see [`NetEndpointSlot`].
+pub const NET_ENDPOINT_SLOTS: u32 = 16384;
 
 /// [`NetEndpointValue::kind`]: a container on this host.
 pub const NET_EP_LOCAL: u32 = 1;
@@ -29,6 +32,10 @@ pub mod maps {
     pub const SUBNETS: &str = "OVL_NET_SUBNETS";
     /// `HashMap<NetKey, NetEndpointValue>`: (VNI, container IP) -> where it is.
     pub const ENDPOINTS: &str = "OVL_NET_ENDPOINTS";
+    /// `Array<NetEndpointSlot>` of [`super::NET_ENDPOINT_SLOTS`]: the
+    /// endpoints of `OVL_NET_ENDPOINTS` again, at a slot the programs
+    /// compute, so that most lookups are an array load, not a hash lookup.
+    pub const ENDPOINT_SLOTS: &str = "OVL_NET_EP_SLOTS";
     /// `HashMap<u32, NetPortValue>`: host-side veth ifindex -> the endpoint behind it.
     pub const PORTS: &str = "OVL_NET_PORTS";
 }
@@ -41,6 +48,31 @@ pub struct NetKey {
     pub vni: u32,
     /// The container's address (network order bytes).
     pub ip: [u8; 4],
+}
+
+/// An entry of `OVL_NET_EP_SLOTS`: endpoint `key` at slot
+/// [`net_endpoint_slot`]`(key.ip)`, with its `OVL_NET_ENDPOINTS` value.
+/// Same rules as [`crate::EndpointSlot`]: overlayd writes the hash first,
+/// clears the slot first, and gives a slot only to an endpoint when it is
+/// empty (or already its own), so a slot never changes from one endpoint
+/// to another in one write. On an empty slot or another key in it, the
+/// programs look in `OVL_NET_ENDPOINTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetEndpointSlot {
+    /// The endpoint's (VNI, address); with `value.kind` 0: empty.
+    pub key: NetKey,
+    /// Its entry, as in `OVL_NET_ENDPOINTS`.
+    pub value: NetEndpointValue,
+}
+
+/// The `OVL_NET_EP_SLOTS` index of network endpoint address `ip`: its low
+/// bits, so the addresses of one network up to a /18 never share a slot
+/// (networks with the same low bits do, and the later one is looked up in
+/// the hash).
+#[inline(always)]
+pub const fn net_endpoint_slot(ip: [u8; 4]) -> u32 {
+    u32::from_be_bytes(ip) & (NET_ENDPOINT_SLOTS - 1)
 }
 
 /// Value of `OVL_NET_NETWORKS`: one network this host carries.
@@ -206,6 +238,7 @@ mod pod {
     unsafe impl aya::Pod for super::NetKey {}
     unsafe impl aya::Pod for super::NetValue {}
     unsafe impl aya::Pod for super::NetEndpointValue {}
+    unsafe impl aya::Pod for super::NetEndpointSlot {}
     unsafe impl aya::Pod for super::NetPortValue {}
 }
 
@@ -222,6 +255,20 @@ mod tests {
         assert_eq!(align_of::<NetEndpointValue>(), 8);
         assert_eq!(core::mem::offset_of!(NetEndpointValue, remote), 16);
         assert_eq!(size_of::<NetPortValue>(), 24);
+        assert_eq!(size_of::<NetEndpointSlot>(), 120);
+        assert_eq!(core::mem::offset_of!(NetEndpointSlot, value), 8);
+        assert!(NET_ENDPOINT_SLOTS.is_power_of_two());
+    }
+
+    #[test]
+    fn net_endpoint_slot_is_the_low_bits() {
+        assert_eq!(net_endpoint_slot([10, 110, 240, 3]), (240 % 64) * 256 + 3);
+        assert_eq!(net_endpoint_slot([10, 110, 241, 3]), (241 % 64) * 256 + 3);
+        assert_eq!(
+            net_endpoint_slot([10, 111, 255, 255]),
+            NET_ENDPOINT_SLOTS - 1
+        );
+        assert_eq!(net_endpoint_slot([10, 111, 192, 0]), 0);
     }
 
     #[test]

@@ -13,13 +13,13 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
-    maps::{lpm_trie::Key, HashMap, LpmTrie},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
     programs::TcContext,
 };
 use overlay_common::{
     net::{
-        arp, NetEndpointValue, NetKey, NetPortValue, NetValue, MAX_NETWORKS, MAX_NET_ENDPOINTS,
-        MAX_NET_PORTS,
+        arp, net_endpoint_slot, NetEndpointSlot, NetEndpointValue, NetKey, NetPortValue, NetValue,
+        MAX_NETWORKS, MAX_NET_ENDPOINTS, MAX_NET_PORTS, NET_ENDPOINT_SLOTS,
     },
     observe::Hook,
     vxlan::{ETH_P_ARP, ETH_P_IP, IPPROTO_UDP},
@@ -46,8 +46,30 @@ pub static SUBNETS: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(MAX_NETWORKS, BPF_F_
 pub static ENDPOINTS: HashMap<NetKey, NetEndpointValue> =
     HashMap::pinned(MAX_NET_ENDPOINTS, BPF_F_NO_PREALLOC);
 
+#[map(name = "OVL_NET_EP_SLOTS")]
+pub static EP_SLOTS: Array<NetEndpointSlot> = Array::pinned(NET_ENDPOINT_SLOTS, 0);
+
 #[map(name = "OVL_NET_PORTS")]
 pub static PORTS: HashMap<u32, NetPortValue> = HashMap::pinned(MAX_NET_PORTS, 0);
+
+/// Endpoint `key`: from its slot in `OVL_NET_EP_SLOTS` (an array load the
+/// verifier inlines) when overlayd put it there, else from
+/// `OVL_NET_ENDPOINTS` (a hash lookup: the later of two endpoints that
+/// share a slot). The value stays valid for the program's run (map values
+/// are not freed under a running program); callers only read it.
+#[inline(always)]
+fn endpoint(key: &NetKey) -> Option<&'static NetEndpointValue> {
+    if let Some(s) = EP_SLOTS.get(net_endpoint_slot(key.ip)) {
+        if s.key.vni == key.vni
+            && u32::from_ne_bytes(s.key.ip) == u32::from_ne_bytes(key.ip)
+            && s.value.kind != 0
+        {
+            return Some(&s.value);
+        }
+    }
+    // SAFETY: see above; the reference is only read.
+    unsafe { ENDPOINTS.get(key) }
+}
 
 /// Offset of the inner source MAC in an encapsulated frame.
 const INNER_SRC_MAC: usize = INNER_ETH + 6;
@@ -113,9 +135,7 @@ fn try_from_net_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
         vni: port.vni,
         ip: dst,
     };
-    // SAFETY: the value stays valid for the program's run (map values are
-    // not freed under a running program); it is only read.
-    if let Some(ep) = unsafe { ENDPOINTS.get(&key) } {
+    if let Some(ep) = endpoint(&key) {
         if ep.is_local() {
             hdr[0..6].copy_from_slice(&ep.mac);
             count(Counter::NetLocalPackets, 1);
@@ -180,8 +200,7 @@ fn answer_arp(ctx: &TcContext, port: &NetPortValue, ifindex: u32) -> Result<Verd
             vni: port.vni,
             ip: tpa,
         };
-        // SAFETY: the MAC is copied out at once.
-        match unsafe { ENDPOINTS.get(&key) } {
+        match endpoint(&key) {
             Some(ep) => ep.mac,
             None => return Err(DropReason::ArpUnknown),
         }
@@ -221,8 +240,7 @@ pub fn classify<P: Packet>(p: &P, vni: u32, outer_src: [u8; 4]) -> Result<Underl
         // SAFETY: the inner source lies inside the checked 34 bytes.
         ip: unsafe { ip_at(inner.as_ptr(), 26) },
     };
-    // SAFETY: the value is only read here.
-    let slot = match unsafe { ENDPOINTS.get(&src) } {
+    let slot = match endpoint(&src) {
         Some(ep) if ep.is_remote() && ep.remote.underlay_ip == outer_src => ep.remote.stats_slot,
         _ => return Err(known(DropReason::NetInnerSpoofed)),
     };
@@ -231,8 +249,7 @@ pub fn classify<P: Packet>(p: &P, vni: u32, outer_src: [u8; 4]) -> Result<Underl
         // SAFETY: the inner destination lies inside the checked 34 bytes.
         ip: unsafe { ip_at(inner.as_ptr(), 30) },
     };
-    // SAFETY: the fields are copied out at once.
-    match unsafe { ENDPOINTS.get(&dst) } {
+    match endpoint(&dst) {
         Some(ep) if ep.is_local() => Ok(Underlay::Net {
             ifindex: ep.ifindex,
             mac: ep.mac,

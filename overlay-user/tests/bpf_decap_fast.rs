@@ -50,8 +50,8 @@ fn endpoint(ifindex: u32, mac: [u8; 6]) -> EndpointValue {
 }
 
 /// The destination MAC decapsulation gave a frame for C1.
-fn delivered_mac(f: &mut Fixture) -> Option<[u8; 6]> {
-    let (ret, out) = f.run_tc(programs::FROM_UNDERLAY, &frame_for(C1, 60));
+fn delivered_mac(f: &mut Fixture, dst: [u8; 4]) -> Option<[u8; 6]> {
+    let (ret, out) = f.run_tc(programs::FROM_UNDERLAY, &frame_for(dst, 60));
     (ret == TC_ACT_REDIRECT).then(|| out[0..6].try_into().unwrap())
 }
 
@@ -131,7 +131,7 @@ fn add_endpoint_fills_its_slot_and_the_slot_is_read_first() {
         },
         "install added C1: its slot holds it"
     );
-    assert_eq!(delivered_mac(&mut f), Some(C1_MAC));
+    assert_eq!(delivered_mac(&mut f, C1), Some(C1_MAC));
     // A slot the hash disagrees with (only a crash between overlayd's two
     // writes leaves one): the program believes the slot, which is why the
     // sweep at start exists.
@@ -149,13 +149,17 @@ fn add_endpoint_fills_its_slot_and_the_slot_is_read_first() {
     )
     .unwrap();
     assert_eq!(
-        delivered_mac(&mut f),
+        delivered_mac(&mut f, C1),
         Some(forged),
         "the slot comes before the hash"
     );
     assert_eq!(f.maps.sweep_endpoint_slots().unwrap(), 1);
     assert_eq!(slots.get(&i, 0).unwrap(), EndpointSlot::default(), "swept");
-    assert_eq!(delivered_mac(&mut f), Some(C1_MAC), "from the hash again");
+    assert_eq!(
+        delivered_mac(&mut f, C1),
+        Some(C1_MAC),
+        "from the hash again"
+    );
     assert_eq!(
         f.maps.sweep_endpoint_slots().unwrap(),
         0,
@@ -179,8 +183,11 @@ fn add_endpoint_fills_its_slot_and_the_slot_is_read_first() {
     assert_eq!(f.counter("decap_to_kernel"), 1);
 }
 
+/// Two addresses with the same slot: the first keeps it (a slot never
+/// changes from one address to another in one write), the other is served
+/// from the hash and gets the slot once it is free and added again.
 #[test]
-fn a_shared_slot_goes_to_the_last_added_and_the_other_is_found_in_the_hash() {
+fn a_shared_slot_stays_with_the_first_and_the_other_is_found_in_the_hash() {
     let Some(mut f) = fixture(0) else { return };
     // 10.101.100.2 has C1's low 17 bits.
     let twin = Ipv4Addr::new(10, 101, 100, 2);
@@ -188,18 +195,33 @@ fn a_shared_slot_goes_to_the_last_added_and_the_other_is_found_in_the_hash() {
     let twin_mac = [2, 0, 0, 0, 0, 0x77];
     f.maps.add_endpoint(twin, &endpoint(78, twin_mac)).unwrap();
     let slots = slots(&f);
-    assert_eq!(slots.get(&endpoint_slot(C1), 0).unwrap().ip, twin.octets());
-    assert_eq!(delivered_mac(&mut f), Some(C1_MAC), "C1 from the hash");
-    // Forgetting C1 leaves the twin's slot alone; forgetting the twin clears it.
-    f.maps.del_endpoint(Ipv4Addr::from(C1)).unwrap();
-    assert_eq!(slots.get(&endpoint_slot(C1), 0).unwrap().ip, twin.octets());
-    assert_eq!(delivered_mac(&mut f), None, "C1 is gone");
-    f.maps.del_endpoint(twin).unwrap();
+    let held = |slots: &Array<MapData, EndpointSlot>| slots.get(&endpoint_slot(C1), 0).unwrap();
+    assert_eq!(held(&slots).ip, C1, "C1 keeps its slot");
+    assert_eq!(delivered_mac(&mut f, C1), Some(C1_MAC), "C1 from its slot");
     assert_eq!(
-        slots.get(&endpoint_slot(C1), 0).unwrap(),
-        EndpointSlot::default()
+        delivered_mac(&mut f, twin.octets()),
+        Some(twin_mac),
+        "the twin from the hash"
     );
+    // C1 changed: its slot follows.
+    let new_mac = [2, 0, 0, 0, 0, 0x55];
+    f.maps
+        .add_endpoint(Ipv4Addr::from(C1), &endpoint(77, new_mac))
+        .unwrap();
+    assert_eq!(held(&slots).value.mac, new_mac);
+    assert_eq!(delivered_mac(&mut f, C1), Some(new_mac));
+    // Forgetting C1 empties the slot; the twin is still found, in the hash,
+    // and takes the slot when added again.
+    f.maps.del_endpoint(Ipv4Addr::from(C1)).unwrap();
+    assert_eq!(held(&slots), EndpointSlot::default());
+    assert_eq!(delivered_mac(&mut f, C1), None, "C1 is gone");
+    assert_eq!(delivered_mac(&mut f, twin.octets()), Some(twin_mac));
+    f.maps.add_endpoint(twin, &endpoint(78, twin_mac)).unwrap();
+    assert_eq!(held(&slots).ip, twin.octets());
+    assert_eq!(delivered_mac(&mut f, twin.octets()), Some(twin_mac));
     assert_eq!(f.maps.sweep_endpoint_slots().unwrap(), 0);
+    f.maps.del_endpoint(twin).unwrap();
+    assert_eq!(held(&slots), EndpointSlot::default());
 }
 
 /// The from-container program's anti-spoofing reads the slot too: with a

@@ -7,9 +7,10 @@ use std::net::Ipv4Addr;
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray};
 use ipnet::Ipv4Net;
 use overlay_common::{
-    endpoint_slot, maps as names, Config, Counter, DropReason, EndpointSlot, EndpointValue,
-    PeerValue, ENDPOINT_SLOTS,
+    maps as names, Config, Counter, DropReason, EndpointSlot, EndpointValue, PeerValue,
 };
+
+use super::slots::{lookup, Slots};
 
 use crate::dataplane::DataplaneError;
 use crate::model::status::Stats;
@@ -20,7 +21,7 @@ pub struct Maps {
     peers: LpmTrie<MapData, [u8; 4], PeerValue>,
     peer_hosts: HashMap<MapData, [u8; 4], u32>,
     endpoints: HashMap<MapData, [u8; 4], EndpointValue>,
-    endpoint_slots: Array<MapData, EndpointSlot>,
+    endpoint_slots: Slots<EndpointSlot>,
     counters: PerCpuArray<MapData, u64>,
     drops: PerCpuArray<MapData, u64>,
     port_learned: HashMap<MapData, u32, u64>,
@@ -56,8 +57,7 @@ impl Maps {
                 .map_err(err(names::PEER_HOSTS))?,
             endpoints: HashMap::try_from(take(ebpf, names::ENDPOINTS)?)
                 .map_err(err(names::ENDPOINTS))?,
-            endpoint_slots: Array::try_from(take(ebpf, names::ENDPOINT_SLOTS)?)
-                .map_err(err(names::ENDPOINT_SLOTS))?,
+            endpoint_slots: Slots::take(ebpf, names::ENDPOINT_SLOTS)?,
             counters: PerCpuArray::try_from(take(ebpf, names::COUNTERS)?)
                 .map_err(err(names::COUNTERS))?,
             drops: PerCpuArray::try_from(take(ebpf, names::DROPS)?).map_err(err(names::DROPS))?,
@@ -120,65 +120,31 @@ impl Maps {
     }
 
     /// Delivers traffic for `ip` to a local interface: in `OVL_ENDPOINTS`,
-    /// then in its slot of `OVL_EP_SLOTS` (taking the slot from another
-    /// address, which the programs then find in the hash).
+    /// then in its slot of `OVL_EP_SLOTS` if that is empty or `ip`'s
+    /// already (another address keeps its slot: [`EndpointSlot`]).
     pub fn add_endpoint(&mut self, ip: Ipv4Addr, v: &EndpointValue) -> Result<(), DataplaneError> {
         self.endpoints
             .insert(ip.octets(), v, 0)
             .map_err(err(names::ENDPOINTS))?;
-        let slot = EndpointSlot {
+        self.endpoint_slots.claim(&EndpointSlot {
             ip: ip.octets(),
             value: *v,
-        };
-        self.set_slot(endpoint_slot(ip.octets()), &slot)
+        })
     }
 
     /// Forgets `ip`; absent is fine. Its slot is cleared first, so a
     /// program never finds in a slot what the hash no longer has.
     pub fn del_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
-        let i = endpoint_slot(ip.octets());
-        if self.slot(i)?.ip == ip.octets() {
-            self.set_slot(i, &EndpointSlot::default())?;
-        }
+        self.endpoint_slots.release(&ip.octets())?;
         ignore_missing(self.endpoints.remove(&ip.octets())).map_err(err(names::ENDPOINTS))
     }
 
     /// Clears every slot of `OVL_EP_SLOTS` whose endpoint `OVL_ENDPOINTS`
-    /// does not hold as it is (left by a run that stopped between the two
-    /// writes, or by one without slots); returns how many. Clearing is
-    /// always safe: the programs then look in the hash.
+    /// does not hold as it is ([`Slots::sweep`]); returns how many.
     pub fn sweep_endpoint_slots(&mut self) -> Result<usize, DataplaneError> {
-        let mut cleared = 0;
-        for i in 0..ENDPOINT_SLOTS {
-            let s = self.slot(i)?;
-            if s == EndpointSlot::default() {
-                continue;
-            }
-            let held = match self.endpoints.get(&s.ip, 0) {
-                Ok(v) => Some(v),
-                Err(aya::maps::MapError::KeyNotFound) => None,
-                Err(e) => return Err(err(names::ENDPOINTS)(e)),
-            };
-            if held != Some(s.value) || endpoint_slot(s.ip) != i {
-                self.set_slot(i, &EndpointSlot::default())?;
-                cleared += 1;
-            }
-        }
-        Ok(cleared)
-    }
-
-    /// Slot `i` of `OVL_EP_SLOTS`.
-    fn slot(&self, i: u32) -> Result<EndpointSlot, DataplaneError> {
+        let endpoints = &self.endpoints;
         self.endpoint_slots
-            .get(&i, 0)
-            .map_err(err(names::ENDPOINT_SLOTS))
-    }
-
-    /// Writes slot `i` of `OVL_EP_SLOTS`.
-    fn set_slot(&mut self, i: u32, s: &EndpointSlot) -> Result<(), DataplaneError> {
-        self.endpoint_slots
-            .set(i, s, 0)
-            .map_err(err(names::ENDPOINT_SLOTS))
+            .sweep(|s| Ok(lookup(endpoints, &s.ip, names::ENDPOINTS)? == Some(s.value)))
     }
 
     /// The endpoints now in the map.

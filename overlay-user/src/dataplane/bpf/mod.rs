@@ -17,6 +17,7 @@ pub mod net_maps;
 pub mod observe;
 mod peer_hosts;
 mod ports;
+mod slots;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -159,10 +160,12 @@ impl BpfDataplane {
         };
         let mut maps = Maps::take(&mut ebpf)?;
         let stale = maps.sweep_endpoint_slots()?;
+        let mut net_maps = net_maps::NetMaps::take(&mut ebpf)?;
+        let stale = stale + net_maps.sweep_endpoint_slots()?;
+        let net = net_maps::NetState::new(net_maps)?;
         if stale > 0 {
-            log::info!("cleared {stale} endpoint slot(s) the endpoint table no longer backs");
+            log::info!("cleared {stale} endpoint slot(s) the endpoint tables no longer back");
         }
-        let net = net_maps::NetState::new(net_maps::NetMaps::take(&mut ebpf)?)?;
         let observe = observe::Observe::start(&mut ebpf)?;
         let mut flags = 0;
         if cfg.xdp != XdpMode::Off {

@@ -7,9 +7,12 @@ use std::net::Ipv4Addr;
 
 use aya::maps::{HashMap, LpmTrie, MapData};
 use ipnet::Ipv4Net;
-use overlay_common::net::{maps as names, NetEndpointValue, NetKey, NetPortValue, NetValue};
+use overlay_common::net::{
+    maps as names, NetEndpointSlot, NetEndpointValue, NetKey, NetPortValue, NetValue,
+};
 
 use super::maps::{err, ignore_missing, lpm, take_map};
+use super::slots::{lookup, Slots};
 use crate::dataplane::DataplaneError;
 use crate::model::overlay_network::{NetEndpointSpec, NetworkSpec};
 
@@ -21,6 +24,7 @@ pub struct NetMaps {
     networks: HashMap<MapData, u32, NetValue>,
     subnets: LpmTrie<MapData, [u8; 4], u32>,
     endpoints: HashMap<MapData, NetKey, NetEndpointValue>,
+    endpoint_slots: Slots<NetEndpointSlot>,
     ports: HashMap<MapData, u32, NetPortValue>,
 }
 
@@ -41,6 +45,7 @@ impl NetMaps {
             subnets: LpmTrie::try_from(take(ebpf, names::SUBNETS)?).map_err(err(names::SUBNETS))?,
             endpoints: HashMap::try_from(take(ebpf, names::ENDPOINTS)?)
                 .map_err(err(names::ENDPOINTS))?,
+            endpoint_slots: Slots::take(ebpf, names::ENDPOINT_SLOTS)?,
             ports: HashMap::try_from(take(ebpf, names::PORTS)?).map_err(err(names::PORTS))?,
         })
     }
@@ -93,16 +98,22 @@ impl NetMaps {
             .collect()
     }
 
-    /// Writes endpoint `ip` of network `vni`.
+    /// Writes endpoint `ip` of network `vni`: in `OVL_NET_ENDPOINTS`, then
+    /// in its slot of `OVL_NET_EP_SLOTS` if that is empty or this
+    /// endpoint's already (another endpoint keeps its slot:
+    /// [`NetEndpointSlot`]).
     pub fn put_endpoint(
         &mut self,
         vni: u32,
         ip: Ipv4Addr,
         v: &NetEndpointValue,
     ) -> Result<(), DataplaneError> {
+        let key = key(vni, ip);
         self.endpoints
-            .insert(key(vni, ip), v, 0)
-            .map_err(err(names::ENDPOINTS))
+            .insert(key, v, 0)
+            .map_err(err(names::ENDPOINTS))?;
+        self.endpoint_slots
+            .claim(&NetEndpointSlot { key, value: *v })
     }
 
     /// Endpoint `ip` of network `vni`, if present.
@@ -111,16 +122,25 @@ impl NetMaps {
         vni: u32,
         ip: Ipv4Addr,
     ) -> Result<Option<NetEndpointValue>, DataplaneError> {
-        match self.endpoints.get(&key(vni, ip), 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(err(names::ENDPOINTS)(e)),
-        }
+        lookup(&self.endpoints, &key(vni, ip), names::ENDPOINTS)
     }
 
-    /// Forgets endpoint `ip` of network `vni`; absent is fine.
+    /// Forgets endpoint `ip` of network `vni`; absent is fine. Its slot is
+    /// cleared first, so a program never finds in a slot what the hash no
+    /// longer has.
     pub fn del_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
-        ignore_missing(self.endpoints.remove(&key(vni, ip))).map_err(err(names::ENDPOINTS))
+        let key = key(vni, ip);
+        self.endpoint_slots.release(&key)?;
+        ignore_missing(self.endpoints.remove(&key)).map_err(err(names::ENDPOINTS))
+    }
+
+    /// Clears every slot of `OVL_NET_EP_SLOTS` whose endpoint
+    /// `OVL_NET_ENDPOINTS` does not hold as it is ([`Slots::sweep`]);
+    /// returns how many.
+    pub fn sweep_endpoint_slots(&mut self) -> Result<usize, DataplaneError> {
+        let endpoints = &self.endpoints;
+        self.endpoint_slots
+            .sweep(|s| Ok(lookup(endpoints, &s.key, names::ENDPOINTS)? == Some(s.value)))
     }
 
     /// The endpoints now in the map: ((VNI, IP), value).
