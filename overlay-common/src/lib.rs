@@ -9,6 +9,7 @@
 pub mod csum;
 pub mod net;
 pub mod observe;
+pub mod peer_slot;
 pub mod rules;
 pub mod vxlan;
 
@@ -53,6 +54,8 @@ pub mod maps {
     /// `Array<EndpointSlot>` of [`super::ENDPOINT_SLOTS`]: the endpoints
     /// overlayd added, each in the slot of [`super::endpoint_slot`].
     pub const ENDPOINT_SLOTS: &str = "OVL_EP_SLOTS";
+    /// `Array<PeerSlot>` of [`crate::peer_slot::PEER_SLOTS`]: `OVL_PEERS`' answers per /24 block.
+    pub const PEER_SLOTS: &str = "OVL_PEER_SLOTS";
     /// `PerCpuArray<u64>` indexed by [`super::Counter`].
     pub const COUNTERS: &str = "OVL_COUNTERS";
     /// `PerCpuArray<u64>` indexed by [`super::DropReason`].

@@ -6,8 +6,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray},
 };
 use overlay_common::{
-    endpoint_slot, Config, Counter, DropReason, EndpointSlot, EndpointValue, PeerKey, PeerValue,
-    ENDPOINT_SLOTS, MAX_ENDPOINTS, MAX_PEERS,
+    endpoint_slot,
+    peer_slot::{block_of, peer_slot, PeerSlot, PEER_SLOTS as PEER_SLOTS_LEN},
+    Config, Counter, DropReason, EndpointSlot, EndpointValue, PeerKey, PeerValue, ENDPOINT_SLOTS,
+    MAX_ENDPOINTS, MAX_PEERS,
 };
 
 #[map(name = "OVL_CONFIG")]
@@ -15,6 +17,9 @@ pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 
 #[map(name = "OVL_PEERS")]
 pub static PEERS: LpmTrie<PeerKey, PeerValue> = LpmTrie::pinned(MAX_PEERS, BPF_F_NO_PREALLOC);
+
+#[map(name = "OVL_PEER_SLOTS")]
+pub static PEER_SLOTS: Array<PeerSlot> = Array::pinned(PEER_SLOTS_LEN, 0);
 
 #[map(name = "OVL_PEER_HOSTS")]
 pub static PEER_HOSTS: HashMap<[u8; 4], u32> = HashMap::pinned(MAX_PEERS, 0);
@@ -73,9 +78,18 @@ pub fn is_peer_host(ip: &[u8; 4]) -> bool {
     unsafe { PEER_HOSTS.get(ip).is_some() }
 }
 
-/// The peer entry whose subnet holds `ip`, if any.
+/// The peer entry whose subnet holds `ip`, if any: from the slot of its
+/// /24 block in `OVL_PEER_SLOTS` (an array load the verifier inlines) when
+/// overlayd filled it for that block, else from the `OVL_PEERS` LPM trie.
 #[inline(always)]
 pub fn peer_of(ip: [u8; 4]) -> Option<&'static PeerValue> {
+    if let Some(s) = PEER_SLOTS.get(peer_slot(ip)) {
+        if u32::from_ne_bytes(s.block) == u32::from_ne_bytes(block_of(ip))
+            && u32::from_ne_bytes(s.value.underlay_ip) != 0
+        {
+            return Some(&s.value);
+        }
+    }
     PEERS.get(aya_ebpf::maps::lpm_trie::Key::new(32, ip))
 }
 

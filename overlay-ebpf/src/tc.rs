@@ -24,7 +24,7 @@ use overlay_common::{
 };
 
 use crate::{
-    maps::{self, count, count_drop, ENDPOINTS, PEERS, PORT_LEARNED},
+    maps::{self, count, count_drop, ENDPOINTS, PORT_LEARNED},
     observe::{self, Layout},
     packet::Packet,
     underlay::{classify, PeerHost, Underlay},
@@ -94,7 +94,7 @@ fn try_from_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
     }
     let dst = [hdr[30], hdr[31], hdr[32], hdr[33]];
     let tos = hdr[15];
-    let Some(peer) = PEERS.get(aya_ebpf::maps::lpm_trie::Key::new(32, dst)) else {
+    let Some(peer) = maps::peer_of(dst) else {
         count(Counter::FromContainerPass, 1);
         return Ok(Verdict::Next);
     };

@@ -46,10 +46,11 @@ pub const PORT_PREFIX: &str = "port-";
 pub const NET_PORT_PREFIX: &str = "net-";
 
 /// Every map the object pins: all of `maps/` that is ours.
-pub const MAP_NAMES: [&str; 17] = [
+pub const MAP_NAMES: [&str; 18] = [
     map_names::CONFIG,
     map_names::PEERS,
     map_names::PEER_HOSTS,
+    map_names::PEER_SLOTS,
     map_names::ENDPOINTS,
     map_names::ENDPOINT_SLOTS,
     map_names::COUNTERS,

@@ -10,7 +10,8 @@ use overlay_common::{
     maps as names, Config, Counter, DropReason, EndpointSlot, EndpointValue, PeerValue,
 };
 
-use super::slots::{lookup, Slots};
+use super::slots::{block_answer, lookup, peer_blocks, Slots};
+use overlay_common::peer_slot::PeerSlot;
 
 use crate::dataplane::DataplaneError;
 use crate::model::status::Stats;
@@ -20,6 +21,10 @@ pub struct Maps {
     config: Array<MapData, Config>,
     peers: LpmTrie<MapData, [u8; 4], PeerValue>,
     peer_hosts: HashMap<MapData, [u8; 4], u32>,
+    peer_slots: Slots<PeerSlot>,
+    /// What `OVL_PEERS` holds (read at start, followed since): the peer
+    /// slots are worked out from it.
+    peer_table: BTreeMap<Ipv4Net, PeerValue>,
     endpoints: HashMap<MapData, [u8; 4], EndpointValue>,
     endpoint_slots: Slots<EndpointSlot>,
     counters: PerCpuArray<MapData, u64>,
@@ -27,10 +32,7 @@ pub struct Maps {
     port_learned: HashMap<MapData, u32, u64>,
 }
 
-/// Turns a map error into the dataplane's, naming the map.
-pub(super) fn err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
-    move |source| DataplaneError::Map { map, source }
-}
+pub(super) use super::slots::err;
 
 /// Takes map `name` out of a loaded object.
 pub(super) fn take_map(
@@ -50,20 +52,24 @@ impl Maps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DataplaneError> {
         let take = take_map;
-        Ok(Self {
+        let mut maps = Self {
             config: Array::try_from(take(ebpf, names::CONFIG)?).map_err(err(names::CONFIG))?,
             peers: LpmTrie::try_from(take(ebpf, names::PEERS)?).map_err(err(names::PEERS))?,
             peer_hosts: HashMap::try_from(take(ebpf, names::PEER_HOSTS)?)
                 .map_err(err(names::PEER_HOSTS))?,
+            peer_slots: Slots::new(take(ebpf, names::PEER_SLOTS)?, names::PEER_SLOTS)?,
+            peer_table: BTreeMap::new(),
             endpoints: HashMap::try_from(take(ebpf, names::ENDPOINTS)?)
                 .map_err(err(names::ENDPOINTS))?,
-            endpoint_slots: Slots::take(ebpf, names::ENDPOINT_SLOTS)?,
+            endpoint_slots: Slots::new(take(ebpf, names::ENDPOINT_SLOTS)?, names::ENDPOINT_SLOTS)?,
             counters: PerCpuArray::try_from(take(ebpf, names::COUNTERS)?)
                 .map_err(err(names::COUNTERS))?,
             drops: PerCpuArray::try_from(take(ebpf, names::DROPS)?).map_err(err(names::DROPS))?,
             port_learned: HashMap::try_from(take(ebpf, names::PORT_LEARNED)?)
                 .map_err(err(names::PORT_LEARNED))?,
-        })
+        };
+        maps.peer_table = maps.peers()?.into_iter().collect();
+        Ok(maps)
     }
 
     /// Writes this host's settings.
@@ -76,16 +82,60 @@ impl Maps {
         self.config.get(&0, 0).map_err(err(names::CONFIG))
     }
 
-    /// Routes `subnet` to a remote host.
+    /// Routes `subnet` to a remote host: in `OVL_PEERS`, and in the slots
+    /// of the /24 blocks that then have one answer ([`PeerSlot`]; emptied
+    /// before the trie changes, filled after).
     pub fn add_peer(&mut self, subnet: Ipv4Net, value: &PeerValue) -> Result<(), DataplaneError> {
+        let subnet = subnet.trunc();
+        let blocks = self.release_peer_slots(subnet)?;
         self.peers
             .insert(&lpm(subnet), value, 0)
-            .map_err(err(names::PEERS))
+            .map_err(err(names::PEERS))?;
+        self.peer_table.insert(subnet, *value);
+        self.fill_peer_slots(&blocks)
     }
 
     /// Removes `subnet`; absent is fine.
     pub fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
-        ignore_missing(self.peers.remove(&lpm(subnet))).map_err(err(names::PEERS))
+        let subnet = subnet.trunc();
+        let blocks = self.release_peer_slots(subnet)?;
+        ignore_missing(self.peers.remove(&lpm(subnet))).map_err(err(names::PEERS))?;
+        self.peer_table.remove(&subnet);
+        self.fill_peer_slots(&blocks)
+    }
+
+    /// Empties the slots of the blocks a change of `subnet` touches (the
+    /// programs then ask `OVL_PEERS`, which is about to change); returns
+    /// the blocks.
+    fn release_peer_slots(&mut self, subnet: Ipv4Net) -> Result<Vec<Ipv4Addr>, DataplaneError> {
+        let blocks = peer_blocks(subnet);
+        for b in &blocks {
+            self.peer_slots.release(&b.octets())?;
+        }
+        Ok(blocks)
+    }
+
+    /// Fills the slots of `blocks` that have one answer now.
+    fn fill_peer_slots(&mut self, blocks: &[Ipv4Addr]) -> Result<(), DataplaneError> {
+        for &b in blocks {
+            if let Some(value) = block_answer(&self.peer_table, b) {
+                self.peer_slots.claim(&PeerSlot {
+                    block: b.octets(),
+                    _pad: 0,
+                    value,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears every slot of `OVL_PEER_SLOTS` that does not hold what
+    /// `OVL_PEERS` answers for its block ([`Slots::sweep`]); returns how many.
+    pub fn sweep_peer_slots(&mut self) -> Result<usize, DataplaneError> {
+        let table = &self.peer_table;
+        self.peer_slots.sweep(|s| {
+            Ok(s.block[3] == 0 && block_answer(table, Ipv4Addr::from(s.block)) == Some(s.value))
+        })
     }
 
     /// The peer entries now in the map.

@@ -45,7 +45,7 @@ impl NetMaps {
             subnets: LpmTrie::try_from(take(ebpf, names::SUBNETS)?).map_err(err(names::SUBNETS))?,
             endpoints: HashMap::try_from(take(ebpf, names::ENDPOINTS)?)
                 .map_err(err(names::ENDPOINTS))?,
-            endpoint_slots: Slots::take(ebpf, names::ENDPOINT_SLOTS)?,
+            endpoint_slots: Slots::new(take(ebpf, names::ENDPOINT_SLOTS)?, names::ENDPOINT_SLOTS)?,
             ports: HashMap::try_from(take(ebpf, names::PORTS)?).map_err(err(names::PORTS))?,
         })
     }

@@ -6,12 +6,21 @@
 //! a slot is only given to a key when it is empty or already that key's,
 //! and at start every slot the hash does not back as it is is cleared.
 
-use aya::maps::{Array, MapData};
-use overlay_common::net::{net_endpoint_slot, NetEndpointSlot, NetKey};
-use overlay_common::{endpoint_slot, EndpointSlot};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
-use super::maps::{err, take_map};
+use aya::maps::{Array, MapData};
+use ipnet::Ipv4Net;
+use overlay_common::net::{net_endpoint_slot, NetEndpointSlot, NetKey};
+use overlay_common::peer_slot::{peer_slot, PeerSlot};
+use overlay_common::{endpoint_slot, EndpointSlot, PeerValue};
+
 use crate::dataplane::DataplaneError;
+
+/// Turns a map error into the dataplane's, naming the map.
+pub(super) fn err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
+}
 
 /// An entry of a slot array: a key and the hash's value for it.
 pub(super) trait Slot: aya::Pod + Default + PartialEq {
@@ -43,6 +52,51 @@ impl Slot for NetEndpointSlot {
     }
 }
 
+impl Slot for PeerSlot {
+    type Key = [u8; 4];
+    fn key(&self) -> [u8; 4] {
+        self.block
+    }
+    fn index(key: &[u8; 4]) -> u32 {
+        peer_slot(*key)
+    }
+}
+
+/// The /24 blocks whose `OVL_PEER_SLOTS` entry a change of peer `subnet`
+/// can change: all of a /16 to a /24, the one a longer subnet lies in, none
+/// of a shorter one (its blocks are never slotted for it, and a longer
+/// subnet's stay that one's).
+pub(super) fn peer_blocks(subnet: Ipv4Net) -> Vec<Ipv4Addr> {
+    let len = subnet.prefix_len();
+    if len < 16 {
+        return Vec::new();
+    }
+    let first = u32::from(subnet.network()) & 0xffff_ff00;
+    let count = 1u32 << 24u8.saturating_sub(len);
+    (0..count)
+        .map(|i| Ipv4Addr::from(first + (i << 8)))
+        .collect()
+}
+
+/// What `OVL_PEERS` (whose content is `table`) answers for every address
+/// of the /24 block `block`, when that is one answer worth a slot: the
+/// longest subnet covering the block, if it is a /16 to a /24 and no
+/// longer subnet lies inside the block.
+pub(super) fn block_answer(
+    table: &BTreeMap<Ipv4Net, PeerValue>,
+    block: Ipv4Addr,
+) -> Option<PeerValue> {
+    let last = Ipv4Addr::from(u32::from(block) | 0xff);
+    let inside = Ipv4Net::new(block, 25).ok()?..=Ipv4Net::new(last, 32).ok()?;
+    if table.range(inside).any(|(n, _)| n.prefix_len() > 24) {
+        return None;
+    }
+    (16..=24).rev().find_map(|len| {
+        let covering = Ipv4Net::new(block, len).ok()?.trunc();
+        table.get(&covering).copied()
+    })
+}
+
 /// One slot array, owned.
 pub(super) struct Slots<S: Slot> {
     array: Array<MapData, S>,
@@ -50,10 +104,10 @@ pub(super) struct Slots<S: Slot> {
 }
 
 impl<S: Slot> Slots<S> {
-    /// Takes the array `name` out of a loaded object.
-    pub fn take(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<Self, DataplaneError> {
+    /// The array `name`, taken out of a loaded object.
+    pub fn new(map: aya::maps::Map, name: &'static str) -> Result<Self, DataplaneError> {
         Ok(Slots {
-            array: Array::try_from(take_map(ebpf, name)?).map_err(err(name))?,
+            array: Array::try_from(map).map_err(err(name))?,
             name,
         })
     }
@@ -120,5 +174,80 @@ pub(super) fn lookup<K: aya::Pod, V: aya::Pod>(
         Ok(v) => Ok(Some(v)),
         Err(aya::maps::MapError::KeyNotFound) => Ok(None),
         Err(e) => Err(err(name)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn peer(host: u8) -> PeerValue {
+        PeerValue {
+            underlay_ip: [192, 168, 56, host],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn blocks_of_a_peer_subnet() {
+        assert_eq!(
+            peer_blocks(net("10.103.100.0/24")),
+            vec![ip("10.103.100.0")]
+        );
+        assert_eq!(
+            peer_blocks(net("10.103.100.128/26")),
+            vec![ip("10.103.100.0")]
+        );
+        assert_eq!(
+            peer_blocks(net("10.103.100.7/32")),
+            vec![ip("10.103.100.0")]
+        );
+        let b = peer_blocks(net("10.103.4.0/22"));
+        assert_eq!(
+            b,
+            ["10.103.4.0", "10.103.5.0", "10.103.6.0", "10.103.7.0"].map(ip)
+        );
+        assert_eq!(peer_blocks(net("10.103.0.0/16")).len(), 256);
+        assert_eq!(peer_blocks(net("10.103.0.0/16"))[255], ip("10.103.255.0"));
+        assert!(peer_blocks(net("10.96.0.0/12")).is_empty());
+    }
+
+    #[test]
+    fn a_block_gets_the_longest_covering_subnet_unless_a_longer_one_is_inside() {
+        let mut t = BTreeMap::new();
+        let b = ip("10.103.100.0");
+        assert_eq!(block_answer(&t, b), None, "no peer");
+        t.insert(net("10.0.0.0/8"), peer(1));
+        assert_eq!(block_answer(&t, b), None, "only a /8: left to the trie");
+        t.insert(net("10.103.0.0/16"), peer(2));
+        assert_eq!(block_answer(&t, b), Some(peer(2)));
+        t.insert(net("10.103.100.0/22"), peer(3));
+        assert_eq!(block_answer(&t, b), Some(peer(3)));
+        t.insert(net("10.103.100.0/24"), peer(4));
+        assert_eq!(block_answer(&t, b), Some(peer(4)));
+        assert_eq!(block_answer(&t, ip("10.103.101.0")), Some(peer(3)));
+        assert_eq!(block_answer(&t, ip("10.103.104.0")), Some(peer(2)));
+        // A longer subnet inside: the trie answers two ways in the block.
+        t.insert(net("10.103.100.192/26"), peer(5));
+        assert_eq!(block_answer(&t, b), None);
+        assert_eq!(block_answer(&t, ip("10.103.101.0")), Some(peer(3)));
+        t.remove(&net("10.103.100.192/26"));
+        t.insert(net("10.103.100.255/32"), peer(6));
+        assert_eq!(block_answer(&t, b), None, "a /32 at the block's end");
+        t.remove(&net("10.103.100.255/32"));
+        t.insert(net("10.103.99.255/32"), peer(6));
+        assert_eq!(
+            block_answer(&t, b),
+            Some(peer(4)),
+            "next door does not count"
+        );
     }
 }
