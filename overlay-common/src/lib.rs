@@ -283,10 +283,12 @@ pub struct EndpointValue {
 /// address. A slot holds an endpoint only while `OVL_ENDPOINTS` holds the
 /// same one (overlayd writes the hash first and clears the slot first).
 /// A slot goes only to an endpoint when it is empty or already that
-/// endpoint's: an array write is not atomic, and a program reading a slot
-/// while it changed from one address to another could pair the new
-/// address with the old interface. The later of two addresses that share
-/// a slot stays in the hash. On an empty slot, another address in it, or an endpoint the
+/// endpoint's, and no write changes its address and its value at once
+/// (the address is replaced by its complement, which no lookup there
+/// matches, while the value changes): an array write is not atomic, and a
+/// program must never pair an address with another endpoint's interface
+/// or a half-written one. The later of two addresses that share a slot
+/// stays in the hash. On an empty slot, another address in it, or an endpoint the
 /// from-container program learned, they look in `OVL_ENDPOINTS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -53,9 +53,9 @@ pub struct NetKey {
 /// An entry of `OVL_NET_EP_SLOTS`: endpoint `key` at slot
 /// [`net_endpoint_slot`]`(key.ip)`, with its `OVL_NET_ENDPOINTS` value.
 /// Same rules as [`crate::EndpointSlot`]: overlayd writes the hash first,
-/// clears the slot first, and gives a slot only to an endpoint when it is
-/// empty (or already its own), so a slot never changes from one endpoint
-/// to another in one write. On an empty slot or another key in it, the
+/// clears the slot first, gives a slot only to an endpoint when it is
+/// empty (or already its own), and never changes the key and the value in
+/// one write. On an empty slot or another key in it, the
 /// programs look in `OVL_NET_ENDPOINTS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

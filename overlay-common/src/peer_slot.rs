@@ -15,8 +15,9 @@ pub const PEER_SLOTS: u32 = 4096;
 /// that answer is the same for the whole block (the longest peer subnet
 /// covering it is a /16 to a /24 and no longer one lies inside it), clears
 /// the slots of the blocks a peer change touches before changing
-/// `OVL_PEERS` and fills them after, and gives a slot only to a block when
-/// it is empty or already that block's (an array write is not atomic). On
+/// `OVL_PEERS` and fills them after, gives a slot only to a block when it
+/// is empty or already that block's, and never changes the block and the
+/// value in one write (an array write is not atomic). On
 /// an empty slot or another block in it, the programs ask `OVL_PEERS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

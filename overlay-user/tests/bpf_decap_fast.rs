@@ -166,6 +166,24 @@ fn add_endpoint_fills_its_slot_and_the_slot_is_read_first() {
         "nothing left to sweep"
     );
 
+    // While overlayd rewrites a slot, it holds the complement of the
+    // address, which no address looked up there equals: the hash answers.
+    let placeholder = EndpointSlot {
+        ip: C1.map(|b| !b),
+        value: endpoint(78, forged),
+    };
+    raw.set(i, placeholder, 0).unwrap();
+    assert_eq!(
+        delivered_mac(&mut f, C1),
+        Some(C1_MAC),
+        "not the placeholder"
+    );
+    assert_eq!(
+        f.maps.sweep_endpoint_slots().unwrap(),
+        1,
+        "left by a crash: swept"
+    );
+
     // A slot whose endpoint the hash no longer has at all.
     raw.set(
         i,

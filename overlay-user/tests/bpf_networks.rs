@@ -6,15 +6,11 @@
 //! frames). Each asserts the verdict, the output bytes and the counters.
 //! Needs root (fails loudly in CI without).
 
-use std::net::Ipv4Addr;
-
 use aya::maps::{MapData, PerCpuArray};
 use overlay_common::observe::PeerStats;
 use overlay_common::{
-    net::NetEndpointValue, net::NetPortValue, programs, vtep_mac, CONFIG_F_XDP_DECAP,
-    CONFIG_F_XDP_VALIDATES, XDP_DECAP_MAGIC,
+    programs, vtep_mac, CONFIG_F_XDP_DECAP, CONFIG_F_XDP_VALIDATES, XDP_DECAP_MAGIC,
 };
-use overlay_user::dataplane::bpf::net_maps::NetMaps;
 
 #[path = "common/packets.rs"]
 mod packets;
@@ -22,114 +18,9 @@ use packets::*;
 #[path = "common/fixture.rs"]
 mod fixture;
 use fixture::*;
-
-const WEB: u32 = 4096;
-const DB: u32 = 4097;
-const WEB_GW: [u8; 4] = [10, 103, 240, 1];
-const A: [u8; 4] = [10, 103, 240, 2];
-const B: [u8; 4] = [10, 103, 240, 3];
-const R: [u8; 4] = [10, 103, 240, 4];
-/// A web endpoint on STRANGER's host.
-const S: [u8; 4] = [10, 103, 240, 5];
-const NOBODY: [u8; 4] = [10, 103, 240, 9];
-const D: [u8; 4] = [10, 103, 241, 2];
-const DR: [u8; 4] = [10, 103, 241, 4];
-const OUTSIDE: [u8; 4] = [198, 51, 100, 7];
-const MA: [u8; 6] = [0x02, 0x42, 10, 103, 240, 2];
-const MB: [u8; 6] = [0x02, 0x42, 10, 103, 240, 3];
-const MR: [u8; 6] = [0x02, 0x42, 10, 103, 240, 4];
-const MS: [u8; 6] = [0x02, 0x42, 10, 103, 240, 5];
-const MD: [u8; 6] = [0x02, 0x42, 10, 103, 241, 2];
-const MDR: [u8; 6] = [0x02, 0x42, 10, 103, 241, 4];
-const VETH_A: [u8; 6] = [0x0e, 0, 0, 0, 0, 31];
-const PORT_A: u32 = 31;
-const PORT_B: u32 = 32;
-const PORT_D: u32 = 41;
-
-struct Net {
-    f: Fixture,
-    net: NetMaps,
-}
-
-/// The fixture host (per-host VNI 42) carrying networks web (VNI 4096,
-/// 10.103.240.0/24) and db (4097, 10.103.241.0/24): local web A and B,
-/// remote web R on PEER and S on STRANGER, local db D, remote db DR on PEER.
-fn net_fixture() -> Option<Net> {
-    let mut f = fixture(0)?;
-    let mut net = NetMaps::take(&mut f.ebpf).expect("network maps");
-    let cfg = host_config(0);
-    let ip = Ipv4Addr::from;
-    net.add_network(WEB, "10.103.240.0/24".parse().unwrap(), ip(WEB_GW))
-        .unwrap();
-    net.add_network(
-        DB,
-        "10.103.241.0/24".parse().unwrap(),
-        ip([10, 103, 241, 1]),
-    )
-    .unwrap();
-    let port = |vni, addr, gateway, mac, veth_mac| NetPortValue {
-        vni,
-        ip: addr,
-        gateway,
-        mac,
-        veth_mac,
-    };
-    net.put_port(PORT_A, &port(WEB, A, WEB_GW, MA, VETH_A))
-        .unwrap();
-    net.put_port(PORT_B, &port(WEB, B, WEB_GW, MB, [0x0e, 0, 0, 0, 0, 32]))
-        .unwrap();
-    net.put_port(
-        PORT_D,
-        &port(DB, D, [10, 103, 241, 1], MD, [0x0e, 0, 0, 0, 0, 41]),
-    )
-    .unwrap();
-    for (vni, addr, v) in [
-        (WEB, A, NetEndpointValue::local(PORT_A, MA)),
-        (WEB, B, NetEndpointValue::local(PORT_B, MB)),
-        (
-            WEB,
-            R,
-            NetEndpointValue::remote(&cfg, WEB, PEER, PEER_MAC, MR).with_stats_slot(PEER_SLOT),
-        ),
-        (
-            WEB,
-            S,
-            NetEndpointValue::remote(&cfg, WEB, STRANGER, PEER_MAC, MS),
-        ),
-        (DB, D, NetEndpointValue::local(PORT_D, MD)),
-        (
-            DB,
-            DR,
-            NetEndpointValue::remote(&cfg, DB, PEER, PEER_MAC, MDR).with_stats_slot(PEER_SLOT),
-        ),
-    ] {
-        net.put_endpoint(vni, ip(addr), &v).unwrap();
-    }
-    Some(Net { f, net })
-}
-
-impl Net {
-    /// Runs the from-net-container program as from port `ifindex`.
-    fn run_port(&mut self, ifindex: u32, input: &[u8]) -> (u32, Vec<u8>) {
-        self.f.run_tc_ctx(
-            programs::FROM_NET_CONTAINER,
-            input,
-            Some(&skb_ctx(ifindex, 0)),
-        )
-    }
-
-    fn drops(&self, name: &str) -> u64 {
-        self.f.drops(name)
-    }
-
-    fn counter(&self, name: &str) -> u64 {
-        self.f.counter(name)
-    }
-
-    fn total_drops(&self) -> u64 {
-        self.f.maps.stats().unwrap().drops.values().sum()
-    }
-}
+#[path = "common/net.rs"]
+mod net;
+use net::*;
 
 fn arp_request(sha: [u8; 6], spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
     let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
@@ -317,15 +208,6 @@ fn outside_every_network_goes_to_the_host_and_vxlan_port_is_refused() {
 
 // ---- receive path -----------------------------------------------------------
 
-fn net_inner(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    eth(
-        [0x02, 0, 0, 0, 0, 0x77],
-        src_mac,
-        0x0800,
-        &ipv4(src, dst, 6, &tcp_segment()),
-    )
-}
-
 #[test]
 fn a_network_frame_from_the_endpoints_host_is_delivered_into_the_container() {
     let Some(mut n) = net_fixture() else { return };
@@ -499,91 +381,4 @@ fn the_per_host_vni_is_unchanged_next_to_networks() {
     assert_eq!(&out[42..50], &[0x08, 0, 0, 0, 0, 0, 42, 0]);
     assert_eq!(n.counter("decap_packets"), 1);
     assert_eq!(n.counter("encap_packets"), 1);
-}
-
-// ---- endpoint slots -----------------------------------------------------------
-
-/// Network endpoints are read from their slot of `OVL_NET_EP_SLOTS` before
-/// the hash: a slot forged to disagree wins until the sweep clears it. An
-/// endpoint of another network whose address shares the slot is served
-/// from the hash and never takes the slot from its holder.
-#[test]
-fn network_endpoints_are_read_from_their_slot_first() {
-    use aya::maps::{Array, Map};
-    use overlay_common::net::{maps as names, net_endpoint_slot, NetEndpointSlot, NetKey};
-    let Some(mut n) = net_fixture() else { return };
-    let mut slots: Array<MapData, NetEndpointSlot> =
-        Array::try_from(Map::Array(n.f.pinned_map(names::ENDPOINT_SLOTS))).unwrap();
-    let slot_of_a =
-        |slots: &Array<MapData, NetEndpointSlot>| slots.get(&net_endpoint_slot(A), 0).unwrap();
-    let deliver = |n: &mut Net, vni, src_mac, src, dst| {
-        let frame = vxlan_frame(PEER, vni, 0x08, &net_inner(src_mac, src, dst));
-        let (ret, out) = n.f.run_tc(programs::FROM_UNDERLAY, &frame);
-        (ret == TC_ACT_REDIRECT).then(|| <[u8; 6]>::try_from(&out[0..6]).unwrap())
-    };
-    let a_key = NetKey { vni: WEB, ip: A };
-    assert_eq!(slot_of_a(&slots).key, a_key);
-    assert_eq!(slot_of_a(&slots).value, NetEndpointValue::local(PORT_A, MA));
-    assert_eq!(deliver(&mut n, WEB, MR, R, A), Some(MA));
-    // A forged slot wins; the sweep finds it (and nothing else) stale.
-    let forged = NetEndpointSlot {
-        key: a_key,
-        value: NetEndpointValue::local(PORT_B, MB),
-    };
-    slots.set(net_endpoint_slot(A), forged, 0).unwrap();
-    assert_eq!(
-        deliver(&mut n, WEB, MR, R, A),
-        Some(MB),
-        "the slot is read first"
-    );
-    assert_eq!(n.net.sweep_endpoint_slots().unwrap(), 1);
-    assert_eq!(slot_of_a(&slots), NetEndpointSlot::default());
-    assert_eq!(deliver(&mut n, WEB, MR, R, A), Some(MA), "then the hash");
-    n.net
-        .put_endpoint(WEB, Ipv4Addr::from(A), &NetEndpointValue::local(PORT_A, MA))
-        .unwrap();
-    // Network "api" (10.104.240.0/24): its T has A's low bits.
-    const API: u32 = 4098;
-    let (t, rt) = ([10, 104, 240, 2], [10, 104, 240, 4]);
-    let (mt, mrt) = ([0x02, 0x42, 10, 104, 240, 2], [0x02, 0x42, 10, 104, 240, 4]);
-    assert_eq!(net_endpoint_slot(t), net_endpoint_slot(A));
-    let cfg = host_config(0);
-    n.net
-        .add_network(
-            API,
-            "10.104.240.0/24".parse().unwrap(),
-            [10, 104, 240, 1].into(),
-        )
-        .unwrap();
-    n.net
-        .put_endpoint(API, t.into(), &NetEndpointValue::local(PORT_D + 1, mt))
-        .unwrap();
-    n.net
-        .put_endpoint(
-            API,
-            rt.into(),
-            &NetEndpointValue::remote(&cfg, API, PEER, PEER_MAC, mrt),
-        )
-        .unwrap();
-    assert_eq!(slot_of_a(&slots).key, a_key, "A keeps its slot");
-    assert_eq!(
-        deliver(&mut n, API, mrt, rt, t),
-        Some(mt),
-        "T from the hash"
-    );
-    assert_eq!(deliver(&mut n, WEB, MR, R, A), Some(MA), "A from its slot");
-    // Not across networks: web's address under api's VNI is nobody.
-    assert_eq!(deliver(&mut n, API, mrt, rt, A), None);
-    assert_eq!(n.drops("no_endpoint"), 1);
-    // A gone: its slot is cleared, T still found, and takes it when added again.
-    n.net.del_endpoint(WEB, Ipv4Addr::from(A)).unwrap();
-    assert_eq!(slot_of_a(&slots), NetEndpointSlot::default());
-    assert_eq!(deliver(&mut n, WEB, MR, R, A), None);
-    assert_eq!(deliver(&mut n, API, mrt, rt, t), Some(mt));
-    n.net
-        .put_endpoint(API, t.into(), &NetEndpointValue::local(PORT_D + 1, mt))
-        .unwrap();
-    assert_eq!(slot_of_a(&slots).key, NetKey { vni: API, ip: t });
-    assert_eq!(deliver(&mut n, API, mrt, rt, t), Some(mt));
-    assert_eq!(n.net.sweep_endpoint_slots().unwrap(), 0);
 }

@@ -92,6 +92,18 @@ fn the_slot_is_read_before_the_trie_and_the_sweep_clears_a_wrong_one() {
     assert_eq!(encap_to(&mut f, REMOTE), Some(PEER));
     assert_eq!(decap_from(&mut f, PEER, REMOTE), TC_ACT_REDIRECT);
     assert_eq!(f.maps.sweep_peer_slots().unwrap(), 0);
+    // While overlayd rewrites a slot it holds the complement of the block
+    // (which no address's block equals): the trie answers meanwhile, and
+    // the sweep clears one a crash left behind.
+    let placeholder = PeerSlot {
+        block: s.block.map(|b| !b),
+        ..forged
+    };
+    slots(&f).set(peer_slot(REMOTE), placeholder, 0).unwrap();
+    assert_eq!(encap_to(&mut f, REMOTE), Some(PEER));
+    assert_eq!(decap_from(&mut f, PEER, REMOTE), TC_ACT_REDIRECT);
+    assert_eq!(f.maps.sweep_peer_slots().unwrap(), 1);
+    assert_eq!(slot_of(&f, REMOTE), PeerSlot::default());
 }
 
 #[test]

@@ -30,6 +30,10 @@ pub(super) trait Slot: aya::Pod + Default + PartialEq {
     fn key(&self) -> Self::Key;
     /// The index at which `key` belongs.
     fn index(key: &Self::Key) -> u32;
+    /// This entry with a key no lookup at its index can match (the
+    /// complement of its own, which belongs elsewhere): what the slot holds
+    /// while its value is written or kept for a program still reading it.
+    fn without_key(&self) -> Self;
 }
 
 impl Slot for EndpointSlot {
@@ -39,6 +43,12 @@ impl Slot for EndpointSlot {
     }
     fn index(key: &[u8; 4]) -> u32 {
         endpoint_slot(*key)
+    }
+    fn without_key(&self) -> Self {
+        EndpointSlot {
+            ip: self.ip.map(|b| !b),
+            ..*self
+        }
     }
 }
 
@@ -50,6 +60,15 @@ impl Slot for NetEndpointSlot {
     fn index(key: &NetKey) -> u32 {
         net_endpoint_slot(key.ip)
     }
+    fn without_key(&self) -> Self {
+        NetEndpointSlot {
+            key: NetKey {
+                ip: self.key.ip.map(|b| !b),
+                ..self.key
+            },
+            ..*self
+        }
+    }
 }
 
 impl Slot for PeerSlot {
@@ -59,6 +78,12 @@ impl Slot for PeerSlot {
     }
     fn index(key: &[u8; 4]) -> u32 {
         peer_slot(*key)
+    }
+    fn without_key(&self) -> Self {
+        PeerSlot {
+            block: self.block.map(|b| !b),
+            ..*self
+        }
     }
 }
 
@@ -122,23 +147,42 @@ impl<S: Slot> Slots<S> {
 
     /// Puts `s` (already in the hash) in its slot if that is empty or
     /// holds `s`'s key; another key keeps its slot, and `s` is then found
-    /// in the hash.
+    /// in the hash. An array write is not atomic, so no write changes a
+    /// slot's key and its value at once: the key is taken away (the old
+    /// value kept for a program still reading it), the new value written
+    /// without the key, and the key put back alone. A program that finds
+    /// the key thus reads a value written before it.
     pub fn claim(&mut self, s: &S) -> Result<(), DataplaneError> {
         let i = S::index(&s.key());
         let held = self.get(i)?;
-        if held != S::default() && held.key() != s.key() {
+        if held == *s {
             return Ok(());
         }
+        if held != S::default() {
+            if held.key() != s.key() {
+                return Ok(());
+            }
+            self.set(i, &held.without_key())?;
+        }
+        self.set(i, &s.without_key())?;
         self.set(i, s)
     }
 
-    /// Empties `key`'s slot if `key` holds it (before the hash entry goes).
+    /// Empties `key`'s slot if `key` holds it (before the hash entry goes):
+    /// first the key alone, then the value.
     pub fn release(&mut self, key: &S::Key) -> Result<(), DataplaneError> {
         let i = S::index(key);
-        if self.get(i)?.key() == *key {
-            self.set(i, &S::default())?;
+        let held = self.get(i)?;
+        if held != S::default() && held.key() == *key {
+            self.clear(i, &held)?;
         }
         Ok(())
+    }
+
+    /// Empties slot `i`, which holds `held`: the key first, then the value.
+    fn clear(&mut self, i: u32, held: &S) -> Result<(), DataplaneError> {
+        self.set(i, &held.without_key())?;
+        self.set(i, &S::default())
     }
 
     /// Clears every slot that is in the wrong place or whose entry
@@ -155,8 +199,13 @@ impl<S: Slot> Slots<S> {
             if s == S::default() {
                 continue;
             }
-            if S::index(&s.key()) != i || !backed(&s)? {
+            if S::index(&s.key()) != i {
+                // A key that does not belong here (a placeholder left by a
+                // run that stopped mid-write): no lookup matches it.
                 self.set(i, &S::default())?;
+                cleared += 1;
+            } else if !backed(&s)? {
+                self.clear(i, &s)?;
                 cleared += 1;
             }
         }
