@@ -14,8 +14,8 @@ pub const PEER_SLOTS: u32 = 4096;
 /// `block`, the peer `OVL_PEERS` answers. overlayd fills a slot only when
 /// that answer is the same for the whole block (the longest peer subnet
 /// covering it is a /16 to a /24 and no longer one lies inside it), clears
-/// the slots of the blocks a peer change touches before changing
-/// `OVL_PEERS` and fills them after, gives a slot only to a block when it
+/// the slots of the blocks whose answer a peer change changes before
+/// changing `OVL_PEERS` and fills them after, gives a slot only to a block when it
 /// is empty or already that block's, and never changes the block and the
 /// value in one write (an array write is not atomic). On
 /// an empty slot or another block in it, the programs ask `OVL_PEERS`.

@@ -74,6 +74,12 @@ fn the_slot_is_read_before_the_trie_and_the_sweep_clears_a_wrong_one() {
         ..s
     };
     slots(&f).set(peer_slot(REMOTE), forged, 0).unwrap();
+    // A peer added again as it was changes no block's answer, so no slot
+    // is written (the forged one stays; the start-up sweep clears such).
+    f.maps
+        .add_peer("10.103.200.0/24".parse().unwrap(), &s.value)
+        .unwrap();
+    assert_eq!(slot_of(&f, REMOTE), forged);
     assert_eq!(
         encap_to(&mut f, REMOTE),
         Some(PEER2),

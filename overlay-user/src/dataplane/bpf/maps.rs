@@ -83,42 +83,54 @@ impl Maps {
     }
 
     /// Routes `subnet` to a remote host: in `OVL_PEERS`, and in the slots
-    /// of the /24 blocks that then have one answer ([`PeerSlot`]; emptied
-    /// before the trie changes, filled after).
+    /// of the /24 blocks it changes ([`Maps::change_peer`]).
     pub fn add_peer(&mut self, subnet: Ipv4Net, value: &PeerValue) -> Result<(), DataplaneError> {
-        let subnet = subnet.trunc();
-        let blocks = self.release_peer_slots(subnet)?;
-        self.peers
-            .insert(&lpm(subnet), value, 0)
-            .map_err(err(names::PEERS))?;
-        self.peer_table.insert(subnet, *value);
-        self.fill_peer_slots(&blocks)
+        self.change_peer(subnet.trunc(), Some(*value))
     }
 
     /// Removes `subnet`; absent is fine.
     pub fn del_peer(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
-        let subnet = subnet.trunc();
-        let blocks = self.release_peer_slots(subnet)?;
-        ignore_missing(self.peers.remove(&lpm(subnet))).map_err(err(names::PEERS))?;
-        self.peer_table.remove(&subnet);
-        self.fill_peer_slots(&blocks)
+        self.change_peer(subnet.trunc(), None)
     }
 
-    /// Empties the slots of the blocks a change of `subnet` touches (the
-    /// programs then ask `OVL_PEERS`, which is about to change); returns
-    /// the blocks.
-    fn release_peer_slots(&mut self, subnet: Ipv4Net) -> Result<Vec<Ipv4Addr>, DataplaneError> {
+    /// Puts `subnet` in `OVL_PEERS` with `value`, or removes it (`None`),
+    /// and keeps the slots of its blocks in line ([`PeerSlot`]): a block
+    /// whose answer changes has its slot emptied before the trie changes
+    /// (the programs then ask the trie) and filled after; the slots of the
+    /// others are not written (a peer added again as it was changes none).
+    fn change_peer(
+        &mut self,
+        subnet: Ipv4Net,
+        value: Option<PeerValue>,
+    ) -> Result<(), DataplaneError> {
         let blocks = peer_blocks(subnet);
-        for b in &blocks {
-            self.peer_slots.release(&b.octets())?;
+        let before: Vec<_> = blocks
+            .iter()
+            .map(|&b| block_answer(&self.peer_table, b))
+            .collect();
+        let old = match value {
+            Some(v) => self.peer_table.insert(subnet, v),
+            None => self.peer_table.remove(&subnet),
+        };
+        let changed: Vec<(Ipv4Addr, Option<PeerValue>)> = blocks
+            .into_iter()
+            .zip(before)
+            .filter_map(|(b, was)| {
+                let now = block_answer(&self.peer_table, b);
+                (now != was).then_some((b, now))
+            })
+            .collect();
+        let written = self.write_peer(subnet, value, &changed);
+        if written.is_err() {
+            // The trie is as it was: so is its copy.
+            match old {
+                Some(v) => self.peer_table.insert(subnet, v),
+                None => self.peer_table.remove(&subnet),
+            };
+            return written;
         }
-        Ok(blocks)
-    }
-
-    /// Fills the slots of `blocks` that have one answer now.
-    fn fill_peer_slots(&mut self, blocks: &[Ipv4Addr]) -> Result<(), DataplaneError> {
-        for &b in blocks {
-            if let Some(value) = block_answer(&self.peer_table, b) {
+        for (b, now) in changed {
+            if let Some(value) = now {
                 self.peer_slots.claim(&PeerSlot {
                     block: b.octets(),
                     _pad: 0,
@@ -127,6 +139,24 @@ impl Maps {
             }
         }
         Ok(())
+    }
+
+    /// Empties the slots of the `changed` blocks, then writes `subnet` to
+    /// `OVL_PEERS` (or removes it).
+    fn write_peer(
+        &mut self,
+        subnet: Ipv4Net,
+        value: Option<PeerValue>,
+        changed: &[(Ipv4Addr, Option<PeerValue>)],
+    ) -> Result<(), DataplaneError> {
+        for (b, _) in changed {
+            self.peer_slots.release(&b.octets())?;
+        }
+        match value {
+            Some(v) => self.peers.insert(&lpm(subnet), v, 0),
+            None => ignore_missing(self.peers.remove(&lpm(subnet))),
+        }
+        .map_err(err(names::PEERS))
     }
 
     /// Clears every slot of `OVL_PEER_SLOTS` that does not hold what
