@@ -487,9 +487,11 @@ fn main() {
         .unwrap();
     }
     let load_endpoints = t.elapsed();
-    // The fixture's endpoint takes its slot back from the one of the
-    // 100,000 that shares it, as no other address of a host's own subnet
-    // (up to a /15) would: the array is full, the hash is at size.
+    // The fixture's endpoint and peer were added first, so they keep their
+    // slots (a slot stays with its first key) although one of the 100,000
+    // endpoints and two of the 10,000 peers share them, as no address of a
+    // host's own subnet (up to a /15) and no block of a /12 would. Installed
+    // again: the fixture as in the empty state, with the maps full.
     install(&mut maps, flags());
     let (loaded, mut loaded_extra) = measure(&mut ebpf, &mut maps, runs);
     let net = measure_net(&mut ebpf, &mut maps, runs);
