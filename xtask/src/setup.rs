@@ -28,11 +28,14 @@ pub const APT_PACKAGES: &[&str] = &[
     "iptables",
     // The cluster store's tests run real etcd members (etcd 3.4) and use
     // etcdctl; openssl makes their TLS certificates. The etcd-client crate
-    // builds its gRPC code with protoc.
+    // builds its gRPC code with protoc, which needs the well-known types
+    // (google/protobuf/*.proto) of libprotobuf-dev: protobuf-compiler only
+    // recommends it, and recommends are not installed.
     "etcd-server",
     "etcd-client",
     "openssl",
     "protobuf-compiler",
+    "libprotobuf-dev",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
