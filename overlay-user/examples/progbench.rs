@@ -29,6 +29,7 @@ use overlay_common::{
     programs, vtep_mac, EndpointValue, PeerValue, CONFIG_F_DECAP_TWO_STEP,
     CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_DECAP, CONFIG_F_XDP_VALIDATES,
 };
+use overlay_user::dataplane::bpf::calibrate::{self, ResizeTiming};
 use overlay_user::dataplane::bpf::{loader, maps::Maps, net_maps::NetMaps};
 use overlay_user::model::config::DecapResize;
 
@@ -122,24 +123,30 @@ impl Job {
     }
 }
 
+static FLAGS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+static RESIZE_TIMING: std::sync::OnceLock<Option<ResizeTiming>> = std::sync::OnceLock::new();
+
 /// overlayd's default flags: attach = "veth" (endpoint learning on),
-/// xdp = "off", and `decap_resize` as it is on this CPU (`auto`), or as
-/// `PROGBENCH_DECAP_RESIZE` (`one-step`, `two-step`) says.
+/// xdp = "off", and `decap_resize` as overlayd's `auto` finds it on this
+/// CPU (timed, as overlayd does at start), or as `PROGBENCH_DECAP_RESIZE`
+/// (`one-step`, `two-step`) says. Set once by [`init_flags`].
 fn flags() -> u32 {
-    static FLAGS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *FLAGS.get_or_init(|| {
-        let resize = match std::env::var("PROGBENCH_DECAP_RESIZE").as_deref() {
-            Ok("one-step") => DecapResize::OneStep,
-            Ok("two-step") => DecapResize::TwoStep,
-            Ok("auto") | Err(_) => DecapResize::Auto,
-            Ok(other) => {
-                panic!("PROGBENCH_DECAP_RESIZE={other}: expected one-step, two-step or auto")
-            }
-        };
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let two = resize.two_step(&cpuinfo);
-        CONFIG_F_LEARN_ENDPOINTS | if two { CONFIG_F_DECAP_TWO_STEP } else { 0 }
-    })
+    *FLAGS.get().expect("init_flags first")
+}
+
+fn init_flags(ebpf: &mut aya::Ebpf) {
+    let resize = match std::env::var("PROGBENCH_DECAP_RESIZE").as_deref() {
+        Ok("one-step") => DecapResize::OneStep,
+        Ok("two-step") => DecapResize::TwoStep,
+        Ok("auto") | Err(_) => DecapResize::Auto,
+        Ok(other) => {
+            panic!("PROGBENCH_DECAP_RESIZE={other}: expected one-step, two-step or auto")
+        }
+    };
+    let timing = calibrate::time_decap_resize(ebpf).expect("timing the decap resizes");
+    let two = resize.fixed().unwrap_or_else(|| timing.two_step());
+    let _ = RESIZE_TIMING.set(Some(timing));
+    let _ = FLAGS.set(CONFIG_F_LEARN_ENDPOINTS | if two { CONFIG_F_DECAP_TWO_STEP } else { 0 });
 }
 
 /// The paired batches of one job: per pair, the empty program's mean and
@@ -444,6 +451,7 @@ fn main() {
     }
     let p: &mut Xdp = loader::program(&mut ebpf, programs::BENCH_NOOP_XDP).unwrap();
     p.load().unwrap();
+    init_flags(&mut ebpf);
     let mut maps = Maps::take(&mut ebpf).unwrap();
     install(&mut maps, flags());
     let _observe = observe_maps(&mut ebpf, arg("--monitor", 0) == 1);
@@ -510,6 +518,11 @@ fn main() {
             "peers": added,
             "endpoints": n_endpoints,
             "decap_two_step": flags() & CONFIG_F_DECAP_TWO_STEP != 0,
+            "decap_resize_timing": RESIZE_TIMING.get().copied().flatten().map(|t| serde_json::json!({
+                "one_step_ns": t.one_step_ns,
+                "two_step_ns": t.two_step_ns,
+                "two_step": t.two_step(),
+            })),
             "empty": empty,
             "loaded": loaded,
             "net": net,

@@ -267,3 +267,33 @@ fn source_check_reads_the_slot() {
     );
     assert_eq!(f.drops("source_spoofed"), 2);
 }
+
+/// `decap_resize = "auto"` times both ways on this CPU: two positive
+/// figures, the rule applied to them, and the timing programs unloaded
+/// again unless they were loaded before (the agent loads none of them).
+#[test]
+fn auto_resize_times_both_ways_and_unloads_its_programs() {
+    use aya::programs::SchedClassifier;
+    use overlay_user::dataplane::bpf::{calibrate, loader};
+    let Some(mut f) = empty_fixture() else { return };
+    let loaded = |f: &mut Fixture, name| {
+        let p: &mut SchedClassifier = loader::program(&mut f.ebpf, name).unwrap();
+        p.fd().is_ok()
+    };
+    let t = calibrate::time_decap_resize(&mut f.ebpf).unwrap();
+    assert!(t.one_step_ns > 0.0 && t.two_step_ns > 0.0, "{t:?}");
+    assert_eq!(t.two_step(), t.two_step_ns < t.one_step_ns * 0.95, "{t:?}");
+    for name in [
+        programs::BENCH_ADJUST_SHRINK,
+        programs::BENCH_ADJUST_TWO_STEP,
+    ] {
+        assert!(!loaded(&mut f, name), "{name} left loaded");
+    }
+    // Loaded by the caller before: still loaded after.
+    let p: &mut SchedClassifier =
+        loader::program(&mut f.ebpf, programs::BENCH_ADJUST_SHRINK).unwrap();
+    p.load().unwrap();
+    calibrate::time_decap_resize(&mut f.ebpf).unwrap();
+    assert!(loaded(&mut f, programs::BENCH_ADJUST_SHRINK));
+    assert!(!loaded(&mut f, programs::BENCH_ADJUST_TWO_STEP));
+}

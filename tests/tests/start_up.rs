@@ -53,6 +53,16 @@ fn a_second_overlayd_on_the_same_directories_refuses_and_the_first_keeps_forward
     let bins = Binaries::locate().unwrap();
     let a = c.agent(1);
     assert_eq!(pings(&c.lab, 3), (3, 3));
+    // `decap_resize = "auto"` (the default) timed both ways at start.
+    let log = a.proc.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("(decap_resize = auto: measured "))
+        .unwrap_or_else(|| panic!("no timing of the decap resize in the log:\n{log}"));
+    assert!(
+        line.contains(" ns for one step, ") && line.contains(" ns for two)"),
+        "{line}"
+    );
     let peers = overlay_tests::peer_table(a);
     let (state_dir, pin_dir) = (c.lab.dir().join("h1-state"), c.lab.bpffs_dir().join("h1"));
 

@@ -109,8 +109,9 @@ impl fmt::Display for DeliverMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DecapResize {
-    /// `two-step` on a CPU with FSRM (`fsrm` in /proc/cpuinfo's flags),
-    /// where it measured 10 ns faster per decapsulation; else `one-step`.
+    /// Whichever is faster on this CPU, timed at start with
+    /// BPF_PROG_TEST_RUN (`dataplane::bpf::calibrate`); `two-step` only
+    /// when at least 5 % faster.
     #[default]
     Auto,
     /// One `bpf_skb_adjust_room(-50)`.
@@ -120,13 +121,13 @@ pub enum DecapResize {
 }
 
 impl DecapResize {
-    /// Whether decapsulation resizes in two steps on a CPU whose
-    /// /proc/cpuinfo reads `cpuinfo`.
-    pub fn two_step(self, cpuinfo: &str) -> bool {
+    /// Whether decapsulation resizes in two steps, when the setting says so
+    /// itself; `None` for `auto`, which the dataplane measures.
+    pub fn fixed(self) -> Option<bool> {
         match self {
-            DecapResize::Auto => cpu_has_fsrm(cpuinfo),
-            DecapResize::OneStep => false,
-            DecapResize::TwoStep => true,
+            DecapResize::Auto => None,
+            DecapResize::OneStep => Some(false),
+            DecapResize::TwoStep => Some(true),
         }
     }
 }
@@ -139,18 +140,6 @@ impl fmt::Display for DecapResize {
             DecapResize::TwoStep => "two-step",
         })
     }
-}
-
-/// Whether the first CPU in `cpuinfo` (/proc/cpuinfo's text) has FSRM
-/// (fast short `rep movsb`, which the kernel's `memmove` then uses).
-pub fn cpu_has_fsrm(cpuinfo: &str) -> bool {
-    cpuinfo
-        .lines()
-        .find_map(|l| {
-            let (key, flags) = l.split_once(':')?;
-            (key.trim() == "flags").then(|| flags.split_whitespace().any(|f| f == "fsrm"))
-        })
-        .unwrap_or(false)
 }
 
 /// How the XDP program is attached to the underlay interface.

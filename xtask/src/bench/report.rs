@@ -228,9 +228,9 @@ impl Report {
                     "from_underlay_decap_ns",
                     "ovl_from_underlay",
                     if pb["decap_two_step"].as_bool() == Some(true) {
-                        "VXLAN to an endpoint: decapsulate (two-step resize, `decap_resize = \"auto\"` on this CPU)"
+                        "VXLAN to an endpoint: decapsulate (two-step resize, as `decap_resize = \"auto\"` timed it on this CPU)"
                     } else {
-                        "VXLAN to an endpoint: decapsulate (one-step resize)"
+                        "VXLAN to an endpoint: decapsulate (one-step resize, as `decap_resize = \"auto\"` timed it on this CPU)"
                     },
                 ),
                 (

@@ -6,6 +6,7 @@
 //! `encap = "device"`. Must not touch: the kernel dataplane's devices and
 //! routes, and anything above the dataplane.
 
+pub mod calibrate;
 mod encap_device;
 mod endpoint;
 mod follow;
@@ -180,16 +181,10 @@ impl BpfDataplane {
         if cfg.attach == AttachPoint::Veth {
             flags |= CONFIG_F_LEARN_ENDPOINTS | overlay_common::CONFIG_F_PER_PORT;
         }
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let two_step = cfg.decap_resize.two_step(&cpuinfo);
+        let two_step = calibrate::decap_two_step(cfg.decap_resize, &mut ebpf);
         if two_step {
             flags |= overlay_common::CONFIG_F_DECAP_TWO_STEP;
         }
-        let steps = if two_step { "two steps" } else { "one step" };
-        log::info!(
-            "decapsulation resizes in {steps} (decap_resize = {})",
-            cfg.decap_resize
-        );
         let bpf_cfg = overlay_common::Config {
             local_ip: local_ip.octets(),
             vni: cfg.vni,

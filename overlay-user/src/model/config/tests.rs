@@ -348,34 +348,25 @@ fn endpoint_hop_settings_have_defaults_and_name_bad_values() {
 }
 
 #[test]
-fn decap_resize_defaults_to_auto_and_follows_the_cpu() {
+fn decap_resize_defaults_to_auto_which_is_measured() {
     assert_eq!(example().decap_resize, DecapResize::Auto);
-    let fsrm = "processor\t: 0\nflags\t\t: fpu sse2 erms fsrm avx512f\nbugs\t\t: spectre_v1\n";
-    let no_fsrm = "processor\t: 0\nflags\t\t: fpu sse2 erms avx2\n";
-    assert!(cpu_has_fsrm(fsrm));
-    assert!(!cpu_has_fsrm(no_fsrm));
-    assert!(!cpu_has_fsrm("flags : fsrmx\n"), "whole flags only");
-    assert!(!cpu_has_fsrm(""), "no /proc/cpuinfo: one step");
-    for (line, want, on_fsrm, elsewhere) in [
-        ("", DecapResize::Auto, true, false),
-        ("decap_resize = \"auto\"", DecapResize::Auto, true, false),
+    for (line, want, fixed) in [
+        ("", DecapResize::Auto, None),
+        ("decap_resize = \"auto\"", DecapResize::Auto, None),
         (
             "decap_resize = \"one-step\"",
             DecapResize::OneStep,
-            false,
-            false,
+            Some(false),
         ),
         (
             "decap_resize = \"two-step\"",
             DecapResize::TwoStep,
-            true,
-            true,
+            Some(true),
         ),
     ] {
         let cfg = Config::parse(&format!("{line}\n{EXAMPLE}")).unwrap();
         assert_eq!(cfg.decap_resize, want, "{line}");
-        assert_eq!(cfg.decap_resize.two_step(fsrm), on_fsrm, "{line}");
-        assert_eq!(cfg.decap_resize.two_step(no_fsrm), elsewhere, "{line}");
+        assert_eq!(cfg.decap_resize.fixed(), fixed, "{line}");
     }
     assert_eq!(DecapResize::TwoStep.to_string(), "two-step");
     let e = Config::parse(&format!("decap_resize = \"fast\"\n{EXAMPLE}"))
