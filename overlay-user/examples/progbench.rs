@@ -124,7 +124,7 @@ impl Job {
 }
 
 static FLAGS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-static RESIZE_TIMING: std::sync::OnceLock<Option<ResizeTiming>> = std::sync::OnceLock::new();
+static RESIZE_TIMING: std::sync::OnceLock<ResizeTiming> = std::sync::OnceLock::new();
 
 /// overlayd's default flags: attach = "veth" (endpoint learning on),
 /// xdp = "off", and `decap_resize` as overlayd's `auto` finds it on this
@@ -145,7 +145,7 @@ fn init_flags(ebpf: &mut aya::Ebpf) {
     };
     let timing = calibrate::time_decap_resize(ebpf).expect("timing the decap resizes");
     let two = resize.fixed().unwrap_or_else(|| timing.two_step());
-    let _ = RESIZE_TIMING.set(Some(timing));
+    let _ = RESIZE_TIMING.set(timing);
     let _ = FLAGS.set(CONFIG_F_LEARN_ENDPOINTS | if two { CONFIG_F_DECAP_TWO_STEP } else { 0 });
 }
 
@@ -518,7 +518,7 @@ fn main() {
             "peers": added,
             "endpoints": n_endpoints,
             "decap_two_step": flags() & CONFIG_F_DECAP_TWO_STEP != 0,
-            "decap_resize_timing": RESIZE_TIMING.get().copied().flatten().map(|t| serde_json::json!({
+            "decap_resize_timing": RESIZE_TIMING.get().map(|t| serde_json::json!({
                 "one_step_ns": t.one_step_ns,
                 "two_step_ns": t.two_step_ns,
                 "two_step": t.two_step(),
