@@ -6,12 +6,15 @@
 //! that compile for the host too, so `cargo test` covers them.
 #![cfg_attr(not(test), no_std)]
 
+mod config_flags;
 pub mod csum;
 pub mod net;
 pub mod observe;
 pub mod peer_slot;
 pub mod rules;
 pub mod vxlan;
+
+pub use config_flags::*;
 
 /// Default VXLAN UDP port (IANA, RFC 7348).
 pub const DEFAULT_VXLAN_PORT: u16 = 4789;
@@ -92,6 +95,9 @@ pub mod programs {
     pub const BENCH_ADJUST_SHRINK: &str = "ovl_bench_adjust_shrink";
     /// Benchmark: the two calls of `decap_resize = "two-step"` alone.
     pub const BENCH_ADJUST_TWO_STEP: &str = "ovl_bench_adjust_two_step";
+    /// Benchmark: encapsulation's `bpf_skb_change_head(50)` alone
+    /// (`encap_resize = "head"`).
+    pub const BENCH_PUSH_HEAD: &str = "ovl_bench_push_head";
 }
 
 /// This host's settings, in the single entry of the `OVL_CONFIG` array.
@@ -135,46 +141,6 @@ pub struct Config {
 /// Default of [`Config::learn_limit`]: a container interface normally has
 /// one IPv4 address; a few more allow secondary addresses.
 pub const DEFAULT_LEARN_LIMIT: u32 = 4;
-
-/// `Config::flags`: an XDP program on the underlay checks VXLAN frames before
-/// tc. Informational: tc repeats every check, since XDP can be detached
-/// under it.
-pub const CONFIG_F_XDP_VALIDATES: u32 = 1;
-/// `Config::flags`: the from-container program runs on each container's own
-/// veth, so it may learn a container's endpoint (IP, MAC, veth) from the
-/// first packet it sends to a peer. Not with `attach = "bridge"`, where the
-/// port a packet came from is not known.
-pub const CONFIG_F_LEARN_ENDPOINTS: u32 = 2;
-/// `Config::flags`: the from-container program runs on each container's own
-/// veth (`attach = "veth"`), so a packet's source address must be bound to
-/// the port it came in on. Without it (`attach = "bridge"`) the source must
-/// lie in this host's subnet and match the endpoint's MAC where known.
-pub const CONFIG_F_PER_PORT: u32 = 4;
-/// `Config::flags` (`xdp = "decap"`): the XDP program on the underlay
-/// decapsulates VXLAN for local endpoints itself (`bpf_xdp_adjust_head`)
-/// and passes the inner frame on, so the driver's GRO merges the inner
-/// TCP segments; the endpoint's ifindex travels to tc in the XDP metadata
-/// ([`XdpDecapMeta`]), where `ovl_from_underlay` redirects it into the
-/// container.
-pub const CONFIG_F_XDP_DECAP: u32 = 8;
-/// `Config::flags` (`deliver = "veth"`): decapsulated packets go to the
-/// endpoint's host-side veth with `bpf_redirect` (its transmit path, where
-/// the container side's NAPI can merge them: GRO) instead of
-/// `bpf_redirect_peer`.
-pub const CONFIG_F_DELIVER_VETH: u32 = 16;
-/// `Config::flags` (`decap_resize = "two-step"`): decapsulation removes
-/// the 50 bytes in two calls, `bpf_skb_adjust_room(+14)` then `(-64)`,
-/// instead of one `(-50)`. Shrinking moves the outer Ethernet header
-/// forward by the bytes removed, and on a CPU with FSRM the kernel's
-/// `memmove` is a `rep movsb`, which (measured with perf here) took 27 ns
-/// for those 14 bytes moved 50 forward. The grow moves them 14 bytes back
-/// (5 ns), the shrink 64 forward (13 ns); both calls together measured
-/// 39 to 40 ns against 53 to 55 ns for the one (docs/benchmarks.md).
-/// Elsewhere it is the other way round (an AMD EPYC, Zen 4, also with
-/// FSRM: 110 ns for the two against 49 ns for the one), so overlayd's
-/// `decap_resize = "auto"` times both at start and sets this flag only
-/// when the two steps are faster.
-pub const CONFIG_F_DECAP_TWO_STEP: u32 = 32;
 
 /// The XDP metadata in front of a frame that `ovl_xdp_underlay` has
 /// decapsulated (`xdp = "decap"`): tc redirects it into the container

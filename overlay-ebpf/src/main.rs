@@ -32,6 +32,7 @@ mod bench {
             bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action::XDP_PASS, BPF_F_ADJ_ROOM_FIXED_GSO,
             TC_ACT_OK, TC_ACT_SHOT,
         },
+        helpers::generated::bpf_skb_change_head,
         macros::{classifier, xdp},
         programs::{TcContext, XdpContext},
     };
@@ -62,6 +63,17 @@ mod bench {
         match ctx.adjust_room(-50, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO as u64) {
             Ok(()) => TC_ACT_OK,
             Err(_) => TC_ACT_SHOT,
+        }
+    }
+
+    /// The `bpf_skb_change_head(50)` of encapsulation alone
+    /// (`encap_resize = "head"`, a packet that is not segmented).
+    #[classifier]
+    pub fn ovl_bench_push_head(ctx: TcContext) -> i32 {
+        // SAFETY: plain helper call on the program's own skb, no flags.
+        match unsafe { bpf_skb_change_head(ctx.skb.skb, 50, 0) } {
+            0 => TC_ACT_OK,
+            _ => TC_ACT_SHOT,
         }
     }
 

@@ -6,7 +6,7 @@
 //! costs one array lookup and a test: no event is built, no time read.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::generated::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
@@ -34,6 +34,9 @@ pub static MONITOR_STATE: PerCpuArray<MonitorState> = PerCpuArray::pinned(1, 0);
 
 #[map(name = "OVL_PEER_STATS")]
 pub static PEER_STATS: PerCpuArray<PeerStats> = PerCpuArray::pinned(PEER_STATS_SLOTS, 0);
+
+#[map(name = "OVL_PEER_RX_TICK")]
+pub static PEER_RX_TICK: PerCpuArray<u64> = PerCpuArray::pinned(PEER_STATS_SLOTS, 0);
 
 /// A packet context that knows the interface it arrived on.
 pub trait Observed: Packet {
@@ -73,7 +76,11 @@ pub fn count_tx(slot: u32, bytes: u64) {
     }
 }
 
-/// Counts a packet of `bytes` from the peer host of `slot`, and when it came.
+/// Counts a packet of `bytes` from the peer host of `slot`, and when it
+/// came: the coarse clock, which moves only at ticks, is read when the
+/// jiffy moved since this CPU last stamped the slot, or the slot was never
+/// stamped (user space zeroes a slot it gives). Between the jiffy's
+/// increment and the coarse clock's update a stamp may lag one tick.
 #[inline(always)]
 pub fn count_rx(slot: u32, bytes: u64) {
     if slot == NO_STATS_SLOT {
@@ -84,8 +91,32 @@ pub fn count_rx(slot: u32, bytes: u64) {
         unsafe {
             (*s).rx_packets += 1;
             (*s).rx_bytes += bytes;
-            (*s).last_rx_ns = bpf_ktime_get_coarse_ns();
+            if new_tick(slot) || (*s).last_rx_ns == 0 {
+                (*s).last_rx_ns = bpf_ktime_get_coarse_ns();
+            }
         }
+    }
+}
+
+/// Whether the jiffy moved since `slot` was last stamped on this CPU, and
+/// records it. `bpf_jiffies64` is inlined by the verifier on 64-bit JITs
+/// (one load), unlike the clock helpers (a call each, 28 ns on an AMD EPYC).
+#[inline(always)]
+fn new_tick(slot: u32) -> bool {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_jiffies64() };
+    match PEER_RX_TICK.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU value is only touched by this CPU, and the
+        // pointer is valid for the program's run.
+        Some(t) => unsafe {
+            if *t == now {
+                false
+            } else {
+                *t = now;
+                true
+            }
+        },
+        None => true,
     }
 }
 

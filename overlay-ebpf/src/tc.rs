@@ -9,7 +9,9 @@ use aya_ebpf::{
         BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
         BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC,
     },
-    helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::generated::{
+        bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer, bpf_skb_change_head,
+    },
     macros::classifier,
     programs::TcContext,
 };
@@ -19,8 +21,8 @@ use overlay_common::{
     rules,
     vxlan::{self, off, ETH_P_IP, IPPROTO_UDP},
     Config, Counter, DropReason, EndpointValue, PeerValue, XdpDecapMeta, CONFIG_F_DECAP_TWO_STEP,
-    CONFIG_F_DELIVER_VETH, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT, ENCAP_HLEN, ETH_HLEN,
-    IPV4_HLEN, VXLAN_OVERHEAD, XDP_DECAP_MAGIC,
+    CONFIG_F_DELIVER_VETH, CONFIG_F_ENCAP_PUSH_HEAD, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT,
+    ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD, XDP_DECAP_MAGIC,
 };
 
 use crate::{
@@ -252,7 +254,7 @@ fn encapsulate(
     tos: u8,
     hash: u32,
 ) -> Result<Verdict, DropReason> {
-    push_headers(ctx, peer, tos, hash)?;
+    push_headers(ctx, cfg, peer, tos, hash)?;
     Ok(send_encapsulated(cfg, peer))
 }
 
@@ -262,6 +264,7 @@ fn encapsulate(
 #[inline(always)]
 pub(crate) fn push_headers(
     ctx: &TcContext,
+    cfg: &Config,
     peer: &PeerValue,
     tos: u8,
     hash: u32,
@@ -269,10 +272,7 @@ pub(crate) fn push_headers(
     let inner_ip_len = ctx.len() - ETH_HLEN as u32;
     let (ip_len, ip_csum, udp_len) = vxlan::template_fields(&peer.template, inner_ip_len, tos);
     let sport = vxlan::flow_src_port(hash).to_be();
-    if let Err(e) = ctx.adjust_room(VXLAN_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS) {
-        warn!(ctx, "encap: adjust_room failed: {}", e);
-        return Err(DropReason::EncapAdjustFailed);
-    }
+    resize_for_headers(ctx, cfg)?;
     // SAFETY: ptr_at checked the 64 header bytes just made room for.
     let Some(out) = ctx.ptr_at::<[u8; ENCAP_HLEN]>(0) else {
         return Err(DropReason::HeaderWriteFailed);
@@ -305,6 +305,29 @@ pub(crate) fn push_headers(
     observe::count_tx(peer.stats_slot, bytes);
     observe::trace_event(ctx, Hook::FromContainer, EventKind::Encap, to, Layout::Wire);
     Ok(out)
+}
+
+/// Makes room for the 50 bytes of outer headers in front of the frame:
+/// `bpf_skb_change_head` for a packet the kernel will not segment, when
+/// [`CONFIG_F_ENCAP_PUSH_HEAD`] says so, else `bpf_skb_adjust_room`.
+#[inline(always)]
+fn resize_for_headers(ctx: &TcContext, cfg: &Config) -> Result<(), DropReason> {
+    // SAFETY: reading a field of the program's own context.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size };
+    let ret = if gso_size == 0 && cfg.flags & CONFIG_F_ENCAP_PUSH_HEAD != 0 {
+        // SAFETY: plain helper call on the program's own skb, no flags.
+        unsafe { bpf_skb_change_head(ctx.skb.skb, VXLAN_OVERHEAD, 0) }
+    } else {
+        match ctx.adjust_room(VXLAN_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS) {
+            Ok(()) => 0,
+            Err(e) => e,
+        }
+    };
+    if ret != 0 {
+        warn!(ctx, "encap: making room for the headers failed: {}", ret);
+        return Err(DropReason::EncapAdjustFailed);
+    }
+    Ok(())
 }
 
 /// Redirects an encapsulated packet to the underlay: straight out with the

@@ -27,7 +27,7 @@ use overlay_common::net::{NetEndpointValue, NetPortValue};
 use overlay_common::observe::{self, MonitorConfig, PeerStats};
 use overlay_common::{
     programs, vtep_mac, EndpointValue, PeerValue, CONFIG_F_DECAP_TWO_STEP,
-    CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_DECAP, CONFIG_F_XDP_VALIDATES,
+    CONFIG_F_ENCAP_PUSH_HEAD, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_DECAP, CONFIG_F_XDP_VALIDATES,
 };
 use overlay_user::dataplane::bpf::calibrate::{self, ResizeTiming};
 use overlay_user::dataplane::bpf::{loader, maps::Maps, net_maps::NetMaps};
@@ -129,7 +129,8 @@ static RESIZE_TIMING: std::sync::OnceLock<ResizeTiming> = std::sync::OnceLock::n
 /// overlayd's default flags: attach = "veth" (endpoint learning on),
 /// xdp = "off", and `decap_resize` as overlayd's `auto` finds it on this
 /// CPU (timed, as overlayd does at start), or as `PROGBENCH_DECAP_RESIZE`
-/// (`one-step`, `two-step`) says. Set once by [`init_flags`].
+/// (`one-step`, `two-step`) says, and `encap_resize = "head"` unless
+/// `PROGBENCH_ENCAP_RESIZE=adjust-room`. Set once by [`init_flags`].
 fn flags() -> u32 {
     *FLAGS.get().expect("init_flags first")
 }
@@ -146,7 +147,13 @@ fn init_flags(ebpf: &mut aya::Ebpf) {
     let timing = calibrate::time_decap_resize(ebpf).expect("timing the decap resizes");
     let two = resize.fixed().unwrap_or_else(|| timing.two_step());
     let _ = RESIZE_TIMING.set(timing);
-    let _ = FLAGS.set(CONFIG_F_LEARN_ENDPOINTS | if two { CONFIG_F_DECAP_TWO_STEP } else { 0 });
+    let push_head = match std::env::var("PROGBENCH_ENCAP_RESIZE").as_deref() {
+        Ok("head") | Err(_) => CONFIG_F_ENCAP_PUSH_HEAD,
+        Ok("adjust-room") => 0,
+        Ok(other) => panic!("PROGBENCH_ENCAP_RESIZE={other}: expected head or adjust-room"),
+    };
+    let two = if two { CONFIG_F_DECAP_TWO_STEP } else { 0 };
+    let _ = FLAGS.set(CONFIG_F_LEARN_ENDPOINTS | push_head | two);
 }
 
 /// The paired batches of one job: per pair, the empty program's mean and
@@ -380,6 +387,7 @@ fn measure(ebpf: &mut aya::Ebpf, maps: &mut Maps, runs: u32) -> (Vec<Timed>, ser
             programs::BENCH_ADJUST_GROW,
             encap.clone(),
         ),
+        Job::tc("push_head_ns", programs::BENCH_PUSH_HEAD, encap.clone()),
         Job::tc(
             "adjust_room_shrink_ns",
             programs::BENCH_ADJUST_SHRINK,
@@ -445,6 +453,7 @@ fn main() {
         programs::BENCH_ADJUST_GROW,
         programs::BENCH_ADJUST_SHRINK,
         programs::BENCH_ADJUST_TWO_STEP,
+        programs::BENCH_PUSH_HEAD,
     ] {
         let p: &mut SchedClassifier = loader::program(&mut ebpf, name).unwrap();
         p.load().unwrap();
@@ -518,6 +527,7 @@ fn main() {
             "peers": added,
             "endpoints": n_endpoints,
             "decap_two_step": flags() & CONFIG_F_DECAP_TWO_STEP != 0,
+            "encap_push_head": flags() & CONFIG_F_ENCAP_PUSH_HEAD != 0,
             "decap_resize_timing": RESIZE_TIMING.get().map(|t| serde_json::json!({
                 "one_step_ns": t.one_step_ns,
                 "two_step_ns": t.two_step_ns,

@@ -9,7 +9,8 @@
 use aya::maps::{MapData, PerCpuArray};
 use overlay_common::observe::PeerStats;
 use overlay_common::{
-    programs, vtep_mac, CONFIG_F_XDP_DECAP, CONFIG_F_XDP_VALIDATES, XDP_DECAP_MAGIC,
+    programs, vtep_mac, CONFIG_F_ENCAP_PUSH_HEAD, CONFIG_F_XDP_DECAP, CONFIG_F_XDP_VALIDATES,
+    XDP_DECAP_MAGIC,
 };
 
 #[path = "common/packets.rs"]
@@ -106,7 +107,16 @@ fn to_a_local_endpoint_of_the_network_is_redirected_to_its_peer() {
 
 #[test]
 fn to_a_remote_endpoint_is_encapsulated_with_the_network_vni_and_real_macs() {
-    let Some(mut n) = net_fixture() else { return };
+    // Either way of making room (encap_resize = "adjust-room", "head").
+    for flags in [0, CONFIG_F_ENCAP_PUSH_HEAD] {
+        remote_endpoint_encapsulated(flags);
+    }
+}
+
+fn remote_endpoint_encapsulated(flags: u32) {
+    let Some(mut n) = net_fixture_with(flags) else {
+        return;
+    };
     for input in [
         from_a(A, R, 6, &tcp_segment()),
         from_a(A, R, 17, &udp_datagram(5000, 53, b"q")),

@@ -4,7 +4,7 @@
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use overlay_common::{
-    csum, programs, vtep_mac, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT,
+    programs, vtep_mac, PeerValue, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT,
     CONFIG_F_XDP_VALIDATES,
 };
 use overlay_user::dataplane::bpf::loader;
@@ -17,53 +17,6 @@ mod fixture;
 use fixture::*;
 
 // ---- from_container: encapsulation -----------------------------------------
-
-fn assert_encapsulated(input: &[u8], out: &[u8]) {
-    assert_eq!(out.len(), input.len() + 50, "50 bytes of VXLAN overhead");
-    assert_eq!(&out[0..6], &PEER_MAC, "outer destination: the next hop");
-    assert_eq!(
-        &out[6..12],
-        &UNDERLAY_MAC,
-        "outer source: the underlay interface"
-    );
-    assert_eq!(&out[12..14], &[0x08, 0x00]);
-    let ip = &out[14..34];
-    assert_eq!(ip[0], 0x45);
-    assert_eq!(ip[1], input[15], "TOS inherited from the inner header");
-    assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, out.len() - 14);
-    assert_eq!(ip[6] & 0x40, 0x40, "DF set");
-    assert_eq!(ip[8], 64);
-    assert_eq!(ip[9], 17);
-    assert!(csum::verifies(ip), "outer IPv4 checksum verifies");
-    assert_eq!(&ip[12..16], &LOCAL);
-    assert_eq!(&ip[16..20], &PEER);
-    let udp = &out[34..42];
-    let sport = u16::from_be_bytes([udp[0], udp[1]]);
-    assert!(sport >= 49152, "source port {sport} in 49152..=65535");
-    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), PORT);
-    assert_eq!(
-        u16::from_be_bytes([udp[4], udp[5]]) as usize,
-        out.len() - 34
-    );
-    assert_eq!(&udp[6..8], &[0, 0], "outer UDP checksum 0");
-    assert_eq!(
-        &out[42..50],
-        &[0x08, 0, 0, 0, 0, 0, 42, 0],
-        "VXLAN I flag and VNI 42"
-    );
-    assert_eq!(
-        &out[50..56],
-        &vtep_mac(PEER, VNI),
-        "inner destination: the peer's VTEP MAC"
-    );
-    assert_eq!(
-        &out[56..62],
-        &vtep_mac(LOCAL, VNI),
-        "inner source: our VTEP MAC"
-    );
-    assert_eq!(&out[62..64], &[0x08, 0x00]);
-    assert_eq!(&out[64..], &input[14..], "inner IPv4 packet untouched");
-}
 
 #[test]
 fn encapsulates_tcp_udp_icmp_to_a_peer() {

@@ -56,7 +56,7 @@ enum Cmd {
         /// Seconds per traffic measurement (default 5; 1 with --quick).
         #[arg(long)]
         seconds: Option<u32>,
-        /// Comma-separated modes: host (host to host, no containers), plain, iptables, kernel, ebpf, ebpf-xdp-generic, ebpf-xdp-native, ebpf-xdp-decap, ebpf-deliver-veth, ebpf-bridge, ebpf-encap-device, ebpf-net, kernel-net (a container pair on one overlay network), docker-overlay (Docker's overlay driver in swarm mode), ebpf-clsact, ebpf-gro, ebpf-bigtcp (the endpoint hop's settings, each against ebpf), ebpf-no-tunnel-gro (tunnel_gro = false, against ebpf).
+        /// Comma-separated modes: host (host to host, no containers), plain, iptables, kernel, ebpf, ebpf-xdp-generic, ebpf-xdp-native, ebpf-xdp-decap, ebpf-deliver-veth, ebpf-bridge, ebpf-encap-device, ebpf-net, kernel-net (a container pair on one overlay network), docker-overlay (Docker's overlay driver in swarm mode), ebpf-clsact, ebpf-gro, ebpf-bigtcp (the endpoint hop's settings, each against ebpf), ebpf-no-tunnel-gro (tunnel_gro = false, against ebpf), ebpf-adjust-room (encap_resize = "adjust-room", against ebpf).
         #[arg(long)]
         modes: Option<String>,
         /// Also write the results as JSON to FILE.

@@ -142,6 +142,31 @@ impl fmt::Display for DecapResize {
     }
 }
 
+/// How the BPF dataplane makes room for the 50 bytes of outer headers when
+/// it encapsulates (`encap_resize`; overlay_common's
+/// `CONFIG_F_ENCAP_PUSH_HEAD` explains the two).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncapResize {
+    /// `bpf_skb_change_head(50)` for a packet the kernel will not segment,
+    /// `bpf_skb_adjust_room(+50)` for a segmented (GSO) one.
+    #[default]
+    Head,
+    /// `bpf_skb_adjust_room(+50)` for every packet: the skb records the
+    /// outer and inner headers as encapsulated, for tools that read them
+    /// on the underlay's egress.
+    AdjustRoom,
+}
+
+impl fmt::Display for EncapResize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EncapResize::Head => "head",
+            EncapResize::AdjustRoom => "adjust-room",
+        })
+    }
+}
+
 /// How the XDP program is attached to the underlay interface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -258,6 +283,9 @@ pub struct Config {
     /// How decapsulation removes the outer headers: `auto`, `one-step`, `two-step`.
     #[serde(default)]
     pub decap_resize: DecapResize,
+    /// How encapsulation makes room for the outer headers: `head`, `adjust-room`.
+    #[serde(default)]
+    pub encap_resize: EncapResize,
     /// NAPI GRO on the host side of every endpoint veth the BPF dataplane serves.
     #[serde(default = "default_veth_gro")]
     pub veth_gro: bool,

@@ -43,7 +43,12 @@ pub struct Net {
 /// 10.103.240.0/24) and db (4097, 10.103.241.0/24): local web A and B,
 /// remote web R on PEER and S on STRANGER, local db D, remote db DR on PEER.
 pub fn net_fixture() -> Option<Net> {
-    let mut f = fixture(0)?;
+    net_fixture_with(0)
+}
+
+/// [`net_fixture`] with `flags` in the host's settings.
+pub fn net_fixture_with(flags: u32) -> Option<Net> {
+    let mut f = fixture(flags)?;
     let mut net = NetMaps::take(&mut f.ebpf).expect("network maps");
     let cfg = host_config(0);
     let ip = Ipv4Addr::from;

@@ -254,6 +254,11 @@ impl Report {
                     "`bpf_skb_adjust_room(+50)` alone (encapsulation's)",
                 ),
                 (
+                    "push_head_ns",
+                    "ovl_bench_push_head",
+                    "`bpf_skb_change_head(50)` alone (encapsulation's, `encap_resize = \"head\"`, unsegmented packets)",
+                ),
+                (
                     "adjust_room_shrink_ns",
                     "ovl_bench_adjust_shrink",
                     "`bpf_skb_adjust_room(-50)` alone (one-step decapsulation's)",

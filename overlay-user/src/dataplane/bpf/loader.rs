@@ -46,7 +46,7 @@ pub const PORT_PREFIX: &str = "port-";
 pub const NET_PORT_PREFIX: &str = "net-";
 
 /// Every map the object pins: all of `maps/` that is ours.
-pub const MAP_NAMES: [&str; 18] = [
+pub const MAP_NAMES: [&str; 19] = [
     map_names::CONFIG,
     map_names::PEERS,
     map_names::PEER_HOSTS,
@@ -65,6 +65,7 @@ pub const MAP_NAMES: [&str; 18] = [
     overlay_common::observe::maps::MONITOR,
     overlay_common::observe::maps::MONITOR_STATE,
     overlay_common::observe::maps::PEER_STATS,
+    overlay_common::observe::maps::PEER_RX_TICK,
 ];
 
 /// Whether `name` is the name of a link pin of ours.

@@ -185,6 +185,9 @@ impl BpfDataplane {
         if two_step {
             flags |= overlay_common::CONFIG_F_DECAP_TWO_STEP;
         }
+        if cfg.encap_resize == crate::model::config::EncapResize::Head {
+            flags |= overlay_common::CONFIG_F_ENCAP_PUSH_HEAD;
+        }
         let bpf_cfg = overlay_common::Config {
             local_ip: local_ip.octets(),
             vni: cfg.vni,

@@ -11,8 +11,8 @@ use super::cluster::ClusterConfig;
 use super::dns::DnsConfig;
 use super::{
     de_opt_net, default_big_tcp, default_tunnel_gro, default_veth_gro, AttachPoint, Config,
-    DataplaneChoice, DecapResize, DeliverMode, DockerConfig, EncapMode, PeerConfig, Pending,
-    TcAttach, XdpMode,
+    DataplaneChoice, DecapResize, DeliverMode, DockerConfig, EncapMode, EncapResize, PeerConfig,
+    Pending, TcAttach, XdpMode,
 };
 use crate::model::limits::{default_learn_limit, ApiConfig};
 use crate::model::validation::InputError;
@@ -71,6 +71,8 @@ pub(super) struct RawConfig {
     tc_attach: TcAttach,
     #[serde(default)]
     decap_resize: DecapResize,
+    #[serde(default)]
+    encap_resize: EncapResize,
     #[serde(default = "default_veth_gro")]
     veth_gro: bool,
     #[serde(default = "default_big_tcp")]
@@ -139,6 +141,7 @@ impl TryFrom<RawConfig> for Config {
             deliver: raw.deliver,
             tc_attach: raw.tc_attach,
             decap_resize: raw.decap_resize,
+            encap_resize: raw.encap_resize,
             veth_gro: raw.veth_gro,
             big_tcp: raw.big_tcp,
             tunnel_gro: raw.tunnel_gro,

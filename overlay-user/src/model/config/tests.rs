@@ -378,3 +378,25 @@ fn decap_resize_defaults_to_auto_which_is_measured() {
     );
     assert!(e.contains("decap_resize"), "{e}");
 }
+
+#[test]
+fn encap_resize_defaults_to_head() {
+    assert_eq!(example().encap_resize, EncapResize::Head);
+    for (line, want) in [
+        ("", EncapResize::Head),
+        ("encap_resize = \"head\"", EncapResize::Head),
+        ("encap_resize = \"adjust-room\"", EncapResize::AdjustRoom),
+    ] {
+        let cfg = Config::parse(&format!("{line}\n{EXAMPLE}")).unwrap();
+        assert_eq!(cfg.encap_resize, want, "{line}");
+    }
+    assert_eq!(EncapResize::AdjustRoom.to_string(), "adjust-room");
+    let e = Config::parse(&format!("encap_resize = \"change-head\"\n{EXAMPLE}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown variant `change-head`, expected `head` or `adjust-room`"),
+        "{e}"
+    );
+    assert!(e.contains("encap_resize"), "{e}");
+}
