@@ -152,8 +152,10 @@ fn check_source(
     }
     let known = maps::endpoint(&src);
     if cfg.flags & CONFIG_F_PER_PORT == 0 {
+        // MACs compared as integers: a slice compare is a memcmp call.
+        let mac = |m: &[u8]| u64::from_ne_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]);
         return match known {
-            Some(ep) if ep.mac != [0; 6] && ep.mac[..] != hdr[6..12] => {
+            Some(ep) if mac(&ep.mac) != 0 && mac(&ep.mac) != mac(&hdr[6..12]) => {
                 Err(DropReason::SourceSpoofed)
             }
             _ => Ok(()),

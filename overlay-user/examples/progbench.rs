@@ -27,7 +27,8 @@ use overlay_common::net::{NetEndpointValue, NetPortValue};
 use overlay_common::observe::{self, MonitorConfig, PeerStats};
 use overlay_common::{
     programs, vtep_mac, EndpointValue, PeerValue, CONFIG_F_DECAP_TWO_STEP,
-    CONFIG_F_ENCAP_PUSH_HEAD, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_XDP_DECAP, CONFIG_F_XDP_VALIDATES,
+    CONFIG_F_ENCAP_PUSH_HEAD, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT, CONFIG_F_XDP_DECAP,
+    CONFIG_F_XDP_VALIDATES,
 };
 use overlay_user::dataplane::bpf::calibrate::{self, ResizeTiming};
 use overlay_user::dataplane::bpf::{loader, maps::Maps, net_maps::NetMaps};
@@ -126,7 +127,8 @@ impl Job {
 static FLAGS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 static RESIZE_TIMING: std::sync::OnceLock<ResizeTiming> = std::sync::OnceLock::new();
 
-/// overlayd's default flags: attach = "veth" (endpoint learning on),
+/// overlayd's default flags: attach = "veth" (endpoint learning on, each
+/// source bound to its port: the from-container jobs come in on C1's),
 /// xdp = "off", and `decap_resize` as overlayd's `auto` finds it on this
 /// CPU (timed, as overlayd does at start), or as `PROGBENCH_DECAP_RESIZE`
 /// (`one-step`, `two-step`) says, and `encap_resize = "head"` unless
@@ -153,7 +155,7 @@ fn init_flags(ebpf: &mut aya::Ebpf) {
         Ok(other) => panic!("PROGBENCH_ENCAP_RESIZE={other}: expected head or adjust-room"),
     };
     let two = if two { CONFIG_F_DECAP_TWO_STEP } else { 0 };
-    let _ = FLAGS.set(CONFIG_F_LEARN_ENDPOINTS | push_head | two);
+    let _ = FLAGS.set(CONFIG_F_LEARN_ENDPOINTS | CONFIG_F_PER_PORT | push_head | two);
 }
 
 /// The paired batches of one job: per pair, the empty program's mean and
@@ -364,8 +366,9 @@ fn measure(ebpf: &mut aya::Ebpf, maps: &mut Maps, runs: u32) -> (Vec<Timed>, ser
             "from_container_encap_ns",
             programs::FROM_CONTAINER,
             encap.clone(),
-        ),
-        Job::tc("from_container_pass_ns", programs::FROM_CONTAINER, pass),
+        )
+        .from(C1_PORT),
+        Job::tc("from_container_pass_ns", programs::FROM_CONTAINER, pass).from(C1_PORT),
         Job::tc(
             "from_underlay_decap_ns",
             programs::FROM_UNDERLAY,

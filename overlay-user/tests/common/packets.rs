@@ -15,6 +15,8 @@ pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x05];
 pub const GW_MAC: [u8; 6] = [0x02, 0x42, 0, 0, 0, 0x01];
 pub const C1_MAC: [u8; 6] = [0x02, 0x42, 0x0a, 0x67, 0x64, 0x02];
 pub const C1: [u8; 4] = [10, 103, 100, 2];
+/// C1's host-side veth (its endpoint's ifindex).
+pub const C1_PORT: u32 = 77;
 pub const GW: [u8; 4] = [10, 103, 100, 1];
 pub const C_UNKNOWN: [u8; 4] = [10, 103, 100, 9];
 pub const REMOTE: [u8; 4] = [10, 103, 200, 2];
@@ -74,7 +76,7 @@ pub fn install(maps: &mut Maps, flags: u32) {
     maps.add_endpoint(
         std::net::Ipv4Addr::from(C1),
         &EndpointValue {
-            ifindex: 77,
+            ifindex: C1_PORT,
             mac: C1_MAC,
             _pad: [0; 2],
         },
