@@ -41,16 +41,60 @@ pub const CONFIG_F_DELIVER_VETH: u32 = 16;
 /// when the two steps are faster.
 pub const CONFIG_F_DECAP_TWO_STEP: u32 = 32;
 /// `Config::flags` (`encap_resize = "head"`, the default): encapsulation
-/// makes room for the outer headers of a packet the kernel will not
-/// segment (`gso_size` 0) with `bpf_skb_change_head(50)`, which only
-/// pushes the packet's start back, instead of `bpf_skb_adjust_room(+50)`
-/// (which moves the Ethernet header and records the inner headers' offsets
-/// and the tunnel for segmentation). Segmented (GSO) packets always take
-/// `adjust_room`, which alone marks them for tunnel segmentation. The push
-/// leaves the skb's network header on the inner IPv4 header and the skb
-/// unmarked as encapsulated; the redirect to the underlay does not read
-/// either, and a NIC asked to complete a checksum finds the inner TCP or
-/// UDP header where `csum_start` says. Measured with `BPF_PROG_TEST_RUN`
-/// on an AMD EPYC (Zen 4): 34 ns for the push against 75 ns for the grow
+/// makes room for the outer headers with `bpf_skb_change_head(50)`, which
+/// only pushes the packet's start back, instead of
+/// `bpf_skb_adjust_room(+50)` (which moves the Ethernet header and records
+/// the inner headers' offsets and the tunnel for segmentation), for the
+/// packets [`encap_pushes_head`] picks. Measured with `BPF_PROG_TEST_RUN`
+/// on an AMD EPYC (Zen 4): 33 ns for the push against 73 ns for the grow
 /// (docs/benchmarks.md).
+///
+/// The push leaves the skb's network header on the inner IPv4 header and
+/// the skb unmarked as encapsulated; the redirect to the underlay reads
+/// neither, and a NIC asked to complete a checksum finds the inner TCP or
+/// UDP header where `csum_start` says.
 pub const CONFIG_F_ENCAP_PUSH_HEAD: u32 = 64;
+
+/// Whether encapsulation pushes the head (`bpf_skb_change_head`) rather
+/// than growing the packet (`bpf_skb_adjust_room`), for a packet of inner
+/// IP protocol `proto` and GSO segment size `gso_size` under `flags`:
+///
+/// - only with [`CONFIG_F_ENCAP_PUSH_HEAD`];
+/// - never for a segmented (GSO) packet: `adjust_room` alone marks it for
+///   tunnel segmentation;
+/// - never for TCP: TCP sends clones of the skbs it keeps for
+///   retransmission, with their headers released to the clone.
+///   `adjust_room` checks only that the header is not shared
+///   (`skb_cow_head`) and writes in place; `change_head` copies any clone
+///   (`skb_cow`), an allocation and copy per segment.
+#[inline(always)]
+pub fn encap_pushes_head(flags: u32, proto: u8, gso_size: u32) -> bool {
+    const IPPROTO_TCP: u8 = 6;
+    flags & CONFIG_F_ENCAP_PUSH_HEAD != 0 && gso_size == 0 && proto != IPPROTO_TCP
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushes_the_head_only_for_unsegmented_packets_other_than_tcp() {
+        let on = CONFIG_F_ENCAP_PUSH_HEAD;
+        for (flags, proto, gso, want) in [
+            (on, 17, 0, true),     // UDP
+            (on, 1, 0, true),      // ICMP
+            (on, 47, 0, true),     // GRE, any other protocol
+            (on, 6, 0, false),     // TCP: its skbs are clones
+            (on, 17, 1400, false), // UDP GSO
+            (on, 6, 1448, false),  // TCP GSO
+            (0, 17, 0, false),     // encap_resize = "adjust-room"
+            (CONFIG_F_PER_PORT, 17, 0, false),
+        ] {
+            assert_eq!(
+                encap_pushes_head(flags, proto, gso),
+                want,
+                "flags {flags:#x}, proto {proto}, gso_size {gso}"
+            );
+        }
+    }
+}

@@ -147,7 +147,7 @@ fn try_from_net_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
         if ep.is_remote() {
             let tos = hdr[15];
             let hash = flow_hash(ctx, hdr);
-            let out = push_headers(ctx, cfg, &ep.remote, tos, hash)?;
+            let out = push_headers(ctx, cfg, &ep.remote, tos, hdr[23], hash)?;
             // SAFETY: `out` points at the 64 header bytes push_headers
             // checked; the inner source MAC lies inside them.
             unsafe {

@@ -17,12 +17,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use overlay_common::{
+    encap_pushes_head,
     observe::{EventKind, Hook},
     rules,
     vxlan::{self, off, ETH_P_IP, IPPROTO_UDP},
     Config, Counter, DropReason, EndpointValue, PeerValue, XdpDecapMeta, CONFIG_F_DECAP_TWO_STEP,
-    CONFIG_F_DELIVER_VETH, CONFIG_F_ENCAP_PUSH_HEAD, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT,
-    ENCAP_HLEN, ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD, XDP_DECAP_MAGIC,
+    CONFIG_F_DELIVER_VETH, CONFIG_F_LEARN_ENDPOINTS, CONFIG_F_PER_PORT, ENCAP_HLEN, ETH_HLEN,
+    IPV4_HLEN, VXLAN_OVERHEAD, XDP_DECAP_MAGIC,
 };
 
 use crate::{
@@ -106,7 +107,7 @@ fn try_from_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
     }
     // Map values stay valid while the packet is resized: no copy.
     let hash = flow_hash(ctx, hdr);
-    encapsulate(ctx, cfg, peer, tos, hash)
+    encapsulate(ctx, cfg, peer, tos, hdr[23], hash)
 }
 
 /// True for a UDP datagram (first or only fragment) to the VXLAN port.
@@ -254,9 +255,10 @@ fn encapsulate(
     cfg: &Config,
     peer: &PeerValue,
     tos: u8,
+    proto: u8,
     hash: u32,
 ) -> Result<Verdict, DropReason> {
-    push_headers(ctx, cfg, peer, tos, hash)?;
+    push_headers(ctx, cfg, peer, tos, proto, hash)?;
     Ok(send_encapsulated(cfg, peer))
 }
 
@@ -269,12 +271,13 @@ pub(crate) fn push_headers(
     cfg: &Config,
     peer: &PeerValue,
     tos: u8,
+    proto: u8,
     hash: u32,
 ) -> Result<*mut u8, DropReason> {
     let inner_ip_len = ctx.len() - ETH_HLEN as u32;
     let (ip_len, ip_csum, udp_len) = vxlan::template_fields(&peer.template, inner_ip_len, tos);
     let sport = vxlan::flow_src_port(hash).to_be();
-    resize_for_headers(ctx, cfg)?;
+    resize_for_headers(ctx, cfg, proto)?;
     // SAFETY: ptr_at checked the 64 header bytes just made room for.
     let Some(out) = ctx.ptr_at::<[u8; ENCAP_HLEN]>(0) else {
         return Err(DropReason::HeaderWriteFailed);
@@ -309,14 +312,14 @@ pub(crate) fn push_headers(
     Ok(out)
 }
 
-/// Makes room for the 50 bytes of outer headers in front of the frame:
-/// `bpf_skb_change_head` for a packet the kernel will not segment, when
-/// [`CONFIG_F_ENCAP_PUSH_HEAD`] says so, else `bpf_skb_adjust_room`.
+/// Makes room for the 50 bytes of outer headers in front of the frame, a
+/// packet of inner IP protocol `proto`: `bpf_skb_change_head` where
+/// [`encap_pushes_head`] says so, else `bpf_skb_adjust_room`.
 #[inline(always)]
-fn resize_for_headers(ctx: &TcContext, cfg: &Config) -> Result<(), DropReason> {
+fn resize_for_headers(ctx: &TcContext, cfg: &Config, proto: u8) -> Result<(), DropReason> {
     // SAFETY: reading a field of the program's own context.
     let gso_size = unsafe { (*ctx.skb.skb).gso_size };
-    let ret = if gso_size == 0 && cfg.flags & CONFIG_F_ENCAP_PUSH_HEAD != 0 {
+    let ret = if encap_pushes_head(cfg.flags, proto, gso_size) {
         // SAFETY: plain helper call on the program's own skb, no flags.
         unsafe { bpf_skb_change_head(ctx.skb.skb, VXLAN_OVERHEAD, 0) }
     } else {

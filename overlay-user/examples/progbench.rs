@@ -358,6 +358,7 @@ fn measure_net(ebpf: &mut aya::Ebpf, maps: &mut Maps, runs: u32) -> Vec<Timed> {
 /// `xdp = "decap"` decapsulating for an endpoint.
 fn measure(ebpf: &mut aya::Ebpf, maps: &mut Maps, runs: u32) -> (Vec<Timed>, serde_json::Value) {
     let encap = from_container(REMOTE, 6, &tcp_segment());
+    let encap_udp = from_container(REMOTE, 17, &udp_datagram(5000, 53, b"query"));
     let pass = from_container([10, 103, 100, 3], 6, &tcp_segment());
     let decap = vxlan_frame(PEER, VNI, 0x08, &inner_frame(C1));
     let xdp_decap = flags() | CONFIG_F_XDP_VALIDATES | CONFIG_F_XDP_DECAP;
@@ -366,6 +367,12 @@ fn measure(ebpf: &mut aya::Ebpf, maps: &mut Maps, runs: u32) -> (Vec<Timed>, ser
             "from_container_encap_ns",
             programs::FROM_CONTAINER,
             encap.clone(),
+        )
+        .from(C1_PORT),
+        Job::tc(
+            "from_container_encap_udp_ns",
+            programs::FROM_CONTAINER,
+            encap_udp,
         )
         .from(C1_PORT),
         Job::tc("from_container_pass_ns", programs::FROM_CONTAINER, pass).from(C1_PORT),

@@ -1,8 +1,9 @@
 //! BPF_PROG_TEST_RUN tests of two per-packet savings: `encap_resize =
-//! "head"` (`CONFIG_F_ENCAP_PUSH_HEAD`: an unsegmented packet gets its
-//! outer headers with `bpf_skb_change_head`, into the very frame that
-//! `bpf_skb_adjust_room` makes, while a segmented one still takes
-//! `adjust_room`), and a peer's receive time read at most once per tick.
+//! "head"` (`CONFIG_F_ENCAP_PUSH_HEAD`: an unsegmented packet other than
+//! TCP gets its outer headers with `bpf_skb_change_head`, into the very
+//! frame that `bpf_skb_adjust_room` makes, while a segmented one still
+//! takes `adjust_room`; `overlay_common::encap_pushes_head` holds the rule
+//! and its unit test), and a peer's receive time read at most once per tick.
 //! Needs root (fails loudly in CI without).
 
 use aya::maps::{MapData, PerCpuArray, PerCpuValues};
@@ -53,7 +54,7 @@ fn segmented_packets_still_take_adjust_room() {
     let Some(mut f) = fixture(CONFIG_F_ENCAP_PUSH_HEAD) else {
         return;
     };
-    let input = from_container(REMOTE, 6, &tcp_segment());
+    let input = from_container(REMOTE, 17, &udp_datagram(5000, 53, b"query"));
     let plain = skb_ctx(0, 0);
     let (ret, out) = f.run_tc_ctx(programs::FROM_CONTAINER, &input, Some(&plain));
     assert_eq!(ret, TC_ACT_REDIRECT);
@@ -61,7 +62,7 @@ fn segmented_packets_still_take_adjust_room() {
     // The test runner can set gso_size but not gso_type, and adjust_room
     // refuses a GSO packet that is neither TCP nor UDP with fixed segments
     // (ENOTSUPP), where change_head would take it: so this drop shows that
-    // a segmented packet went to adjust_room.
+    // a segmented UDP packet went to adjust_room.
     let mut gso = plain;
     gso[GSO_SEGS..GSO_SEGS + 4].copy_from_slice(&2u32.to_ne_bytes());
     gso[GSO_SIZE..GSO_SIZE + 4].copy_from_slice(&1000u32.to_ne_bytes());

@@ -148,8 +148,9 @@ impl fmt::Display for DecapResize {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EncapResize {
-    /// `bpf_skb_change_head(50)` for a packet the kernel will not segment,
-    /// `bpf_skb_adjust_room(+50)` for a segmented (GSO) one.
+    /// `bpf_skb_change_head(50)` for an unsegmented packet other than TCP,
+    /// `bpf_skb_adjust_room(+50)` for the rest
+    /// (`overlay_common::encap_pushes_head`).
     #[default]
     Head,
     /// `bpf_skb_adjust_room(+50)` for every packet: the skb records the

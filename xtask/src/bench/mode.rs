@@ -46,7 +46,7 @@ pub enum Mode {
     /// the port, so the underlay's GRO cannot merge VXLAN before tc).
     EbpfNoTunnelGro,
     /// BPF with `encap_resize = "adjust-room"` (`bpf_skb_adjust_room` for
-    /// every packet, not `bpf_skb_change_head` for unsegmented ones).
+    /// every packet, not `bpf_skb_change_head` for unsegmented non-TCP ones).
     EbpfAdjustRoom,
 }
 
@@ -131,7 +131,7 @@ impl Mode {
                 "overlay, BPF, big_tcp = true (gso/gro_ipv4_max_size 185000 on the host-side veths and the underlay)"
             }
             Mode::EbpfAdjustRoom => {
-                "overlay, BPF, encap_resize = \"adjust-room\" (bpf_skb_adjust_room for every packet, not bpf_skb_change_head for unsegmented ones)"
+                "overlay, BPF, encap_resize = \"adjust-room\" (bpf_skb_adjust_room for every packet, not bpf_skb_change_head for unsegmented ones other than TCP)"
             }
             Mode::EbpfNoTunnelGro => {
                 "overlay, BPF, tunnel_gro = false (no collect-metadata VXLAN device on the port: the underlay's GRO cannot merge VXLAN frames before tc decapsulates)"

@@ -217,7 +217,12 @@ impl Report {
                 (
                     "from_container_encap_ns",
                     "ovl_from_container",
-                    "TCP to a peer: encapsulate",
+                    "TCP to a peer: encapsulate (`bpf_skb_adjust_room`: TCP's skbs are clones)",
+                ),
+                (
+                    "from_container_encap_udp_ns",
+                    "ovl_from_container",
+                    "UDP to a peer: encapsulate (`bpf_skb_change_head`, `encap_resize = \"head\"`)",
                 ),
                 (
                     "from_container_pass_ns",
@@ -256,7 +261,7 @@ impl Report {
                 (
                     "push_head_ns",
                     "ovl_bench_push_head",
-                    "`bpf_skb_change_head(50)` alone (encapsulation's, `encap_resize = \"head\"`, unsegmented packets)",
+                    "`bpf_skb_change_head(50)` alone (encapsulation's, `encap_resize = \"head\"`, unsegmented packets other than TCP)",
                 ),
                 (
                     "adjust_room_shrink_ns",
