@@ -51,13 +51,14 @@ pub const CONFIG_F_DECAP_TWO_STEP: u32 = 32;
 ///
 /// The push leaves the skb's network header on the inner IPv4 header and
 /// the skb unmarked as encapsulated; the redirect to the underlay reads
-/// neither, and a NIC asked to complete a checksum finds the inner TCP or
-/// UDP header where `csum_start` says.
+/// neither, and a NIC asked to complete a checksum finds the inner UDP
+/// header where `csum_start` says.
 pub const CONFIG_F_ENCAP_PUSH_HEAD: u32 = 64;
 
 /// Whether encapsulation pushes the head (`bpf_skb_change_head`) rather
 /// than growing the packet (`bpf_skb_adjust_room`), for a packet of inner
-/// IP protocol `proto` and GSO segment size `gso_size` under `flags`:
+/// IP protocol `proto` under `flags`; `gso_size` reads the packet's GSO
+/// segment size (three loads in a program), only when the rest allows:
 ///
 /// - only with [`CONFIG_F_ENCAP_PUSH_HEAD`];
 /// - never for a segmented (GSO) packet: `adjust_room` alone marks it for
@@ -68,9 +69,8 @@ pub const CONFIG_F_ENCAP_PUSH_HEAD: u32 = 64;
 ///   (`skb_cow_head`) and writes in place; `change_head` copies any clone
 ///   (`skb_cow`), an allocation and copy per segment.
 #[inline(always)]
-pub fn encap_pushes_head(flags: u32, proto: u8, gso_size: u32) -> bool {
-    const IPPROTO_TCP: u8 = 6;
-    flags & CONFIG_F_ENCAP_PUSH_HEAD != 0 && gso_size == 0 && proto != IPPROTO_TCP
+pub fn encap_pushes_head(flags: u32, proto: u8, gso_size: impl FnOnce() -> u32) -> bool {
+    flags & CONFIG_F_ENCAP_PUSH_HEAD != 0 && proto != crate::vxlan::IPPROTO_TCP && gso_size() == 0
 }
 
 #[cfg(test)]
@@ -91,7 +91,7 @@ mod tests {
             (CONFIG_F_PER_PORT, 17, 0, false),
         ] {
             assert_eq!(
-                encap_pushes_head(flags, proto, gso),
+                encap_pushes_head(flags, proto, || gso),
                 want,
                 "flags {flags:#x}, proto {proto}, gso_size {gso}"
             );

@@ -10,6 +10,8 @@ use crate::{
 pub const ETH_P_IP: u16 = 0x0800;
 /// EtherType of ARP.
 pub const ETH_P_ARP: u16 = 0x0806;
+/// IP protocol number of TCP.
+pub const IPPROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
 /// The VXLAN "I" flag: the VNI is valid.

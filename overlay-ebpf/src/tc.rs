@@ -318,7 +318,7 @@ pub(crate) fn push_headers(
 #[inline(always)]
 fn resize_for_headers(ctx: &TcContext, cfg: &Config, proto: u8) -> Result<(), DropReason> {
     // SAFETY: reading a field of the program's own context.
-    let gso_size = unsafe { (*ctx.skb.skb).gso_size };
+    let gso_size = || unsafe { (*ctx.skb.skb).gso_size };
     let ret = if encap_pushes_head(cfg.flags, proto, gso_size) {
         // SAFETY: plain helper call on the program's own skb, no flags.
         unsafe { bpf_skb_change_head(ctx.skb.skb, VXLAN_OVERHEAD, 0) }
