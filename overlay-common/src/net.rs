@@ -15,6 +15,9 @@ pub const MAX_NETWORKS: u32 = 4096;
 pub const MAX_NET_ENDPOINTS: u32 = 65536;
 /// Maximum number of local network ports (host-side veths) on a host.
 pub const MAX_NET_PORTS: u32 = 16384;
+/// Entries of `OVL_NET_PORT_SLOTS` (4,096 of 28 bytes: 112 KiB; a power of
+/// two): see [`NetPortSlot`].
+pub const NET_PORT_SLOTS: u32 = 4096;
 /// Entries of `OVL_NET_EP_SLOTS` (16,384 of 120 bytes: 1.9 MiB; a power of
 /// two): see [`NetEndpointSlot`].
 pub const NET_ENDPOINT_SLOTS: u32 = 16384;
@@ -38,6 +41,11 @@ pub mod maps {
     pub const ENDPOINT_SLOTS: &str = "OVL_NET_EP_SLOTS";
     /// `HashMap<u32, NetPortValue>`: host-side veth ifindex -> the endpoint behind it.
     pub const PORTS: &str = "OVL_NET_PORTS";
+    /// `Array<NetPortSlot>` of [`super::NET_PORT_SLOTS`]: the ports of
+    /// `OVL_NET_PORTS` again, at a slot the program computes from the
+    /// ifindex, so that a network container's packets cost an array load,
+    /// not a hash lookup.
+    pub const PORT_SLOTS: &str = "OVL_NET_PORT_SLOTS";
 }
 
 /// Key of `OVL_NET_ENDPOINTS`.
@@ -178,6 +186,30 @@ pub struct NetPortValue {
     pub veth_mac: [u8; 6],
 }
 
+/// An entry of `OVL_NET_PORT_SLOTS`: port `ifindex` at slot
+/// [`net_port_slot`]`(ifindex)`, with its `OVL_NET_PORTS` value. Same
+/// rules as [`NetEndpointSlot`]: overlayd writes the hash first, clears
+/// the slot first, gives a slot only to a port when it is empty (or
+/// already its own), and never changes the ifindex and the value in one
+/// write. On an empty slot (ifindex 0, which no device has) or another
+/// ifindex in it, the program looks in `OVL_NET_PORTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetPortSlot {
+    /// The host-side veth's ifindex; 0: empty.
+    pub ifindex: u32,
+    /// Its value in `OVL_NET_PORTS`.
+    pub value: NetPortValue,
+}
+
+/// The `OVL_NET_PORT_SLOTS` index of port `ifindex`: its low bits (live
+/// ports share a slot only when their ifindexes lie a multiple of
+/// [`NET_PORT_SLOTS`] apart).
+#[inline(always)]
+pub const fn net_port_slot(ifindex: u32) -> u32 {
+    ifindex & (NET_PORT_SLOTS - 1)
+}
+
 /// ARP (RFC 826) over Ethernet for IPv4: the 28 bytes after the Ethernet header.
 pub mod arp {
     /// Length of an Ethernet/IPv4 ARP packet.
@@ -240,6 +272,7 @@ mod pod {
     unsafe impl aya::Pod for super::NetEndpointValue {}
     unsafe impl aya::Pod for super::NetEndpointSlot {}
     unsafe impl aya::Pod for super::NetPortValue {}
+    unsafe impl aya::Pod for super::NetPortSlot {}
 }
 
 #[cfg(test)]
@@ -258,6 +291,17 @@ mod tests {
         assert_eq!(size_of::<NetEndpointSlot>(), 120);
         assert_eq!(core::mem::offset_of!(NetEndpointSlot, value), 8);
         assert!(NET_ENDPOINT_SLOTS.is_power_of_two());
+        assert_eq!(size_of::<NetPortSlot>(), 28);
+        assert_eq!(core::mem::offset_of!(NetPortSlot, value), 4);
+        assert!(NET_PORT_SLOTS.is_power_of_two());
+    }
+
+    #[test]
+    fn net_port_slot_is_the_low_bits() {
+        assert_eq!(net_port_slot(31), 31);
+        assert_eq!(net_port_slot(NET_PORT_SLOTS + 31), 31);
+        assert_eq!(net_port_slot(NET_PORT_SLOTS - 1), NET_PORT_SLOTS - 1);
+        assert_eq!(net_port_slot(!31), NET_PORT_SLOTS - 1 - 31);
     }
 
     #[test]

@@ -18,8 +18,9 @@ use aya_ebpf::{
 };
 use overlay_common::{
     net::{
-        arp, net_endpoint_slot, NetEndpointSlot, NetEndpointValue, NetKey, NetPortValue, NetValue,
-        MAX_NETWORKS, MAX_NET_ENDPOINTS, MAX_NET_PORTS, NET_ENDPOINT_SLOTS,
+        arp, net_endpoint_slot, net_port_slot, NetEndpointSlot, NetEndpointValue, NetKey,
+        NetPortSlot, NetPortValue, NetValue, MAX_NETWORKS, MAX_NET_ENDPOINTS, MAX_NET_PORTS,
+        NET_ENDPOINT_SLOTS, NET_PORT_SLOTS,
     },
     observe::Hook,
     vxlan::{ETH_P_ARP, ETH_P_IP, IPPROTO_UDP},
@@ -51,6 +52,25 @@ pub static EP_SLOTS: Array<NetEndpointSlot> = Array::pinned(NET_ENDPOINT_SLOTS, 
 
 #[map(name = "OVL_NET_PORTS")]
 pub static PORTS: HashMap<u32, NetPortValue> = HashMap::pinned(MAX_NET_PORTS, 0);
+
+#[map(name = "OVL_NET_PORT_SLOTS")]
+pub static PORT_SLOTS: Array<NetPortSlot> = Array::pinned(NET_PORT_SLOTS, 0);
+
+/// The endpoint behind host-side veth `ifindex`: from its slot in
+/// `OVL_NET_PORT_SLOTS` (an array load the verifier inlines) when overlayd
+/// put it there, else from `OVL_NET_PORTS` (a hash lookup: the later of two
+/// ports that share a slot). Copied out.
+#[inline(always)]
+fn port(ifindex: u32) -> Option<NetPortValue> {
+    if let Some(s) = PORT_SLOTS.get(net_port_slot(ifindex)) {
+        // An empty slot holds ifindex 0, which no device has.
+        if s.ifindex == ifindex && ifindex != 0 {
+            return Some(s.value);
+        }
+    }
+    // SAFETY: the value is copied out at once.
+    unsafe { PORTS.get(&ifindex) }.copied()
+}
 
 /// Endpoint `key`: from its slot in `OVL_NET_EP_SLOTS` (an array load the
 /// verifier inlines) when overlayd put it there, else from
@@ -96,8 +116,7 @@ pub fn ovl_from_net_container(ctx: TcContext) -> i32 {
 fn try_from_net_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
     // SAFETY: reading a field of the program's own context.
     let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    // SAFETY: the value is copied out at once.
-    let Some(port) = (unsafe { PORTS.get(&ifindex) }).copied() else {
+    let Some(port) = port(ifindex) else {
         return Ok(Verdict::Next);
     };
     // SAFETY: ptr_at checked the Ethernet header is in bounds.

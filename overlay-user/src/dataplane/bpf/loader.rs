@@ -46,7 +46,7 @@ pub const PORT_PREFIX: &str = "port-";
 pub const NET_PORT_PREFIX: &str = "net-";
 
 /// Every map the object pins: all of `maps/` that is ours.
-pub const MAP_NAMES: [&str; 19] = [
+pub const MAP_NAMES: [&str; 20] = [
     map_names::CONFIG,
     map_names::PEERS,
     map_names::PEER_HOSTS,
@@ -61,6 +61,7 @@ pub const MAP_NAMES: [&str; 19] = [
     overlay_common::net::maps::ENDPOINTS,
     overlay_common::net::maps::ENDPOINT_SLOTS,
     overlay_common::net::maps::PORTS,
+    overlay_common::net::maps::PORT_SLOTS,
     overlay_common::observe::maps::EVENTS,
     overlay_common::observe::maps::MONITOR,
     overlay_common::observe::maps::MONITOR_STATE,

@@ -162,7 +162,7 @@ impl BpfDataplane {
         let mut maps = Maps::take(&mut ebpf)?;
         let stale = maps.sweep_endpoint_slots()? + maps.sweep_peer_slots()?;
         let mut net_maps = net_maps::NetMaps::take(&mut ebpf)?;
-        let stale = stale + net_maps.sweep_endpoint_slots()?;
+        let stale = stale + net_maps.sweep_slots()?;
         let net = net_maps::NetState::new(net_maps)?;
         if stale > 0 {
             log::info!("cleared {stale} slot(s) the peer and endpoint tables no longer back");

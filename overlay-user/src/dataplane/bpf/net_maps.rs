@@ -1,6 +1,6 @@
 //! Typed facade over the overlay networks' maps (`OVL_NET_*`): networks,
 //! their subnets, endpoints keyed by (VNI, IP) and the ports (host-side
-//! veths) of local endpoints.
+//! veths) of local endpoints, the last two each with its slot array.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use aya::maps::{HashMap, LpmTrie, MapData};
 use ipnet::Ipv4Net;
 use overlay_common::net::{
-    maps as names, NetEndpointSlot, NetEndpointValue, NetKey, NetPortValue, NetValue,
+    maps as names, NetEndpointSlot, NetEndpointValue, NetKey, NetPortSlot, NetPortValue, NetValue,
 };
 
 use super::maps::{err, ignore_missing, lpm, take_map};
@@ -26,6 +26,7 @@ pub struct NetMaps {
     endpoints: HashMap<MapData, NetKey, NetEndpointValue>,
     endpoint_slots: Slots<NetEndpointSlot>,
     ports: HashMap<MapData, u32, NetPortValue>,
+    port_slots: Slots<NetPortSlot>,
 }
 
 fn key(vni: u32, ip: Ipv4Addr) -> NetKey {
@@ -47,6 +48,7 @@ impl NetMaps {
                 .map_err(err(names::ENDPOINTS))?,
             endpoint_slots: Slots::new(take(ebpf, names::ENDPOINT_SLOTS)?, names::ENDPOINT_SLOTS)?,
             ports: HashMap::try_from(take(ebpf, names::PORTS)?).map_err(err(names::PORTS))?,
+            port_slots: Slots::new(take(ebpf, names::PORT_SLOTS)?, names::PORT_SLOTS)?,
         })
     }
 
@@ -134,13 +136,19 @@ impl NetMaps {
         ignore_missing(self.endpoints.remove(&key)).map_err(err(names::ENDPOINTS))
     }
 
-    /// Clears every slot of `OVL_NET_EP_SLOTS` whose endpoint
-    /// `OVL_NET_ENDPOINTS` does not hold as it is ([`Slots::sweep`]);
+    /// Clears every slot of `OVL_NET_EP_SLOTS` and `OVL_NET_PORT_SLOTS`
+    /// whose entry its hash does not hold as it is ([`Slots::sweep`]);
     /// returns how many.
-    pub fn sweep_endpoint_slots(&mut self) -> Result<usize, DataplaneError> {
+    pub fn sweep_slots(&mut self) -> Result<usize, DataplaneError> {
         let endpoints = &self.endpoints;
-        self.endpoint_slots
-            .sweep(|s| Ok(lookup(endpoints, &s.key, names::ENDPOINTS)? == Some(s.value)))
+        let stale = self
+            .endpoint_slots
+            .sweep(|s| Ok(lookup(endpoints, &s.key, names::ENDPOINTS)? == Some(s.value)))?;
+        let ports = &self.ports;
+        let stale_ports = self
+            .port_slots
+            .sweep(|s| Ok(lookup(ports, &s.ifindex, names::PORTS)? == Some(s.value)))?;
+        Ok(stale + stale_ports)
     }
 
     /// The endpoints now in the map: ((VNI, IP), value).
@@ -154,13 +162,21 @@ impl NetMaps {
             .collect()
     }
 
-    /// Binds the host-side veth `ifindex` to its endpoint.
+    /// Binds the host-side veth `ifindex` to its endpoint: in
+    /// `OVL_NET_PORTS`, then in its slot of `OVL_NET_PORT_SLOTS` if that is
+    /// empty or this port's already.
     pub fn put_port(&mut self, ifindex: u32, v: &NetPortValue) -> Result<(), DataplaneError> {
-        self.ports.insert(ifindex, v, 0).map_err(err(names::PORTS))
+        self.ports
+            .insert(ifindex, v, 0)
+            .map_err(err(names::PORTS))?;
+        self.port_slots.claim(&NetPortSlot { ifindex, value: *v })
     }
 
-    /// Forgets the port `ifindex`; absent is fine.
+    /// Forgets the port `ifindex`; absent is fine. Its slot is cleared
+    /// first, so the program never finds in a slot what the hash no longer
+    /// has.
     pub fn del_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        self.port_slots.release(&ifindex)?;
         ignore_missing(self.ports.remove(&ifindex)).map_err(err(names::PORTS))
     }
 

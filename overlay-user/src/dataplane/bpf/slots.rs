@@ -1,4 +1,5 @@
-//! Slot arrays (`OVL_EP_SLOTS`, `OVL_NET_EP_SLOTS`): a hash's entries
+//! Slot arrays (`OVL_EP_SLOTS`, `OVL_NET_EP_SLOTS`, `OVL_NET_PORT_SLOTS`,
+//! `OVL_PEER_SLOTS`): a hash's entries
 //! again at an index the programs compute from the key, so that most
 //! lookups are an array load the verifier inlines. The rules of
 //! [`overlay_common::EndpointSlot`] live here once: the hash is written
@@ -11,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use aya::maps::{Array, MapData};
 use ipnet::Ipv4Net;
-use overlay_common::net::{net_endpoint_slot, NetEndpointSlot, NetKey};
+use overlay_common::net::{net_endpoint_slot, net_port_slot, NetEndpointSlot, NetKey, NetPortSlot};
 use overlay_common::peer_slot::{peer_slot, PeerSlot};
 use overlay_common::{endpoint_slot, EndpointSlot, PeerValue};
 
@@ -66,6 +67,22 @@ impl Slot for NetEndpointSlot {
                 ip: self.key.ip.map(|b| !b),
                 ..self.key
             },
+            ..*self
+        }
+    }
+}
+
+impl Slot for NetPortSlot {
+    type Key = u32;
+    fn key(&self) -> u32 {
+        self.ifindex
+    }
+    fn index(key: &u32) -> u32 {
+        net_port_slot(*key)
+    }
+    fn without_key(&self) -> Self {
+        NetPortSlot {
+            ifindex: !self.ifindex,
             ..*self
         }
     }
