@@ -15,6 +15,12 @@
 
 use std::net::Ipv4Addr;
 
+use aya::maps::{Array, Map, MapData};
+use overlay_common::net::{
+    maps as names, net_endpoint_slot, net_port_slot, NetEndpointSlot, NetEndpointValue, NetKey,
+    NetPortSlot, NET_PORT_SLOTS,
+};
+use overlay_common::MAPS_VERSION;
 use overlay_lab::{
     agent_config, exec, exec_ok, need_root_or_skip, ping, transfer, AgentOptions, Lab, LabSpec,
 };
@@ -56,6 +62,18 @@ fn add_container(
     net: &NetworkSpec,
     last: u8,
 ) -> NetContainer {
+    add_container_at(lab, host, name, net, last, None)
+}
+
+/// [`add_container`] with the host-side veth at ifindex `index`, if given.
+fn add_container_at(
+    lab: &mut Lab,
+    host: usize,
+    name: &str,
+    net: &NetworkSpec,
+    last: u8,
+    index: Option<u32>,
+) -> NetContainer {
     let ns = lab.add_namespace(name).unwrap();
     let host_ns = lab.host(host).ns.clone();
     let veth = format!("ovn{name}");
@@ -66,13 +84,15 @@ fn add_container(
     let run = |ns: &str, args: &[&str]| {
         exec_ok(ns, args).unwrap_or_else(|e| panic!("{args:?} in {ns}: {e:#}"));
     };
-    run(
-        &host_ns,
-        &[
-            "ip", "link", "add", &veth, "mtu", "1450", "type", "veth", "peer", "name", "eth0",
-            "mtu", "1450", "netns", &ns,
-        ],
-    );
+    let index = index.map(|i| i.to_string());
+    let mut add = vec!["ip", "link", "add", &veth];
+    if let Some(i) = &index {
+        add.extend(["index", i.as_str()]);
+    }
+    add.extend([
+        "mtu", "1450", "type", "veth", "peer", "name", "eth0", "mtu", "1450", "netns", &ns,
+    ]);
+    run(&host_ns, &add);
     run(&ns, &["ip", "link", "set", "eth0", "address", &mac_s, "up"]);
     run(
         &ns,
@@ -330,4 +350,82 @@ fn networks_across_three_hosts_isolated_and_natted() {
         0,
         "no NAT any more"
     );
+}
+
+/// When an endpoint goes, an endpoint and a port that shared its slots
+/// (of `OVL_NET_EP_SLOTS` and `OVL_NET_PORT_SLOTS`) and so lived in the
+/// hashes alone take them over: on one host, web's 10.103.240.2 behind
+/// ifindex 5000 and api's 10.104.240.2 (the same low 14 bits) behind
+/// ifindex 5000 + 4096.
+#[test]
+fn a_slot_given_up_goes_to_the_entry_that_shares_it() {
+    if !need_root_or_skip() {
+        return;
+    }
+    let mut lab = Lab::new(LabSpec {
+        hosts: 1,
+        containers_per_host: 0,
+        ..LabSpec::default()
+    })
+    .unwrap();
+    let web = network("web", WEB, 240);
+    let api = NetworkSpec {
+        name: "api".into(),
+        vni: 4098,
+        subnet: "10.104.240.0/24".parse().unwrap(),
+        gateway: Ipv4Addr::new(10, 104, 240, 1),
+    };
+    let a = add_container_at(&mut lab, 1, "a", &web, 2, Some(5000));
+    let t = add_container_at(&mut lab, 1, "t", &api, 2, Some(5000 + NET_PORT_SLOTS));
+    assert_eq!((a.ifindex, t.ifindex), (5000, 5000 + NET_PORT_SLOTS));
+    assert_eq!(
+        net_endpoint_slot(a.ip.octets()),
+        net_endpoint_slot(t.ip.octets())
+    );
+    let (ep_slot, port_slot) = (net_endpoint_slot(a.ip.octets()), net_port_slot(a.ifindex));
+    let nets = [web.clone(), api.clone()];
+    let all = [a.clone(), t.clone()];
+    session(&lab, 1, ops_for(&lab, 1, &nets, &all), false);
+    let maps = lab
+        .bpffs_dir()
+        .join("h1")
+        .join(format!("v{MAPS_VERSION}"))
+        .join("maps");
+    let open = |name: &str| Map::Array(MapData::from_pin(maps.join(name)).unwrap());
+    let ep_slots: Array<MapData, NetEndpointSlot> =
+        Array::try_from(open(names::ENDPOINT_SLOTS)).unwrap();
+    let port_slots: Array<MapData, NetPortSlot> = Array::try_from(open(names::PORT_SLOTS)).unwrap();
+    let held = || {
+        (
+            ep_slots.get(&ep_slot, 0).unwrap(),
+            port_slots.get(&port_slot, 0).unwrap(),
+        )
+    };
+    let (ep, port) = held();
+    assert_eq!(
+        ep.key,
+        NetKey {
+            vni: WEB,
+            ip: a.ip.octets()
+        },
+        "a holds the slot"
+    );
+    assert_eq!(port.ifindex, a.ifindex, "a's port holds the slot");
+    // A restart (the sources report everything again), then a goes.
+    let mut ops = ops_for(&lab, 1, &nets, &all);
+    ops.push(Op::DelEndpoint(WEB, a.ip));
+    session(&lab, 1, ops, false);
+    let (ep, port) = held();
+    assert_eq!(
+        ep.key,
+        NetKey {
+            vni: api.vni,
+            ip: t.ip.octets()
+        },
+        "t took the slot"
+    );
+    assert_eq!(ep.value, NetEndpointValue::local(t.ifindex, t.mac));
+    assert_eq!(port.ifindex, t.ifindex, "t's port took the slot");
+    assert_eq!((port.value.vni, port.value.ip), (api.vni, t.ip.octets()));
+    session(&lab, 1, vec![], true);
 }

@@ -21,7 +21,7 @@ use netlink_packet_route::neighbour::{
 };
 use netlink_packet_route::route::RouteProtocol;
 use netlink_packet_route::AddressFamily;
-use overlay_common::net::{NetEndpointValue, NetPortValue};
+use overlay_common::net::{net_endpoint_slot, net_port_slot, NetEndpointValue, NetPortValue};
 use overlay_common::programs;
 
 use super::loader::NET_PORT_PREFIX;
@@ -193,6 +193,7 @@ impl BpfDataplane {
         // What the map says, for endpoints of an earlier run.
         let in_map = self.net.maps.endpoint(vni, ip)?;
         self.net.maps.del_endpoint(vni, ip)?;
+        self.net_reslot(Some(net_endpoint_slot(ip.octets())), None)?;
         let local = match (&old, in_map) {
             (
                 Some(NetEndpointSpec {
@@ -208,6 +209,7 @@ impl BpfDataplane {
         if let Some((ifindex, ifname, mac)) = local {
             self.links.detach(&net_link_name(ifindex));
             self.net.maps.del_port(ifindex)?;
+            self.net_reslot(None, Some(net_port_slot(ifindex)))?;
             let ifname = match ifname {
                 Some(n) => n,
                 None => match netlink::link_by_index(&self.handle, ifindex).await {
@@ -216,6 +218,27 @@ impl BpfDataplane {
                 },
             };
             self.host_route(ip, ifindex, &ifname, mac, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives the endpoints at endpoint slot `ep_slot` and the ports at port
+    /// slot `port_slot` their slots when these are empty now: an entry that
+    /// shared a slot with one that went stays no longer in the hash alone.
+    fn net_reslot(
+        &mut self,
+        ep_slot: Option<u32>,
+        port_slot: Option<u32>,
+    ) -> Result<(), DataplaneError> {
+        for ((vni, ip), spec) in &self.net.endpoints {
+            if Some(net_endpoint_slot(ip.octets())) == ep_slot {
+                self.net.maps.reslot_endpoint(*vni, *ip)?;
+            }
+            if let NetLocation::Local { ifindex, .. } = spec.location {
+                if Some(net_port_slot(ifindex)) == port_slot {
+                    self.net.maps.reslot_port(ifindex)?;
+                }
+            }
         }
         Ok(())
     }

@@ -136,6 +136,25 @@ impl NetMaps {
         ignore_missing(self.endpoints.remove(&key)).map_err(err(names::ENDPOINTS))
     }
 
+    /// Gives endpoint `ip` of network `vni` its slot of `OVL_NET_EP_SLOTS`
+    /// if that is empty now (after the endpoint that held it went): it was
+    /// left in the hash alone when it was put. Absent from the hash: nothing.
+    pub fn reslot_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        let key = key(vni, ip);
+        match lookup(&self.endpoints, &key, names::ENDPOINTS)? {
+            Some(value) => self.endpoint_slots.claim(&NetEndpointSlot { key, value }),
+            None => Ok(()),
+        }
+    }
+
+    /// Port `ifindex`'s [`Self::reslot_endpoint`], in `OVL_NET_PORT_SLOTS`.
+    pub fn reslot_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        match lookup(&self.ports, &ifindex, names::PORTS)? {
+            Some(value) => self.port_slots.claim(&NetPortSlot { ifindex, value }),
+            None => Ok(()),
+        }
+    }
+
     /// Clears every slot of `OVL_NET_EP_SLOTS` and `OVL_NET_PORT_SLOTS`
     /// whose entry its hash does not hold as it is ([`Slots::sweep`]);
     /// returns how many.
