@@ -356,7 +356,7 @@ fn networks_across_three_hosts_isolated_and_natted() {
 /// (of `OVL_NET_EP_SLOTS` and `OVL_NET_PORT_SLOTS`) and so lived in the
 /// hashes alone take them over: on one host, web's 10.103.240.2 behind
 /// ifindex 5000 and api's 10.104.240.2 (the same low 14 bits) behind
-/// ifindex 5000 + 4096.
+/// ifindex 5000 + 4096, across restarts too.
 #[test]
 fn a_slot_given_up_goes_to_the_entry_that_shares_it() {
     if !need_root_or_skip() {
@@ -427,5 +427,20 @@ fn a_slot_given_up_goes_to_the_entry_that_shares_it() {
     assert_eq!(ep.value, NetEndpointValue::local(t.ifindex, t.mac));
     assert_eq!(port.ifindex, t.ifindex, "t's port took the slot");
     assert_eq!((port.value.vni, port.value.ip), (api.vni, t.ip.octets()));
+    // Another restart where only a is reported (behind t in the hashes):
+    // t, left by the earlier run, is removed and a takes the slots back.
+    let mut ops = ops_for(&lab, 1, &nets, std::slice::from_ref(&a));
+    ops.push(Op::ForgetUnowned);
+    session(&lab, 1, ops, false);
+    let (ep, port) = held();
+    assert_eq!(
+        ep.key,
+        NetKey {
+            vni: WEB,
+            ip: a.ip.octets()
+        },
+        "a took it back"
+    );
+    assert_eq!(port.ifindex, a.ifindex, "a's port took it back");
     session(&lab, 1, vec![], true);
 }

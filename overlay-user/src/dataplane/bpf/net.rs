@@ -383,6 +383,7 @@ impl BpfDataplane {
             if !ports.contains(&ifindex) {
                 self.links.detach(&net_link_name(ifindex));
                 self.net.maps.del_port(ifindex)?;
+                self.net_reslot(None, Some(net_port_slot(ifindex)))?;
             }
         }
         Ok(())
