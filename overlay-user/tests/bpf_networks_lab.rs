@@ -401,46 +401,40 @@ fn a_slot_given_up_goes_to_the_entry_that_shares_it() {
             port_slots.get(&port_slot, 0).unwrap(),
         )
     };
-    let (ep, port) = held();
-    assert_eq!(
-        ep.key,
-        NetKey {
-            vni: WEB,
-            ip: a.ip.octets()
-        },
-        "a holds the slot"
-    );
-    assert_eq!(port.ifindex, a.ifindex, "a's port holds the slot");
+    // Both slots held by container `c` of network `vni`, with its values.
+    let assert_held = |c: &NetContainer, vni: u32, what: &str| {
+        let (ep, port) = held();
+        assert_eq!(
+            ep.key,
+            NetKey {
+                vni,
+                ip: c.ip.octets()
+            },
+            "{what}"
+        );
+        assert_eq!(
+            ep.value,
+            NetEndpointValue::local(c.ifindex, c.mac),
+            "{what}"
+        );
+        assert_eq!(port.ifindex, c.ifindex, "{what}: the port");
+        assert_eq!(
+            (port.value.vni, port.value.ip),
+            (vni, c.ip.octets()),
+            "{what}"
+        );
+    };
+    assert_held(&a, WEB, "a holds the slots");
     // A restart (the sources report everything again), then a goes.
     let mut ops = ops_for(&lab, 1, &nets, &all);
     ops.push(Op::DelEndpoint(WEB, a.ip));
     session(&lab, 1, ops, false);
-    let (ep, port) = held();
-    assert_eq!(
-        ep.key,
-        NetKey {
-            vni: api.vni,
-            ip: t.ip.octets()
-        },
-        "t took the slot"
-    );
-    assert_eq!(ep.value, NetEndpointValue::local(t.ifindex, t.mac));
-    assert_eq!(port.ifindex, t.ifindex, "t's port took the slot");
-    assert_eq!((port.value.vni, port.value.ip), (api.vni, t.ip.octets()));
+    assert_held(&t, api.vni, "t took the slots");
     // Another restart where only a is reported (behind t in the hashes):
     // t, left by the earlier run, is removed and a takes the slots back.
     let mut ops = ops_for(&lab, 1, &nets, std::slice::from_ref(&a));
     ops.push(Op::ForgetUnowned);
     session(&lab, 1, ops, false);
-    let (ep, port) = held();
-    assert_eq!(
-        ep.key,
-        NetKey {
-            vni: WEB,
-            ip: a.ip.octets()
-        },
-        "a took it back"
-    );
-    assert_eq!(port.ifindex, a.ifindex, "a's port took it back");
+    assert_held(&a, WEB, "a took them back");
     session(&lab, 1, vec![], true);
 }
