@@ -79,6 +79,9 @@ pub mod programs {
     pub const FROM_CONTAINER: &str = "ovl_from_container";
     /// tc ingress on the underlay interface: decapsulation and delivery.
     pub const FROM_UNDERLAY: &str = "ovl_from_underlay";
+    /// tc egress on the underlay interface, for containers on macvlans of
+    /// it: encapsulation in place (loaded; attached only by the bench).
+    pub const TO_UNDERLAY: &str = "ovl_to_underlay";
     /// XDP on the underlay interface: early verdicts on VXLAN.
     pub const XDP_UNDERLAY: &str = "ovl_xdp_underlay";
     /// tc ingress on the host-side veth of an overlay network's container:

@@ -38,7 +38,9 @@ pub(crate) enum Verdict {
     /// Not overlay traffic: on to the next tc program of the interface
     /// (other tools' programs still run), then the kernel.
     Next,
-    /// Overlay traffic this program changed (decapsulated) for the kernel.
+    /// Overlay traffic this program changed for the kernel: decapsulated
+    /// (to the host, or to a macvlan endpoint), or encapsulated on the
+    /// underlay's egress.
     Kernel,
     /// The return value of a redirect helper (TC_ACT_REDIRECT on success).
     Redirect(i64),
@@ -61,7 +63,16 @@ pub(crate) fn verdict(ctx: &TcContext, hook: Hook, r: Result<Verdict, DropReason
 /// tc ingress of a container's host-side veth (or of the bridge).
 #[classifier]
 pub fn ovl_from_container(ctx: TcContext) -> i32 {
-    verdict(&ctx, Hook::FromContainer, try_from_container(&ctx))
+    verdict(&ctx, Hook::FromContainer, try_from_container(&ctx, false))
+}
+
+/// tc egress of the underlay interface, for containers on macvlans of it
+/// (they send through the underlay device): the host's own packets pass,
+/// the containers' are encapsulated in place. Loaded, not attached by
+/// overlayd: `cargo xtask bench --modes ebpf-macvlan` attaches it.
+#[classifier]
+pub fn ovl_to_underlay(ctx: TcContext) -> i32 {
+    verdict(&ctx, Hook::FromContainer, try_from_container(&ctx, true))
 }
 
 /// tc ingress of the underlay interface.
@@ -76,8 +87,10 @@ pub(crate) const ENCAP_FLAGS: u64 = (BPF_F_ADJ_ROOM_FIXED_GSO
     | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
     | ((ETH_HLEN as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
 
+/// `on_underlay`: run on the underlay's egress (a constant per entry
+/// function, so `ovl_from_container` carries none of its branches).
 #[inline(always)]
-fn try_from_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
+fn try_from_container(ctx: &TcContext, on_underlay: bool) -> Result<Verdict, DropReason> {
     let Some(cfg) = maps::config() else {
         return Ok(Verdict::Next);
     };
@@ -93,6 +106,10 @@ fn try_from_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
         return Ok(Verdict::Next);
     }
     if hdr[23] == IPPROTO_UDP && to_vxlan_port(ctx, cfg, hdr) {
+        if on_underlay && hosts_own(cfg, hdr) {
+            count(Counter::FromContainerPass, 1);
+            return Ok(Verdict::Next);
+        }
         return Err(DropReason::ContainerVxlan);
     }
     let dst = [hdr[30], hdr[31], hdr[32], hdr[33]];
@@ -101,13 +118,29 @@ fn try_from_container(ctx: &TcContext) -> Result<Verdict, DropReason> {
         count(Counter::FromContainerPass, 1);
         return Ok(Verdict::Next);
     };
+    if on_underlay && hosts_own(cfg, hdr) {
+        count(Counter::FromContainerPass, 1);
+        return Ok(Verdict::Next);
+    }
     check_source(ctx, cfg, hdr)?;
     if cfg.encap_ifindex != 0 {
         return encapsulate_via_device(ctx, cfg, peer, tos);
     }
     // Map values stay valid while the packet is resized: no copy.
     let hash = flow_hash(ctx, hdr);
-    encapsulate(ctx, cfg, peer, tos, hdr[23], hash)
+    push_headers(ctx, cfg, peer, tos, hdr[23], hash)?;
+    if on_underlay && peer.nexthop_mac != [0; 6] {
+        // Already on its way out of the underlay: no redirect.
+        return Ok(Verdict::Kernel);
+    }
+    Ok(send_encapsulated(cfg, peer))
+}
+
+/// On the underlay's egress, a packet whose source is not in the container
+/// subnet is the host's own (its VXLAN among them): left to the kernel.
+#[inline(always)]
+fn hosts_own(cfg: &Config, hdr: &[u8; ETH_HLEN + IPV4_HLEN]) -> bool {
+    !rules::in_subnet(cfg, &[hdr[26], hdr[27], hdr[28], hdr[29]])
 }
 
 /// True for a UDP datagram (first or only fragment) to the VXLAN port.
@@ -247,19 +280,6 @@ pub(crate) fn flow_hash(ctx: &TcContext, hdr: &[u8; ETH_HLEN + IPV4_HLEN]) -> u3
         hdr[23],
         l4,
     )
-}
-
-#[inline(always)]
-fn encapsulate(
-    ctx: &TcContext,
-    cfg: &Config,
-    peer: &PeerValue,
-    tos: u8,
-    proto: u8,
-    hash: u32,
-) -> Result<Verdict, DropReason> {
-    push_headers(ctx, cfg, peer, tos, proto, hash)?;
-    Ok(send_encapsulated(cfg, peer))
 }
 
 /// Makes room for and writes the 64 header bytes of `peer`'s template in
@@ -438,6 +458,11 @@ fn try_from_underlay(ctx: &TcContext) -> Result<Verdict, DropReason> {
             eth[6..12].copy_from_slice(&cfg.gateway_mac);
             count(Counter::DecapPackets, 1);
             count(Counter::DecapBytes, inner_len);
+            if ep.ifindex == cfg.underlay_ifindex {
+                // A macvlan endpoint on the underlay: its rx handler
+                // delivers the frame by its destination MAC.
+                return Ok(Verdict::Kernel);
+            }
             Ok(into_container(cfg, ep.ifindex))
         }
         None => {

@@ -15,6 +15,7 @@ use overlay_lab::{exec_ok, tcp_rr_stats, Binaries, Lab, LabSpec, Overlayd};
 
 pub mod cluster;
 mod docker_overlay;
+mod macvlan;
 mod measure;
 mod mode;
 mod netmode;
@@ -361,8 +362,12 @@ fn measure_mode(mode: Mode, bins: &Binaries, dur: Duration, nic_like: bool) -> R
             for a in &_agents {
                 a.add_lab_peers(&lab)?;
             }
-            let (c, s) = (lab.container(1, 1), lab.container(2, 1));
-            (c.ns.clone(), s.ns.clone(), s.ip)
+            if mode == Mode::EbpfMacvlan {
+                macvlan::setup(&mut lab, &_agents)?
+            } else {
+                let (c, s) = (lab.container(1, 1), lab.container(2, 1));
+                (c.ns.clone(), s.ns.clone(), s.ip)
+            }
         }
     };
     // Reachability first: a mode that does not work is an error, not a slow result.

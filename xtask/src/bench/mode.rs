@@ -48,10 +48,12 @@ pub enum Mode {
     /// BPF with `encap_resize = "adjust-room"` (`bpf_skb_adjust_room` for
     /// every packet, not `bpf_skb_change_head` for unsegmented non-TCP ones).
     EbpfAdjustRoom,
+    /// BPF with macvlan containers on the underlay (no veth hop).
+    EbpfMacvlan,
 }
 
 impl Mode {
-    pub(super) const ALL: [Mode; 19] = [
+    pub(super) const ALL: [Mode; 20] = [
         Mode::Host,
         Mode::Plain,
         Mode::Iptables,
@@ -62,6 +64,7 @@ impl Mode {
         Mode::EbpfBigTcp,
         Mode::EbpfNoTunnelGro,
         Mode::EbpfAdjustRoom,
+        Mode::EbpfMacvlan,
         Mode::EbpfXdpGeneric,
         Mode::EbpfXdpNative,
         Mode::EbpfXdpDecap,
@@ -94,6 +97,7 @@ impl Mode {
             Mode::EbpfBigTcp => "ebpf-bigtcp",
             Mode::EbpfNoTunnelGro => "ebpf-no-tunnel-gro",
             Mode::EbpfAdjustRoom => "ebpf-adjust-room",
+            Mode::EbpfMacvlan => "ebpf-macvlan",
         }
     }
 
@@ -132,6 +136,9 @@ impl Mode {
             }
             Mode::EbpfAdjustRoom => {
                 "overlay, BPF, encap_resize = \"adjust-room\" (bpf_skb_adjust_room for every packet, not bpf_skb_change_head for unsegmented ones other than TCP)"
+            }
+            Mode::EbpfMacvlan => {
+                "overlay, BPF, attach = \"bridge\", the containers on macvlans of the underlay (no veth hop): encapsulation on the underlay's tc egress, delivery by the macvlan's rx handler; an experiment: the bench registers the endpoints and attaches the program to the egress itself"
             }
             Mode::EbpfNoTunnelGro => {
                 "overlay, BPF, tunnel_gro = false (no collect-metadata VXLAN device on the port: the underlay's GRO cannot merge VXLAN frames before tc decapsulates)"
@@ -174,7 +181,7 @@ impl Mode {
                 extra: "deliver = \"veth\"\n".into(),
                 ..o("ebpf", None, None)
             }),
-            Mode::EbpfBridge => Some(o("ebpf", None, Some("bridge"))),
+            Mode::EbpfBridge | Mode::EbpfMacvlan => Some(o("ebpf", None, Some("bridge"))),
             Mode::EbpfEncapDevice => Some(AgentOptions {
                 extra: "encap = \"device\"\n".into(),
                 ..o("ebpf", None, None)

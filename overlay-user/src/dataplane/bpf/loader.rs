@@ -252,6 +252,7 @@ pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf, DataplaneError> {
         programs::FROM_CONTAINER,
         programs::FROM_UNDERLAY,
         programs::FROM_NET_CONTAINER,
+        programs::TO_UNDERLAY,
     ] {
         let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
         prog.load().map_err(|source| DataplaneError::Program {
