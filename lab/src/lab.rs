@@ -163,7 +163,9 @@ pub fn host_underlay_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 56, (3 + i) as u8)
 }
 
-fn container_mac(ip: Ipv4Addr) -> String {
+/// The MAC the lab gives a container of address `ip`: 02:42 and the
+/// address's four octets, as Docker does.
+pub fn container_mac(ip: Ipv4Addr) -> String {
     let o = ip.octets();
     format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }

@@ -65,8 +65,8 @@ pub use docker::{
 };
 pub use etcd::{etcd_missing, need_etcd_or_skip, Etcd, EtcdOptions, TlsFiles, ETCD_START_TIMEOUT};
 pub use lab::{
-    host_subnet_octet, host_underlay_ip, Container, Host, Lab, LabSpec, MAX_CONTAINERS_PER_HOST,
-    MAX_HOSTS, UNDERLAY_PREFIX, VXLAN_OVERHEAD,
+    container_mac, host_subnet_octet, host_underlay_ip, Container, Host, Lab, LabSpec,
+    MAX_CONTAINERS_PER_HOST, MAX_HOSTS, UNDERLAY_PREFIX, VXLAN_OVERHEAD,
 };
 pub use netns::{
     exec, exec_ok, netns_path, nsenter_command, run_in_netns, sysctl, sysctl_get, NETNS_DIR,

@@ -105,11 +105,11 @@ fn try_from_container(ctx: &TcContext, on_underlay: bool) -> Result<Verdict, Dro
         count(Counter::FromContainerPass, 1);
         return Ok(Verdict::Next);
     }
+    if on_underlay && hosts_own(cfg, hdr) {
+        count(Counter::FromContainerPass, 1);
+        return Ok(Verdict::Next);
+    }
     if hdr[23] == IPPROTO_UDP && to_vxlan_port(ctx, cfg, hdr) {
-        if on_underlay && hosts_own(cfg, hdr) {
-            count(Counter::FromContainerPass, 1);
-            return Ok(Verdict::Next);
-        }
         return Err(DropReason::ContainerVxlan);
     }
     let dst = [hdr[30], hdr[31], hdr[32], hdr[33]];
@@ -118,10 +118,6 @@ fn try_from_container(ctx: &TcContext, on_underlay: bool) -> Result<Verdict, Dro
         count(Counter::FromContainerPass, 1);
         return Ok(Verdict::Next);
     };
-    if on_underlay && hosts_own(cfg, hdr) {
-        count(Counter::FromContainerPass, 1);
-        return Ok(Verdict::Next);
-    }
     check_source(ctx, cfg, hdr)?;
     if cfg.encap_ifindex != 0 {
         return encapsulate_via_device(ctx, cfg, peer, tos);

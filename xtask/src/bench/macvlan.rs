@@ -9,10 +9,10 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
-use overlay_lab::{exec_ok, nsenter_command, Lab, Overlayd};
+use overlay_lab::{container_mac, exec_ok, nsenter_command, Lab, Overlayd};
 
 const LAST: u8 = 20;
-/// `overlay_common::TO_UNDERLAY`.
+/// `overlay_common::programs::TO_UNDERLAY` (xtask does not depend on it).
 const TO_UNDERLAY: &str = "ovl_to_underlay";
 
 /// The macvlan container of `host`: (namespace, address).
@@ -21,7 +21,7 @@ fn member(lab: &mut Lab, host: usize) -> Result<(String, Ipv4Addr)> {
     let ns = lab.add_namespace(&format!("mv{host}"))?;
     let o = h.subnet_addr.octets();
     let ip = Ipv4Addr::new(o[0], o[1], o[2], LAST);
-    let mac = format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], LAST);
+    let mac = container_mac(ip);
     let mtu = h.bridge_mtu.to_string();
     exec_ok(
         &h.ns,
